@@ -1,0 +1,135 @@
+"""Configuration of BN-VAE, the text VAE with a batch-normalised posterior mean (Zhu et al., ACL 2020)."""
+
+import math
+
+from transformers import PretrainedConfig
+
+# Sizes used in the paper (section 5 and the official code); every preset uses latent size 32.
+PRESETS = {
+    "yahoo": {"embedding_size": 512, "encoder_hidden_size": 1024, "decoder_hidden_size": 1024},
+    "yelp": {"embedding_size": 512, "encoder_hidden_size": 1024, "decoder_hidden_size": 1024},
+    "ptb": {"embedding_size": 256, "encoder_hidden_size": 256, "decoder_hidden_size": 256},
+    "snli": {"embedding_size": 128, "encoder_hidden_size": 512, "decoder_hidden_size": 512},
+    "short_yelp": {"embedding_size": 128, "encoder_hidden_size": 512, "decoder_hidden_size": 512},
+    # Brown is this project's stand-in for PTB (same register, similar sentence length): PTB sizes.
+    "brown": {"embedding_size": 256, "encoder_hidden_size": 256, "decoder_hidden_size": 256},
+}
+
+
+class BNVAEConfig(PretrainedConfig):
+    r"""Configuration of [`BNVAEForLanguageModeling`] and its variants.
+
+    Args:
+        vocab_size (`int`, defaults to 10000): number of token ids, special tokens included.
+        embedding_size (`int`, defaults to 256): word embedding size (encoder and decoder each own one).
+        encoder_hidden_size (`int`, defaults to 256): hidden size of the 1-layer LSTM encoder.
+        decoder_hidden_size (`int`, defaults to 256): hidden size of the 1-layer LSTM decoder.
+        latent_size (`int`, defaults to 32): dimension n of z.
+        gamma (`float`, defaults to 0.6): fixed BatchNorm scale of the posterior mean. The expected KL over
+            the data is then >= n * gamma^2 / 2 nats per sentence. 0 means no BN (a plain VAE).
+        bn_eps (`float`, defaults to 1e-16): BatchNorm epsilon. BN sets the batch std of mu to
+            gamma * sqrt(v / (v + eps)), v the batch variance of the raw mean, which is 1e-11 to 1e-7 at
+            initialisation (tiny to yahoo sizes). PyTorch's 1e-5 (the reference code) leaves mu's std at a few
+            percent of gamma until the encoder grows, so the KL bound does not hold early in training; 1e-16
+            keeps it from the first step. BN runs in fp32 whatever the autocast dtype.
+        bn_momentum (`float`, defaults to 0.1): BatchNorm running-statistics momentum (PyTorch convention).
+        decoder_dropout_in (`float`, defaults to 0.5): dropout on the decoder's input embeddings.
+        decoder_dropout_out (`float`, defaults to 0.5): dropout on the decoder's LSTM outputs.
+        use_latent (`bool`, defaults to True): False gives the LSTM language-model baseline (no encoder, no z).
+        delta_rate (`float`, defaults to 0.0): delta-VAE committed rate in nats per latent dimension; > 0
+            bounds the posterior variance so that KL >= delta_rate per dimension. 0 disables it.
+        init_range (`float`, defaults to 0.01): weights are initialised uniform(-init_range, init_range).
+        embedding_init_range (`float`, defaults to 0.1): embeddings are initialised uniform(-r, r).
+        pad_token_id, bos_token_id, eos_token_id, unk_token_id (`int`, defaults 0, 1, 2, 3): special ids.
+    """
+
+    model_type = "bnvae"
+
+    def __init__(
+        self,
+        vocab_size=10000,
+        embedding_size=256,
+        encoder_hidden_size=256,
+        decoder_hidden_size=256,
+        latent_size=32,
+        gamma=0.6,
+        bn_eps=1e-16,
+        bn_momentum=0.1,
+        decoder_dropout_in=0.5,
+        decoder_dropout_out=0.5,
+        use_latent=True,
+        delta_rate=0.0,
+        init_range=0.01,
+        embedding_init_range=0.1,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        unk_token_id=3,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.encoder_hidden_size = encoder_hidden_size
+        self.decoder_hidden_size = decoder_hidden_size
+        self.latent_size = latent_size
+        self.gamma = gamma
+        self.bn_eps = bn_eps
+        self.bn_momentum = bn_momentum
+        self.decoder_dropout_in = decoder_dropout_in
+        self.decoder_dropout_out = decoder_dropout_out
+        self.use_latent = use_latent
+        self.delta_rate = delta_rate
+        self.init_range = init_range
+        self.embedding_init_range = embedding_init_range
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.unk_token_id = unk_token_id
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(**kwargs)
+        self._validate()
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """Config with the paper's sizes for `name` (one of `PRESETS`), updated with `overrides`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def kl_lower_bound(self):
+        """Guaranteed lower bound of the expected KL, n * gamma^2 / 2, in nats per sentence."""
+        if not self.use_latent:
+            return 0.0
+        return self.latent_size * self.gamma**2 / 2
+
+    def _validate(self):
+        def fail(field, value, rule):
+            raise ValueError(f"BNVAEConfig.{field}={value!r} is invalid: {rule}")
+
+        for field in ("vocab_size", "embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(field, value, "must be an integer >= 1")
+        for field in ("gamma", "delta_rate", "init_range", "embedding_init_range"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                fail(field, value, "must be a finite number >= 0")
+        if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
+            fail("bn_eps", self.bn_eps, "must be > 0")
+        if not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum <= 1):
+            fail("bn_momentum", self.bn_momentum, "must be in (0, 1]")
+        for field in ("decoder_dropout_in", "decoder_dropout_out"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                fail(field, value, "must be in [0, 1)")
+        for field in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                fail(field, value, f"must be a token id in [0, vocab_size={self.vocab_size})")
+        if self.delta_rate > 0 and self.gamma > 0:
+            # Not invalid maths, but the paper compares them separately; refuse to mix silently.
+            fail("delta_rate", self.delta_rate, "delta-VAE is a separate baseline; set gamma=0 to use it")
+
+
+__all__ = ["BNVAEConfig", "PRESETS"]

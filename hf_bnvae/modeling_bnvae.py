@@ -1,0 +1,447 @@
+"""BN-VAE: an LSTM text VAE whose posterior mean goes through BatchNorm with a fixed scale gamma.
+
+Reads top-down: maths helpers, building blocks (encoder, BN latent head, decoder), the pre-trained
+model base, the output dataclass, then the language-modelling head. Units: log-likelihoods, losses
+and KLs are in nats; "per sentence" means summed over the tokens of one sentence.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_bnvae import BNVAEConfig
+
+
+# ----------------------------------------------------------------------------------------------
+# maths
+
+
+def gaussian_kl_per_dimension(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, 1)) per dimension, in nats, computed in fp32.
+
+    mu, logvar: (..., n). Returns (..., n): 0.5 * (mu^2 + exp(logvar) - 1 - logvar).
+    """
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def delta_vae_variance_cap(delta_rate):
+    """Largest sigma^2 < 1 with 0.5 * (sigma^2 - 1 - log sigma^2) = delta_rate (nats per dimension).
+
+    Capping the posterior variance below it commits every dimension to a KL >= delta_rate
+    (Razavi et al. 2019), whatever the mean.
+    """
+    lo, hi = 1e-12, 1.0  # f(s) = s - 1 - log s decreases on (0, 1]; bisection on f(s) = 2 * delta
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid - 1 - math.log(mid) > 2 * delta_rate:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def check_input_ids(input_ids, vocab_size):
+    """Raise a ValueError naming the problem for an empty batch or ids outside [0, vocab_size)."""
+    if input_ids is None or input_ids.numel() == 0:
+        raise ValueError("input_ids is empty: pass at least one sentence of at least one token")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+def sequence_lengths(input_ids, attention_mask):
+    """Lengths (batch,) from a right-padded attention_mask (batch, seq); all ones when it is None."""
+    if attention_mask is None:
+        return torch.full((input_ids.shape[0],), input_ids.shape[1], dtype=torch.long, device=input_ids.device)
+    mask = attention_mask.long()
+    if (mask[:, 1:] > mask[:, :-1]).any():
+        raise ValueError("attention_mask must be right-padded (ones, then zeros); left padding is not supported")
+    lengths = mask.sum(dim=1)
+    if (lengths == 0).any():
+        raise ValueError("a sentence in the batch is empty (its attention_mask is all zeros)")
+    return lengths
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks
+
+
+class LSTMEncoder(nn.Module):
+    """Embedding -> 1-layer LSTM -> last hidden state of each sentence -> (mu_raw, logvar_raw).
+
+    Sentences are packed, so pad tokens never reach the final state.
+    input_ids: (batch, seq), lengths: (batch,). Returns two (batch, latent_size) tensors.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.lstm = nn.LSTM(config.embedding_size, config.encoder_hidden_size, batch_first=True)
+        self.to_posterior = nn.Linear(config.encoder_hidden_size, 2 * config.latent_size, bias=False)
+
+    def forward(self, input_ids, lengths):
+        embeddings = self.embed_tokens(input_ids)  # (B, T, E)
+        packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (last_hidden, _) = self.lstm(packed)  # (1, B, H), in the original batch order
+        return self.to_posterior(last_hidden[0]).chunk(2, dim=-1)
+
+
+class BatchNormLatentHead(nn.Module):
+    """Posterior parameters: BatchNorm1d on mu only, scale fixed at gamma, shift beta learned.
+
+    In training mode every dimension of the returned mu has batch mean beta and batch std gamma,
+    so the batch-mean KL is >= n * gamma^2 / 2 nats. In eval mode the running statistics are used,
+    so one sentence can be encoded. gamma = 0 disables BN (plain VAE); delta_rate > 0 caps the
+    posterior variance (delta-VAE). mu_raw, logvar_raw: (batch, n) -> mu, logvar (batch, n), fp32.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.gamma = config.gamma
+        self.bn = None
+        if config.gamma > 0:
+            self.bn = nn.BatchNorm1d(config.latent_size, eps=config.bn_eps, momentum=config.bn_momentum)
+            self.bn.weight.requires_grad_(False)  # gamma is fixed, never trained
+        self.log_variance_cap = math.log(delta_vae_variance_cap(config.delta_rate)) if config.delta_rate > 0 else None
+
+    def forward(self, mu_raw, logvar_raw):
+        mu, logvar = mu_raw.float(), logvar_raw.float()
+        if self.log_variance_cap is not None:
+            logvar = self.log_variance_cap + nn.functional.logsigmoid(logvar)
+        if self.bn is not None:
+            if self.training and mu.shape[0] < 2:
+                raise ValueError(
+                    "a training batch of one sentence cannot be batch-normalised: BN-VAE needs >= 2 "
+                    "sentences per batch in training mode (use model.eval() to encode a single sentence)"
+                )
+            bn = self.bn
+            if self.training:
+                bn.num_batches_tracked.add_(1)
+            with torch.autocast(device_type=mu.device.type, enabled=False):  # BN statistics in fp32
+                # gamma is detached: it gets no gradient even if something flipped requires_grad back on.
+                mu = nn.functional.batch_norm(
+                    mu, bn.running_mean, bn.running_var, bn.weight.detach(), bn.bias, self.training, bn.momentum, bn.eps
+                )
+        return mu, logvar
+
+    def train(self, mode=True):
+        # from_pretrained builds fresh Parameters (requires_grad=True) and then calls eval(): re-freeze gamma here.
+        super().train(mode)
+        if self.bn is not None:
+            self.bn.weight.requires_grad_(False)
+        return self
+
+
+class LSTMDecoder(nn.Module):
+    """LSTM decoder p(x|z): z is concatenated to every input embedding and sets the initial state.
+
+    c0 = W z (no bias), h0 = tanh(c0); dropout on inputs and outputs; Linear(hidden, vocab).
+    Without a latent (LSTM LM baseline) the state starts at zero.
+    input_ids: (B, T), z: (B, n) or None, state: (h, c) each (1, B, H) or None.
+    Returns hidden states (B, T, H) and the new state.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.use_latent = config.use_latent
+        latent = config.latent_size if config.use_latent else 0
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.dropout_in = nn.Dropout(config.decoder_dropout_in)
+        self.lstm = nn.LSTM(config.embedding_size + latent, config.decoder_hidden_size, batch_first=True)
+        self.dropout_out = nn.Dropout(config.decoder_dropout_out)
+        self.latent_to_cell = nn.Linear(latent, config.decoder_hidden_size, bias=False) if latent else None
+        self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
+
+    def initial_state(self, z):
+        cell = self.latent_to_cell(z).unsqueeze(0)  # (1, B, H)
+        return torch.tanh(cell), cell
+
+    def forward(self, input_ids, z=None, state=None):
+        inputs = self.dropout_in(self.embed_tokens(input_ids))  # (B, T, E)
+        if self.use_latent:
+            z = z.to(inputs.dtype)
+            inputs = torch.cat([inputs, z.unsqueeze(1).expand(-1, inputs.shape[1], -1)], dim=-1)
+            if state is None:
+                state = self.initial_state(z)
+        hidden, state = self.lstm(inputs, state)
+        return self.dropout_out(hidden), state
+
+
+# ----------------------------------------------------------------------------------------------
+# pre-trained model base
+
+
+class BNVAEPreTrainedModel(PreTrainedModel):
+    config_class = BNVAEConfig
+    base_model_prefix = "bnvae"
+    main_input_name = "input_ids"
+    _no_split_modules = []
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Reference initialisation: weights U(-0.01, 0.01), embeddings U(-0.1, 0.1), BN weight = gamma."""
+        if isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -self.config.embedding_init_range, self.config.embedding_init_range)
+        elif isinstance(module, (nn.Linear, nn.LSTM)):
+            for param in module.parameters(recurse=False):
+                init.uniform_(param, -self.config.init_range, self.config.init_range)
+        elif isinstance(module, nn.BatchNorm1d):
+            # transformers' default would set the weight to 1: gamma is the whole point, so set it here.
+            init.constant_(module.weight, self.config.gamma)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs
+
+
+@dataclass
+class BNVAEOutput(ModelOutput):
+    """Output of [`BNVAEForLanguageModeling`].
+
+    loss (`()`): -ELBO with KL weight, recon + kl_weight * KL, nats per sentence, batch mean (with labels).
+    reconstruction_loss (`(B,)`): -log p(x|z), nats per sentence, summed over predicted tokens.
+    kl (`(B,)`): KL(q(z|x) || N(0, I)), analytic, nats per sentence.
+    kl_per_dimension (`(B, n)`): the KL split over latent dimensions, nats.
+    mu (`(B, n)`): posterior mean after BN. logvar (`(B, n)`): posterior log-variance.
+    latent (`(B, n)`): the z the decoder read.
+    logits (`(B, T, V)`): next-token logits for every position of input_ids.
+    num_tokens (`(B,)`): number of predicted tokens per sentence (words + end token).
+    state (`tuple` of two `(1, B, H)`): decoder LSTM state after the last input token (generation cache).
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    kl: torch.FloatTensor | None = None
+    kl_per_dimension: torch.FloatTensor | None = None
+    mu: torch.FloatTensor | None = None
+    logvar: torch.FloatTensor | None = None
+    latent: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    num_tokens: torch.LongTensor | None = None
+    state: tuple | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# language-modelling head
+
+
+class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
+    """BN-VAE sentence model: encoder q(z|x), BN latent head, LSTM decoder p(x|z).
+
+    Sentences are `<s> w_1 ... w_m </s>`, right-padded. The decoder predicts tokens 2..T from 1..T-1.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = LSTMEncoder(config) if config.use_latent else None
+        self.latent_head = BatchNormLatentHead(config) if config.use_latent else None
+        self.decoder = LSTMDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.decoder.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.decoder.lm_head
+
+    def set_output_embeddings(self, value):
+        self.decoder.lm_head = value
+
+    @property
+    def kl_lower_bound(self):
+        """Guaranteed lower bound of the batch-mean KL in training, n * gamma^2 / 2 nats per sentence."""
+        return self.config.kl_lower_bound
+
+    # -- the two halves -----------------------------------------------------------------------
+
+    def encode_posterior(self, input_ids, attention_mask=None):
+        """q(z|x) parameters. input_ids, attention_mask: (B, T). Returns mu (after BN), logvar: (B, n), fp32."""
+        if not self.config.use_latent:
+            raise ValueError("this model has no latent variable (use_latent=False, the LSTM LM baseline)")
+        check_input_ids(input_ids, self.config.vocab_size)
+        lengths = sequence_lengths(input_ids, attention_mask)
+        mu_raw, logvar_raw = self.encoder(input_ids, lengths)
+        return self.latent_head(mu_raw, logvar_raw)
+
+    def sentence_log_likelihood(self, input_ids, attention_mask=None, latent=None):
+        """log p(x|z) per sentence in nats, only scoring real (non-pad) target tokens.
+
+        input_ids, attention_mask: (B, T); latent: (B, n) or (B, K, n) for K samples per sentence
+        (the sentences are repeated K times). Returns (B,) or (B, K). The output layer runs only on
+        the predicted tokens, which is where the time goes.
+        """
+        check_input_ids(input_ids, self.config.vocab_size)
+        lengths = sequence_lengths(input_ids, attention_mask)
+        samples = None
+        if latent is not None and latent.dim() == 3:
+            samples = latent.shape[1]
+            input_ids = input_ids.repeat_interleave(samples, dim=0)
+            lengths = lengths.repeat_interleave(samples, dim=0)
+            latent = latent.reshape(-1, latent.shape[-1])
+        hidden, _ = self.decoder(input_ids[:, :-1], latent)  # (B*K, T-1, H)
+        targets = input_ids[:, 1:]
+        valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < (lengths[:, None] - 1)
+        logits = self.decoder.lm_head(hidden[valid]).float()  # (tokens, V)
+        token_ll = -nn.functional.cross_entropy(logits, targets[valid], reduction="none")
+        per_sentence = torch.zeros(targets.shape[0], device=targets.device).index_add_(
+            0, valid.nonzero()[:, 0], token_ll
+        )
+        return per_sentence if samples is None else per_sentence.view(-1, samples)
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        latent: torch.FloatTensor | None = None,
+        kl_weight: float = 1.0,
+        sample_latent: bool | None = None,
+        state: tuple | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        r"""
+        input_ids (`(B, T)`): `<s> w_1 ... w_m </s>`, right-padded.
+        attention_mask (`(B, T)`): 1 for real tokens; defaults to all ones.
+        labels (`(B, T)`): usually input_ids (shifted inside); -100 or pad positions (attention_mask 0)
+            are ignored. When given, `loss` and `reconstruction_loss` are computed.
+        latent (`(B, n)`): decode from this z instead of encoding input_ids (generation, prior samples).
+        kl_weight (`float`): weight of the KL in `loss` (annealing, beta-VAE, AE with 0).
+        sample_latent (`bool`): draw z = mu + sigma * eps (default in training) or use z = mu
+            (default in eval mode, so eval outputs are deterministic).
+        state (`tuple` of two `(1, B, H)`): decoder LSTM state to continue from (generation cache).
+        """
+        check_input_ids(input_ids, self.config.vocab_size)
+        mu = logvar = kl_per_dimension = kl = None
+        if latent is None and self.config.use_latent and state is None:
+            mu, logvar = self.encode_posterior(input_ids, attention_mask)
+            kl_per_dimension = gaussian_kl_per_dimension(mu, logvar)
+            kl = kl_per_dimension.sum(-1)
+            sample_latent = self.training if sample_latent is None else sample_latent
+            latent = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample_latent else mu
+        if self.config.use_latent and latent is None and state is None:
+            raise ValueError("pass latent=z (or input_ids to encode) to decode with this model")
+
+        hidden, new_state = self.decoder(input_ids, latent, state)
+        logits = self.decoder.lm_head(hidden)  # (B, T, V)
+
+        loss = reconstruction_loss = num_tokens = None
+        if labels is not None:
+            targets = labels[:, 1:].clone()
+            if attention_mask is not None:
+                targets[attention_mask[:, 1:] == 0] = -100
+            token_nll = nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none"
+            )  # (B, T-1), fp32
+            reconstruction_loss = token_nll.sum(-1)
+            num_tokens = (targets != -100).sum(-1)
+            per_sentence = reconstruction_loss if kl is None else reconstruction_loss + kl_weight * kl
+            loss = per_sentence.mean()
+
+        return BNVAEOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction_loss,
+            kl=kl,
+            kl_per_dimension=kl_per_dimension,
+            mu=mu,
+            logvar=logvar,
+            latent=latent,
+            logits=logits,
+            num_tokens=num_tokens,
+            state=new_state if use_cache is not False else None,
+        )
+
+    # -- generation hooks (GenerationMixin with the LSTM state as cache) --------------------------
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls):
+        return False
+
+    def prepare_inputs_for_generation(self, input_ids, state=None, latent=None, use_cache=None, **kwargs):
+        if self.config.use_latent and latent is None:
+            raise ValueError("generate() needs latent=z of shape (batch, latent_size): encode or sample it first")
+        if state is not None:
+            input_ids = input_ids[:, -1:]  # the state already holds everything before the last token
+        return {"input_ids": input_ids, "state": state, "latent": latent, "use_cache": use_cache}
+
+    def _reorder_cache(self, state, beam_idx):
+        return tuple(s.index_select(1, beam_idx.to(s.device)) for s in state)
+
+    # -- convenience ------------------------------------------------------------------------------
+
+    def _bos_ids(self, batch_size):
+        return torch.full((batch_size, 1), self.config.bos_token_id, dtype=torch.long, device=self.device)
+
+    def _decode_texts(self, sequences, tokenizer):
+        return [text.strip() for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def encode(self, texts, tokenizer):
+        """Posterior means E_q[z|x] (after BN, eval statistics) of a list of strings: (len(texts), n)."""
+        was_training = self.training
+        self.eval()
+        batch = tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
+        mu, _ = self.encode_posterior(batch["input_ids"], batch["attention_mask"])
+        self.train(was_training)
+        return mu
+
+    @torch.no_grad()
+    def decode(self, latent, tokenizer, max_new_tokens=40, **generate_kwargs):
+        """Sentences generated from z (n_sentences, n); greedy unless generate kwargs say otherwise."""
+        sequences = self.generate(
+            input_ids=self._bos_ids(latent.shape[0]),
+            latent=latent.to(self.device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.config.pad_token_id,
+            eos_token_id=self.config.eos_token_id,
+            **generate_kwargs,
+        )
+        return self._decode_texts(sequences, tokenizer)
+
+    def sample_prior(self, num_sentences, tokenizer, generator=None, **generate_kwargs):
+        """Sentences decoded from z ~ N(0, I)."""
+        latent = torch.randn(num_sentences, self.config.latent_size, generator=generator)
+        return self.decode(latent, tokenizer, **generate_kwargs)
+
+    def reconstruct(self, texts, tokenizer, **generate_kwargs):
+        """Sentences decoded from the posterior means of `texts`."""
+        return self.decode(self.encode(texts, tokenizer), tokenizer, **generate_kwargs)
+
+    def interpolate(self, text_a, text_b, tokenizer, steps=5, **generate_kwargs):
+        """Sentences decoded along the straight line between the posterior means of two sentences."""
+        ends = self.encode([text_a, text_b], tokenizer)
+        weights = torch.linspace(0, 1, steps, device=ends.device)[:, None]
+        return self.decode((1 - weights) * ends[0] + weights * ends[1], tokenizer, **generate_kwargs)
+
+
+__all__ = [
+    "BNVAEForLanguageModeling",
+    "BNVAEOutput",
+    "BNVAEPreTrainedModel",
+    "BatchNormLatentHead",
+    "LSTMDecoder",
+    "LSTMEncoder",
+    "gaussian_kl_per_dimension",
+]
