@@ -72,6 +72,10 @@ def sequence_lengths(input_ids, attention_mask):
     return lengths
 
 
+def _world_size():
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+
+
 # ----------------------------------------------------------------------------------------------
 # building blocks
 
@@ -108,6 +112,7 @@ class BatchNormLatentHead(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.gamma = config.gamma
+        self.synchronize_statistics = False  # set by the training script for multi-process SyncBN
         self.bn = None
         if config.gamma > 0:
             self.bn = nn.BatchNorm1d(config.latent_size, eps=config.bn_eps, momentum=config.bn_momentum)
@@ -128,11 +133,29 @@ class BatchNormLatentHead(nn.Module):
             if self.training:
                 bn.num_batches_tracked.add_(1)
             with torch.autocast(device_type=mu.device.type, enabled=False):  # BN statistics in fp32
+                if self.training and self.synchronize_statistics and _world_size() > 1:
+                    return self._synchronized_batch_norm(mu), logvar
                 # gamma is detached: it gets no gradient even if something flipped requires_grad back on.
                 mu = nn.functional.batch_norm(
                     mu, bn.running_mean, bn.running_var, bn.weight.detach(), bn.bias, self.training, bn.momentum, bn.eps
                 )
         return mu, logvar
+
+    def _synchronized_batch_norm(self, mu):
+        """BN with batch statistics over all processes (SyncBatchNorm semantics, works on gloo and NCCL).
+
+        The all-reduces are differentiable, so gradients flow through the global mean and variance.
+        """
+        from torch.distributed.nn.functional import all_reduce
+
+        bn = self.bn
+        count = all_reduce(torch.tensor([float(mu.shape[0])], device=mu.device))
+        mean = all_reduce(mu.sum(0)) / count
+        var = all_reduce((mu - mean).pow(2).sum(0)) / count  # biased, as BN normalises with
+        with torch.no_grad():
+            bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean)
+            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var * count / (count - 1))
+        return (mu - mean) / torch.sqrt(var + bn.eps) * bn.weight.detach() + bn.bias
 
     def train(self, mode=True):
         # from_pretrained builds fresh Parameters (requires_grad=True) and then calls eval(): re-freeze gamma here.

