@@ -375,6 +375,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_ids, test_corpus, s
         unwrapped.load_state_dict(state.best_weights)
     pad = tokenizer.pad_token_id
     results = {"method": args.method, "preset": args.preset, "kl_lower_bound": unwrapped.kl_lower_bound,
+               "num_processes": accelerator.num_processes, "optimizer_steps": state.optimizer_steps,
                "best_epoch": state.plateau.best_epoch, "history": state.history, "train_step_losses": step_losses}
     if args.iw_samples and state.history:
         subset = valid_ids[: args.max_iw_eval_samples]
@@ -399,7 +400,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_ids, test_corpus, s
         print_summary(results, output)
     if args.with_tracking:
         accelerator.end_training()
-    return results
+    return unwrapped, results
 
 
 def print_summary(results, output):
@@ -416,8 +417,8 @@ def print_summary(results, output):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    return train(args)
+    """Train; returns the trained (best) model and the results dict written to metrics.json."""
+    return train(parse_args(argv))
 
 
 if __name__ == "__main__":
