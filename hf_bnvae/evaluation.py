@@ -66,25 +66,39 @@ def mutual_information(mu, logvar, generator=None):
     return float(mi), float(aggregate_kl)
 
 
+def sentence_noise(indices, shape, seed):
+    """Standard normal noise of `shape` for each sentence, drawn from a generator seeded by
+    (seed, sentence index): results then do not depend on batching or on the number of processes.
+    indices: (B,) sentence indices. Returns (B, *shape)."""
+    noise = torch.empty((len(indices), *shape))
+    generator = torch.Generator()
+    for row, index in enumerate(indices.tolist()):
+        generator.manual_seed(seed * 1_000_003 + index)
+        noise[row] = torch.randn(shape, generator=generator)
+    return noise
+
+
 @torch.no_grad()
-def importance_weighted_log_likelihood(model, input_ids, attention_mask=None, num_samples=500, max_tokens=None, generator=None):
+def importance_weighted_log_likelihood(model, input_ids, attention_mask=None, num_samples=500, noise=None, max_tokens=None):
     """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per sentence (nats).
 
-    input_ids, attention_mask: (B, T). All B sentences and a chunk of samples go through the decoder
-    at once; the chunk is sized so that about max_tokens (sentence, sample, token) triples are scored
-    per pass (default 2**17). Returns (B,). For the LSTM LM the exact log p(x) is returned.
+    input_ids, attention_mask: (B, T). noise: (B, K, n) standard normal draws (default: fresh ones),
+    z_k = mu + sigma * noise_k. All B sentences and a chunk of samples go through the decoder at once;
+    the chunk holds about max_tokens (sentence, sample, token) triples (default 2**16). Returns (B,).
+    The LSTM LM (no latent) gets its exact log p(x).
     """
     if not model.config.use_latent:
         return model.sentence_log_likelihood(input_ids, attention_mask)
     mu, logvar = model.encode_posterior(input_ids, attention_mask)
-    tokens = input_ids.shape[0] * input_ids.shape[1]
-    chunk = max(1, min(num_samples, (max_tokens or 2**17) // max(tokens, 1)))
+    if noise is None:
+        noise = torch.randn((mu.shape[0], num_samples, mu.shape[1]))
+    noise = noise.to(mu.device)
+    num_samples = noise.shape[1]
+    chunk = max(1, min(num_samples, (max_tokens or 2**16) // input_ids.numel()))
     std = (0.5 * logvar).exp()
     log_weights = []
     for start in range(0, num_samples, chunk):
-        k = min(chunk, num_samples - start)
-        noise = torch.randn((mu.shape[0], k, mu.shape[1]), generator=generator).to(mu.device)
-        z = mu[:, None] + noise * std[:, None]  # (B, k, n)
+        z = mu[:, None] + noise[:, start : start + chunk] * std[:, None]  # (B, k, n)
         log_px_z = model.sentence_log_likelihood(input_ids, attention_mask, z)  # (B, k)
         log_weights.append(log_px_z + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None]))
     log_weights = torch.cat(log_weights, dim=1).double()
@@ -120,29 +134,30 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
     collected = {}
     for batch in batches:
         input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        indices = batch["index"].cpu()
         if model.config.use_latent:
             mu, logvar = model.encode_posterior(input_ids, attention_mask)
-            z = mu + torch.randn(mu.shape, generator=generator).to(device) * (0.5 * logvar).exp()
+            z = mu + sentence_noise(indices, mu.shape[1:], seed).to(device) * (0.5 * logvar).exp()
             reconstruction = -model.sentence_log_likelihood(input_ids, attention_mask, z)
             kl = gaussian_kl_per_dimension(mu, logvar).sum(-1)
         else:
             reconstruction = -model.sentence_log_likelihood(input_ids, attention_mask)
             kl = mu = logvar = None
         values = {
-            "index": batch["index"].cpu(),
+            "index": indices,
             "reconstruction": reconstruction.double().cpu(),
             "num_tokens": (attention_mask.sum(-1) - 1).cpu(),
         }
         if kl is not None:
             values.update(kl=kl.double().cpu(), mu=mu.float().cpu(), logvar=logvar.float().cpu())
         if iw_samples > 0:
+            noise = sentence_noise(indices, (iw_samples, model.config.latent_size), seed + 1) if model.config.use_latent else None
             values["log_likelihood"] = importance_weighted_log_likelihood(
-                model, input_ids, attention_mask, iw_samples, iw_max_tokens, generator
-            ).cpu()
+                model, input_ids, attention_mask, iw_samples, noise, iw_max_tokens
+            ).double().cpu()
         for key, value in values.items():
             collected.setdefault(key, []).append(value)
     model.train(was_training)
@@ -165,7 +180,7 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
     if "mu" in per_sentence:
         metrics["au"] = active_units(per_sentence["mu"])[0]
         metrics["mi"], metrics["aggregate_kl"] = mutual_information(
-            per_sentence["mu"], per_sentence["logvar"], torch.Generator().manual_seed(seed + 1)
+            per_sentence["mu"], per_sentence["logvar"], torch.Generator().manual_seed(seed + 2)
         )
     if "log_likelihood" in per_sentence:
         nll = -per_sentence["log_likelihood"]
@@ -182,5 +197,6 @@ __all__ = [
     "gaussian_log_density",
     "importance_weighted_log_likelihood",
     "mutual_information",
+    "sentence_noise",
     "standard_normal_log_density",
 ]

@@ -1,0 +1,127 @@
+"""The paper's metrics against closed forms and known limits."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae.evaluation import (
+    active_units,
+    evaluate_language_model,
+    importance_weighted_log_likelihood,
+    mutual_information,
+)
+from hf_bnvae.objectives import perplexity
+from tests.conftest import CORPUS, tiny_config
+from tests.test_checkpoints import trained
+
+
+def batches_of(tokenizer, texts, size):
+    for start in range(0, len(texts), size):
+        batch = tokenizer(texts[start : start + size], padding=True, return_tensors="pt")
+        batch["index"] = torch.arange(start, start + len(batch["input_ids"]))
+        yield batch
+
+
+def test_iw_nll_is_the_exact_lm_nll_when_the_decoder_ignores_z(tokenizer, batch):
+    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), gamma=0.0))
+    trained(model, batch, steps=10)
+    with torch.no_grad():
+        model.encoder.to_posterior.weight.zero_()  # q(z|x) = N(0, I) = p(z)
+        model.decoder.latent_to_cell.weight.zero_()
+        model.decoder.lstm.weight_ih_l0[:, -8:].zero_()  # the decoder no longer reads z
+        exact = model.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"], torch.randn(len(CORPUS), 8))
+        for k in (1, 7, 50):
+            iw = importance_weighted_log_likelihood(model, batch["input_ids"], batch["attention_mask"], num_samples=k)
+            torch.testing.assert_close(iw.float(), exact, atol=1e-4, rtol=0)
+
+
+def test_iw_bound_tightens_with_k_and_k1_is_the_elbo(model, batch):
+    trained(model, batch, steps=30)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    repeats = 300
+    with torch.no_grad():
+        estimates = {
+            k: torch.stack([importance_weighted_log_likelihood(model, ids, mask, num_samples=k) for _ in range(repeats)])
+            for k in (1, 10, 100)
+        }  # (repeats, B)
+        mu, logvar = model.encode_posterior(ids, mask)
+        z = mu[None] + torch.randn(repeats, *mu.shape) * (0.5 * logvar).exp()
+        recon = torch.stack([model.sentence_log_likelihood(ids, mask, zr) for zr in z])
+        kl = Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1) - Normal(0, 1).log_prob(z).sum(-1)
+    elbo = (recon - kl).double()
+    means = {k: v.mean(0) for k, v in estimates.items()}
+    stderr = {k: v.std(0) / math.sqrt(repeats) for k, v in estimates.items()}
+    # K = 1 is the ELBO in expectation (same-sized Monte Carlo error on both sides)
+    assert ((means[1] - elbo.mean(0)).abs() <= 4 * (stderr[1] + elbo.std(0) / math.sqrt(repeats))).all()
+    # log p(x) estimates grow with K: the NLL does not increase
+    assert (means[10] >= means[1] - 3 * (stderr[1] + stderr[10])).all()
+    assert (means[100] >= means[10] - 3 * (stderr[10] + stderr[100])).all()
+    assert means[100].sum() > means[1].sum()  # and the gap is real in total
+
+
+def test_active_units_on_known_variances():
+    n = 400
+    base = torch.randn(n, 4, dtype=torch.float64)
+    base = (base - base.mean(0)) / base.std(0, unbiased=True)  # unit sample variance (N-1 divisor)
+    targets = torch.tensor([0.005, 0.0099, 0.0101, 1.0], dtype=torch.float64)
+    count, variances = active_units(base * targets.sqrt())
+    assert count == 2
+    torch.testing.assert_close(variances.double(), targets, rtol=1e-5, atol=0)
+    # the N-1 divisor matters: values +-a have unbiased variance 2a^2 but biased a^2
+    a = math.sqrt(0.007)
+    assert active_units(torch.tensor([[-a], [a]]))[0] == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        active_units(torch.zeros(1, 3))
+
+
+def quadrature_mi_and_aggregate_kl(mu, s):
+    """1-D posteriors N(mu_i, s^2): E_x KL(q(z|x)||p), KL(q(z)||p) and MI by numerical integration."""
+    grid = torch.linspace(-12, 12, 24001, dtype=torch.float64)
+    dz = grid[1] - grid[0]
+    q = Normal(mu[:, None], s).log_prob(grid[None]).exp().mean(0)
+    p = Normal(0.0, 1.0).log_prob(grid).exp()
+    aggregate_kl = float((q * (q.clamp_min(1e-300).log() - p.log())).sum() * dz)
+    expected_kl = float((0.5 * (mu**2 + s**2 - 1 - math.log(s**2))).mean())
+    return expected_kl - aggregate_kl, aggregate_kl
+
+
+def test_mutual_information_and_aggregate_kl_on_gaussian_posteriors():
+    torch.manual_seed(0)
+    n = 4000
+    mu = 1.5 * torch.randn(n, 1, dtype=torch.float64)
+    s = 0.5
+    logvar = torch.full_like(mu, math.log(s**2))
+    mi, aggregate_kl = mutual_information(mu, logvar, torch.Generator().manual_seed(1))
+    expected_mi, expected_aggregate_kl = quadrature_mi_and_aggregate_kl(mu[:, 0], s)
+    assert mi == pytest.approx(expected_mi, abs=0.05)
+    assert aggregate_kl == pytest.approx(expected_aggregate_kl, abs=0.05)
+    # a posterior that ignores x carries no information
+    mi_none, _ = mutual_information(torch.zeros(n, 2), torch.zeros(n, 2), torch.Generator().manual_seed(1))
+    assert abs(mi_none) < 0.05
+
+
+def test_perplexity_counts_words_and_end_token(model, tokenizer):
+    assert perplexity(6.0, 3) == pytest.approx(math.e**2)
+    texts = ["the cat", "the dog sat on it"]  # 2 + 1 and 5 + 1 predicted tokens
+    metrics = evaluate_language_model(model, batches_of(tokenizer, texts, 2))
+    assert metrics["num_tokens"] == 3 + 6 and metrics["num_sentences"] == 2
+    assert metrics["ppl_elbo"] == pytest.approx(math.exp(metrics["nelbo"] * 2 / 9))
+
+
+def test_metrics_do_not_depend_on_the_evaluation_batch_size(model, batch, tokenizer):
+    trained(model, batch, steps=10)
+    texts = CORPUS * 3
+    runs = [evaluate_language_model(model, batches_of(tokenizer, texts, size), iw_samples=20) for size in (1, 4, 24)]
+    for other in runs[1:]:
+        for key, value in runs[0].items():
+            assert other[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_lm_baseline_metrics(tokenizer, batch):
+    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), use_latent=False))
+    metrics = evaluate_language_model(model, batches_of(tokenizer, CORPUS, 3), iw_samples=5)
+    assert metrics["kl"] == 0.0 and metrics["au"] == 0
+    assert metrics["nll"] == pytest.approx(metrics["nelbo"], abs=1e-4)  # exact likelihood both ways

@@ -1,0 +1,79 @@
+"""Evaluate a trained model with the paper's protocol and print a table.
+
+    python training/evaluate.py --model_name_or_path outputs/bnvae-brown            # Brown test split
+    python training/evaluate.py --model_name_or_path org/name --test_file test.txt --iw_samples 500
+
+Metrics (nats per sentence unless stated): NLL (importance-weighted, K samples from q(z|x)), PPL
+(per word, end token counted, start token not), -ELBO, reconstruction, KL, mutual information,
+KL(q(z)||p(z)) and active units. Runs under `accelerate launch` too (sentences split over processes).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import AutoModel, AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
+
+import hf_bnvae  # noqa: E402,F401  (registers the Auto classes)
+from hf_bnvae.evaluation import evaluate_language_model  # noqa: E402
+
+BROWN_TEST = Path(__file__).resolve().parent / "data" / "brown" / "test.txt"
+ROWS = [("nll", "NLL (IW)"), ("ppl", "PPL (IW)"), ("nelbo", "-ELBO"), ("reconstruction", "reconstruction"), ("kl", "KL"),
+        ("mi", "MI"), ("aggregate_kl", "KL(q(z)||p(z))"), ("au", "AU"), ("ppl_elbo", "PPL (ELBO bound)")]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a BN-VAE checkpoint with the paper's protocol.")
+    p.add_argument("--model_name_or_path", required=True, help="a save_pretrained folder or a hub id")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--test_file", default=str(BROWN_TEST))
+    p.add_argument("--max_eval_samples", type=int, default=None, help="evaluate the first n sentences only")
+    p.add_argument("--iw_samples", type=int, default=500, help="K; 0 skips the importance-weighted NLL")
+    p.add_argument("--per_device_eval_batch_size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output_file", default=None, help="JSON output (default: <model dir>/eval_results.json or ./)")
+    return p.parse_args(argv)
+
+
+def format_table(metrics):
+    lines = ["| metric | value |", "|---|---|"]
+    for key, name in ROWS:
+        if key in metrics:
+            value = metrics[key]
+            lines.append(f"| {name} | {value if isinstance(value, int) else f'{value:.2f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model = AutoModel.from_pretrained(args.model_name_or_path, revision=args.revision).to(accelerator.device)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, revision=args.revision)
+    corpus = read_text_file(args.test_file)
+    texts = corpus.texts[: args.max_eval_samples] if args.max_eval_samples else corpus.texts
+    ids = encode_corpus(tokenizer, texts)
+    batches = length_bucketed_batches([len(s) for s in ids], args.per_device_eval_batch_size)
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    metrics = evaluate_language_model(model, (collate(ids, b, tokenizer.pad_token_id) for b in mine), accelerator,
+                                      iw_samples=args.iw_samples, seed=args.seed)
+    metrics.update(split=f"{args.test_file} ({len(texts)} sentences, {corpus.blank_lines} blank lines dropped)",
+                   model=args.model_name_or_path)
+    if accelerator.is_main_process:
+        local = Path(args.model_name_or_path)
+        output = Path(args.output_file) if args.output_file else (local if local.is_dir() else Path(".")) / "eval_results.json"
+        output.write_text(json.dumps(metrics, indent=2))
+        print(f"{args.model_name_or_path} on {metrics['split']}, K={args.iw_samples}")
+        print(format_table(metrics))
+        print(f"written to {output}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
