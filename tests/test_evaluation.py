@@ -125,3 +125,23 @@ def test_lm_baseline_metrics(tokenizer, batch):
     metrics = evaluate_language_model(model, batches_of(tokenizer, CORPUS, 3), iw_samples=5)
     assert metrics["kl"] == 0.0 and metrics["au"] == 0
     assert metrics["nll"] == pytest.approx(metrics["nelbo"], abs=1e-4)  # exact likelihood both ways
+
+
+def test_local_evaluate_modules_match_the_library_functions():
+    import evaluate
+
+    from hf_bnvae.evaluate_modules import path_of
+
+    torch.manual_seed(0)
+    mu = torch.randn(60, 5, dtype=torch.float64) * torch.tensor([1.0, 0.05, 0.3, 0.2, 0.0], dtype=torch.float64)
+    logvar = torch.randn(60, 5, dtype=torch.float64) * 0.1 - 1
+    au = evaluate.load(path_of("active_units"))
+    for chunk in mu.split(25):  # batches added as they come, like an evaluation loop
+        au.add_batch(posterior_means=chunk.tolist())
+    result = au.compute()
+    assert result["active_units"] == active_units(mu)[0] == 3
+    mi = evaluate.load(path_of("mutual_information")).compute(mu=mu.tolist(), logvar=logvar.tolist(), seed=3)
+    expected = mutual_information(mu, logvar, torch.Generator().manual_seed(3))
+    assert (mi["mutual_information"], mi["aggregate_kl"]) == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="no evaluate module 'bleu'"):
+        path_of("bleu")

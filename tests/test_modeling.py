@@ -175,3 +175,18 @@ def test_left_padding_is_refused(model):
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     with pytest.raises(ValueError, match="right-padded"):
         model(input_ids=ids, attention_mask=mask)
+
+
+def test_loss_without_logits_matches_the_full_path(model, batch):
+    model.train()
+    losses, grads = [], []
+    for return_logits in (True, False):
+        torch.manual_seed(5)  # same dropout masks and z
+        model.zero_grad()
+        out = model(**batch, labels=batch["input_ids"], return_logits=return_logits)
+        out.loss.backward()
+        assert (out.logits is None) == (not return_logits)
+        losses.append(out.reconstruction_loss.detach())
+        grads.append(model.decoder.lm_head.weight.grad.clone())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "sentences.txt"
-sys.path.insert(0, str(ROOT / "training"))
+sys.path.append(str(ROOT / "training"))  # appended: training/evaluate.py must not shadow the evaluate package
 
 import train as train_script  # noqa: E402
 

@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModel, AutoTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # appended: our evaluate.py must not shadow the evaluate package
 
 from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
 

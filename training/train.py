@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # appended: our evaluate.py must not shadow the evaluate package
 
 from checkpoints import resolve_checkpoint, save_checkpoint  # noqa: E402
 from curves import plot_training_curves  # noqa: E402
@@ -218,6 +219,7 @@ class TrainingState:
 
     def __init__(self, plateau):
         self.epoch, self.batches_done, self.optimizer_steps = 0, 0, 0
+        self.train_seconds = 0.0  # wall time in training steps, evaluation excluded
         self.plateau, self.history, self.best_weights = plateau, [], None
 
     def state_dict(self):
@@ -225,6 +227,7 @@ class TrainingState:
             "epoch": self.epoch,
             "batches_done": self.batches_done,
             "optimizer_steps": self.optimizer_steps,
+            "train_seconds": self.train_seconds,
             "plateau": self.plateau.state_dict(),
             "history": self.history,
             "best_weights": self.best_weights,
@@ -232,6 +235,7 @@ class TrainingState:
 
     def load_state_dict(self, state):
         self.epoch, self.batches_done, self.optimizer_steps = state["epoch"], state["batches_done"], state["optimizer_steps"]
+        self.train_seconds = state["train_seconds"]
         self.plateau.load_state_dict(state["plateau"])
         self.history, self.best_weights = state["history"], state["best_weights"]
 
@@ -300,11 +304,12 @@ def train(args):
         epoch_batches = shard(length_bucketed_batches(lengths, args.per_device_train_batch_size, args.seed, state.epoch),
                               accelerator.process_index, accelerator.num_processes)
         sums = {"reconstruction": 0.0, "kl": 0.0, "sentences": 0}
+        started = time.perf_counter()
         for indices in epoch_batches[state.batches_done :]:
             batch = {k: v.to(accelerator.device) for k, v in collate(train_ids, indices, pad).items() if k != "index"}
             kl_weight = method.kl_weight(state.optimizer_steps, warmup_steps, cycle_steps)
             with accelerator.accumulate(model):
-                outputs = model(**batch, labels=batch["input_ids"])
+                outputs = model(**batch, labels=batch["input_ids"], return_logits=False)
                 loss = training_loss(outputs, kl_weight, method.free_bits, method.free_bits_per_dimension)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
@@ -329,6 +334,7 @@ def train(args):
                 if args.max_train_steps and state.optimizer_steps >= args.max_train_steps:
                     stop = True
                     break
+        state.train_seconds += time.perf_counter() - started
         if stop and state.batches_done < len(epoch_batches):
             break  # stopped mid-epoch by --max_train_steps: no epoch-end evaluation
         stop = end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_ids, pad) or stop
@@ -376,6 +382,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_ids, test_corpus, s
     pad = tokenizer.pad_token_id
     results = {"method": args.method, "preset": args.preset, "kl_lower_bound": unwrapped.kl_lower_bound,
                "num_processes": accelerator.num_processes, "optimizer_steps": state.optimizer_steps,
+               "train_seconds": state.train_seconds,
                "best_epoch": state.plateau.best_epoch, "history": state.history, "train_step_losses": step_losses}
     if args.iw_samples and state.history:
         subset = valid_ids[: args.max_iw_eval_samples]

@@ -1,0 +1,79 @@
+"""Training speed of the LSTM LM, VAE and BN-VAE at the ptb and yahoo sizes, on the same Brown batches.
+
+    python benchmarks/train_speed.py [--steps 20]
+
+Prints training tokens per second (words + end token), step time, achieved GFLOP/s (forward + backward
+counted as 3x the forward FLOPs of the useful tokens) against a large fp32 matrix multiply timed in the
+same run, the BN-VAE / VAE and VAE / LM step-time ratios, and peak memory. The three models are stepped
+in turn (round robin) so that machine noise hits them alike.
+"""
+
+import argparse
+import time
+
+import torch
+from common import brown_batches, decoder_flops_per_token, encoder_flops_per_token, matmul_gflops, peak_memory_mib
+
+from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
+from hf_bnvae.objectives import training_loss
+
+
+def build(preset, vocab_size, **overrides):
+    torch.manual_seed(0)
+    model = BNVAEForLanguageModeling(BNVAEConfig.from_preset(preset, vocab_size=vocab_size, **overrides))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    return model.train(), optimizer
+
+
+def step(model, optimizer, batch):
+    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"],
+                    return_logits=False)
+    loss = training_loss(outputs, 1.0)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--vocab_size", type=int, default=10000)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    _, _, batches = brown_batches("train", args.vocab_size, 32, 32 * (args.steps + args.warmup) * 2)
+    batches = [b for b in batches if b["input_ids"].shape[0] == 32][: args.steps + args.warmup]
+    tokens = sum(int(b["attention_mask"].sum() - b["input_ids"].shape[0]) for b in batches[args.warmup :])
+    inputs = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup :])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} timed steps of batch 32, "
+          f"{tokens} predicted tokens, vocab {args.vocab_size}")
+    ceiling = matmul_gflops()
+    print(f"fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s\n")
+    print("| size | model | ms/step | tokens/s | GFLOP/s | % of matmul |")
+    print("|---|---|---|---|---|---|")
+    for preset in ("ptb", "yahoo"):
+        models = {
+            "LSTM-LM": build(preset, args.vocab_size, use_latent=False, gamma=0.0),
+            "VAE": build(preset, args.vocab_size, gamma=0.0),
+            "BN-VAE": build(preset, args.vocab_size, gamma=0.6),
+        }
+        seconds = dict.fromkeys(models, 0.0)
+        for i, batch in enumerate(batches):
+            for name, (model, optimizer) in models.items():
+                start = time.perf_counter()
+                step(model, optimizer, batch)
+                if i >= args.warmup:
+                    seconds[name] += time.perf_counter() - start
+        for name, (model, _) in models.items():
+            flops = 3 * (tokens * decoder_flops_per_token(model.config) + inputs * encoder_flops_per_token(model.config))
+            rate = flops / seconds[name] / 1e9
+            print(f"| {preset} | {name} | {1000 * seconds[name] / args.steps:.1f} | {tokens / seconds[name]:,.0f} | "
+                  f"{rate:.1f} | {100 * rate / ceiling:.0f}% |")
+        print(f"| {preset} | BN-VAE / VAE step time | {seconds['BN-VAE'] / seconds['VAE']:.3f} | | | |")
+        print(f"| {preset} | VAE / LM step time | {seconds['VAE'] / seconds['LSTM-LM']:.3f} | | | |")
+    print(f"\npeak memory (whole process): {peak_memory_mib():,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

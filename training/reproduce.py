@@ -1,0 +1,167 @@
+"""Reproduce the paper's Table 1 comparison on Brown at the ptb size, in under 2 hours on 2 CPU cores.
+
+    python training/reproduce.py                # trains what is missing, evaluates, writes the table
+
+Trains the LSTM LM, VAE, beta-VAE (0.4), cyclical annealing, free bits (4 nats per sentence),
+delta-VAE (0.15 nats per dimension), an autoencoder and then pretrained encoder + free bits, and
+BN-VAE with gamma 0.5, 0.6 and 0.7, all with the same seed, data and schedule. Finished models (a
+metrics.json in their folder) are skipped, so the script can run in parts. Writes
+training/reproduction/results.md (the table), results.json and kl_mi_curves.png.
+
+Budget (chosen to fit 2 hours here): the first 20,000 Brown training sentences, 6 epochs with a
+2-epoch KL warm-up, SGD lr 1.0 (the paper's recipe otherwise; the plateau rule cannot trigger this
+early). Test metrics: -ELBO, KL, MI and AU on all 3,000 test sentences; the importance-weighted
+NLL (K = 500) on the first 300 test sentences.
+"""
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE))  # appended: our evaluate.py must not shadow the evaluate package
+
+from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
+
+from hf_bnvae import BNVAEForLanguageModeling  # noqa: E402
+from hf_bnvae.evaluation import evaluate_language_model  # noqa: E402
+
+RUNS = [  # (name, train.py arguments); "pretrained_fb" needs "ae" first
+    ("lm", ["--method", "lm"]),
+    ("vae", ["--method", "vae"]),
+    ("beta_vae_0.4", ["--method", "beta_vae", "--beta", "0.4"]),
+    ("cyclical", ["--method", "cyclical", "--cycle_epochs", "2"]),
+    ("free_bits_4", ["--method", "free_bits", "--free_bits", "4"]),
+    ("delta_vae_0.15", ["--method", "delta_vae", "--delta_rate", "0.15"]),
+    ("ae", ["--method", "ae"]),
+    ("pretrained_fb_4", ["--method", "free_bits", "--free_bits", "4", "--init_encoder_from", "{models}/ae"]),
+    ("bnvae_0.5", ["--method", "bnvae", "--gamma", "0.5"]),
+    ("bnvae_0.6", ["--method", "bnvae", "--gamma", "0.6"]),
+    ("bnvae_0.7", ["--method", "bnvae", "--gamma", "0.7"]),
+]
+LABELS = {"lm": "LSTM-LM", "vae": "VAE", "beta_vae_0.4": "beta-VAE (0.4)", "cyclical": "cyclical annealing",
+          "free_bits_4": "free bits (4)", "delta_vae_0.15": "delta-VAE (0.15)", "ae": "autoencoder",
+          "pretrained_fb_4": "pretrained encoder + FB (4)", "bnvae_0.5": "BN-VAE (0.5)", "bnvae_0.6": "BN-VAE (0.6)",
+          "bnvae_0.7": "BN-VAE (0.7)"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--output_dir", default=str(HERE / "reproduction"))
+    p.add_argument("--max_train_samples", type=int, default=20000)
+    p.add_argument("--num_train_epochs", type=int, default=6)
+    p.add_argument("--kl_warmup_epochs", type=float, default=2)
+    p.add_argument("--iw_samples", type=int, default=500)
+    p.add_argument("--iw_test_sentences", type=int, default=300)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--only", nargs="*", help="train only these runs")
+    return p.parse_args(argv)
+
+
+def train_missing(args, models):
+    for name, extra in RUNS:
+        if args.only and name not in args.only:
+            continue
+        if (models / name / "metrics.json").exists():
+            print(f"[skip] {name}: already trained")
+            continue
+        command = [sys.executable, str(HERE / "train.py"), "--preset", "brown", "--output_dir", str(models / name),
+                   "--max_train_samples", str(args.max_train_samples), "--num_train_epochs", str(args.num_train_epochs),
+                   "--kl_warmup_epochs", str(args.kl_warmup_epochs), "--seed", str(args.seed), "--iw_samples", "0",
+                   *[a.format(models=models) for a in extra]]
+        print(f"[train] {name}: {' '.join(command[1:])}", flush=True)
+        subprocess.run(command, check=True)
+
+
+@torch.no_grad()
+def evaluate_run(path, test_texts, args):
+    cached = path / "test_metrics.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    model = BNVAEForLanguageModeling.from_pretrained(path).eval()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = encode_corpus(tokenizer, test_texts)
+
+    def batches(sequences, size):
+        return (collate(sequences, b, tokenizer.pad_token_id) for b in length_bucketed_batches([len(s) for s in sequences], size))
+
+    metrics = evaluate_language_model(model, batches(ids, 64), seed=args.seed)
+    subset = evaluate_language_model(model, batches(ids[: args.iw_test_sentences], 16), seed=args.seed, iw_samples=args.iw_samples)
+    metrics.update(nll=subset["nll"], ppl=subset["ppl"], iw_samples=args.iw_samples, iw_sentences=subset["num_sentences"],
+                   nelbo_iw_subset=subset["nelbo"])
+    cached.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def write_table(results, output, args):
+    vae_time = results["vae"]["train_seconds"]
+    lines = [
+        f"Brown (ptb size: emb 256, LSTM 256, latent 32, vocab 10k), {args.max_train_samples:,} training sentences, "
+        f"{args.num_train_epochs} epochs, KL warm-up {args.kl_warmup_epochs:g} epochs, seed {args.seed}. "
+        f"NLL: importance-weighted, K = {args.iw_samples}, first {args.iw_test_sentences} test sentences (PPL on the same). "
+        f"-ELBO, KL, MI, AU: all 3,000 test sentences. Time: training steps only, relative to the VAE. "
+        f"Produced by `python training/reproduce.py` on {datetime.date.today().isoformat()}.",
+        "",
+        "| model | NLL | PPL | -ELBO | KL | MI | AU | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, _ in RUNS:
+        if name not in results:
+            continue
+        r = results[name]
+        lines.append(f"| {LABELS[name]} | {r['nll']:.2f} | {r['ppl']:.1f} | {r['nelbo']:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | "
+                     f"{r['au']} | {r['train_seconds'] / vae_time:.2f}x |")
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot_curves(histories, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] + 1 for h in history]
+        axes[0].plot(epochs, [h["valid_kl"] for h in history], "o-", label=LABELS[name])
+        axes[1].plot(epochs, [h["valid_mi"] for h in history], "o-", label=LABELS[name])
+    axes[0].set(title="validation KL (nats / sentence)", xlabel="epoch")
+    axes[1].set(title="validation MI (nats)", xlabel="epoch")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output = Path(args.output_dir)
+    models = output / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    train_missing(args, models)
+    test_texts = read_text_file(HERE / "data" / "brown" / "test.txt").texts
+    results, histories = {}, {}
+    for name, _ in RUNS:
+        if not (models / name / "metrics.json").exists():
+            continue
+        trained = json.loads((models / name / "metrics.json").read_text())
+        print(f"[evaluate] {name}", flush=True)
+        results[name] = {**evaluate_run(models / name, test_texts, args), "train_seconds": trained["train_seconds"],
+                         "best_epoch": trained["best_epoch"]}
+        histories[name] = trained["history"]
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    if "vae" in results:
+        write_table(results, output, args)
+    plot_curves({k: v for k, v in histories.items() if k in ("vae", "bnvae_0.6", "bnvae_0.7")}, output / "kl_mi_curves.png")
+
+
+if __name__ == "__main__":
+    main()
