@@ -326,7 +326,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         per_sentence = -self._sentence_nll(hidden, targets, valid)
         return per_sentence if samples is None else per_sentence.view(-1, samples)
 
-    def _sentence_nll(self, hidden, targets, valid, chunk_tokens=1024):
+    def _sentence_nll(self, hidden, targets, valid, chunk_tokens=256):
         """Summed token NLL per sentence (nats, fp32) over the positions where `valid` is True.
 
         hidden: (N, T, H) decoder outputs, targets: (N, T) next tokens, valid: (N, T) bool. The output
