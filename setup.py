@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["hf_bnvae", "hf_bnvae.*"]),
-    package_data={"hf_bnvae": ["evaluate_modules/*/*.py"]},
+    package_data={"hf_bnvae": ["evaluate_modules/*/*.py", "templates/*.md"]},
     python_requires=">=3.10",
     install_requires=[
         # Install torch==2.13.0 first on CPU machines (see README): a bare torch pulls a CUDA build.

@@ -5,14 +5,18 @@ model base, the output dataclass, then the language-modelling head. Units: log-l
 and KLs are in nats; "per sentence" means summed over the tokens of one sentence.
 """
 
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 from .configuration_bnvae import BNVAEConfig
 
@@ -202,6 +206,52 @@ class LSTMDecoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# checkpoint integrity
+
+CHECKSUMS_NAME = "checksums.json"
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(directory):
+    """Record the sha256 of every weights file of a saved model in checksums.json (written atomically)."""
+    directory = Path(directory)
+    sums = {p.name: file_sha256(p) for p in sorted(directory.glob("*.safetensors"))}
+    temporary = directory / f".{CHECKSUMS_NAME}.tmp"
+    temporary.write_text(json.dumps(sums, indent=2))
+    os.replace(temporary, directory / CHECKSUMS_NAME)
+
+
+def verify_checksums(path_or_repo_id, **hub_kwargs):
+    """Raise OSError if a weights file differs from the sha256 recorded in checksums.json.
+
+    Works for local folders and hub repositories (including the offline cache). Checkpoints
+    without checksums.json are not checked here (a truncated file still fails to parse).
+    """
+    record = cached_file(path_or_repo_id, CHECKSUMS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if record is None:
+        return
+    for name, expected in json.loads(Path(record).read_text()).items():
+        try:
+            weights = cached_file(path_or_repo_id, name, **hub_kwargs)
+        except OSError as error:
+            raise OSError(f"{path_or_repo_id} has no weights file {name} (listed in {CHECKSUMS_NAME}): {error}") from error
+        actual = file_sha256(weights)
+        if actual != expected:
+            raise OSError(
+                f"weights file {weights} is corrupted or truncated: its sha256 is {actual[:12]}..., "
+                f"but {CHECKSUMS_NAME} records {expected[:12]}...; re-download or re-save the checkpoint"
+            )
+
+
+# ----------------------------------------------------------------------------------------------
 # pre-trained model base
 
 
@@ -210,6 +260,27 @@ class BNVAEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bnvae"
     main_input_name = "input_ids"
     _no_split_modules = []
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' from_pretrained, after checking the weights against checksums.json."""
+        where = f"{pretrained_model_name_or_path} (revision {kwargs.get('revision') or 'main'})"
+        try:
+            if pretrained_model_name_or_path is not None:
+                verify_checksums(pretrained_model_name_or_path, **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            if type(error).__name__ == "SafetensorError" or "deserializ" in str(error):  # it does not name the file
+                raise OSError(f"cannot read the weights of {where}: the file is corrupted or truncated ({error})") from error
+            if isinstance(error, OSError) and str(pretrained_model_name_or_path) not in str(error):
+                raise OSError(f"cannot load {where}: {error}") from error
+            raise
+
+    def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
+        """transformers' save_pretrained, plus checksums.json with the sha256 of the weights files."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            write_checksums(save_directory)
 
     @torch.no_grad()
     def _init_weights(self, module):

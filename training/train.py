@@ -380,7 +380,9 @@ def finish(args, accelerator, model, tokenizer, state, valid_ids, test_corpus, s
     if state.best_weights is not None:
         unwrapped.load_state_dict(state.best_weights)
     pad = tokenizer.pad_token_id
+    training_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None}
     results = {"method": args.method, "preset": args.preset, "kl_lower_bound": unwrapped.kl_lower_bound,
+               "training_args": {k: v for k, v in training_args.items() if k != "method_spec"},
                "num_processes": accelerator.num_processes, "optimizer_steps": state.optimizer_steps,
                "train_seconds": state.train_seconds,
                "best_epoch": state.plateau.best_epoch, "history": state.history, "train_step_losses": step_losses}
@@ -397,17 +399,41 @@ def finish(args, accelerator, model, tokenizer, state, valid_ids, test_corpus, s
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         output = Path(args.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        unwrapped.save_pretrained(output)
-        tokenizer.save_pretrained(output)
-        (output / "metrics.json").write_text(json.dumps(results, indent=2))
+        save_model_atomically(unwrapped, tokenizer, output)
+        write_atomically(output / "metrics.json", json.dumps(results, indent=2))
         if state.history:
             plot_training_curves(state.history, unwrapped.kl_lower_bound, output / "training_curves.png",
                                  f"{args.method} on {Path(args.train_file).parent.name if not args.dataset_name else args.dataset_name}")
         print_summary(results, output)
+        if args.push_to_hub:
+            from hf_bnvae.hub import push_to_hub
+
+            commit = push_to_hub(output, args.hub_model_id)
+            print(f"pushed to {args.hub_model_id}: {getattr(commit, 'commit_url', commit)}")
     if args.with_tracking:
         accelerator.end_training()
     return unwrapped, results
+
+
+def write_atomically(path, text):
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def save_model_atomically(model, tokenizer, output):
+    """save_pretrained into a temporary folder, then move each file into place with os.replace, so a
+    crash mid-save never leaves a half-written model.safetensors where a good one was."""
+    import shutil
+
+    output.mkdir(parents=True, exist_ok=True)
+    temporary = output / ".saving"
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    tokenizer.save_pretrained(temporary)
+    for path in sorted(temporary.iterdir(), key=lambda p: p.name == "checksums.json"):  # checksums last
+        os.replace(path, output / path.name)
+    temporary.rmdir()
 
 
 def print_summary(results, output):
