@@ -377,11 +377,12 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         mu_raw, logvar_raw = self.encoder(input_ids, lengths)
         return self.latent_head(mu_raw, logvar_raw)
 
-    def sentence_log_likelihood(self, input_ids, attention_mask=None, latent=None):
+    def sentence_log_likelihood(self, input_ids, attention_mask=None, latent=None, token_nll=None):
         """log p(x|z) per sentence in nats, only scoring real (non-pad) target tokens.
 
         input_ids, attention_mask: (B, T); latent: (B, n) or (B, K, n) for K samples per sentence
-        (the sentences are repeated K times). Returns (B,) or (B, K).
+        (the sentences are repeated K times). token_nll: optional replacement of `output_layer_nll`
+        (e.g. a compiled one). Returns (B,) or (B, K).
         """
         check_input_ids(input_ids, self.config.vocab_size)
         lengths = sequence_lengths(input_ids, attention_mask)
@@ -394,23 +395,30 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         hidden, _ = self.decoder(input_ids[:, :-1], latent)  # (B*K, T-1, H)
         targets = input_ids[:, 1:]
         valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < (lengths[:, None] - 1)
-        per_sentence = -self._sentence_nll(hidden, targets, valid)
+        per_sentence = -self._sentence_nll(hidden, targets, valid, token_nll)
         return per_sentence if samples is None else per_sentence.view(-1, samples)
 
-    def _sentence_nll(self, hidden, targets, valid, chunk_tokens=256):
+    def output_layer_nll(self, states, labels):
+        """-log p(label | state) per token, nats, fp32. states: (M, H), labels: (M,). Returns (M,)."""
+        return nn.functional.cross_entropy(self.decoder.lm_head(states).float(), labels, reduction="none")
+
+    def _sentence_nll(self, hidden, targets, valid, token_nll=None, chunk_tokens=256):
         """Summed token NLL per sentence (nats, fp32) over the positions where `valid` is True.
 
         hidden: (N, T, H) decoder outputs, targets: (N, T) next tokens, valid: (N, T) bool. The output
         layer, where the time goes, runs only on valid positions and in chunks of chunk_tokens rows, so
-        the (chunk, V) logits stay in cache for the log-softmax. Returns (N,).
+        the (chunk, V) logits stay in cache for the log-softmax (measured: 256 rows is ~1.6x faster than
+        1024 at V = 10k on these CPUs). Returns (N,).
         """
+        token_nll = token_nll or self.output_layer_nll
         rows = valid.nonzero()[:, 0]
         states, labels = hidden[valid], targets[valid]  # (M, H), (M,)
-        token_nll = torch.cat([
-            nn.functional.cross_entropy(self.decoder.lm_head(states[i : i + chunk_tokens]).float(), labels[i : i + chunk_tokens], reduction="none")
-            for i in range(0, states.shape[0], chunk_tokens)
-        ]) if states.shape[0] else states.new_zeros(0, dtype=torch.float32)
-        return torch.zeros(hidden.shape[0], device=hidden.device, dtype=torch.float32).index_add_(0, rows, token_nll)
+        if states.shape[0] == 0:
+            return hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
+        per_token = torch.cat([
+            token_nll(states[i : i + chunk_tokens], labels[i : i + chunk_tokens]) for i in range(0, states.shape[0], chunk_tokens)
+        ])
+        return torch.zeros(hidden.shape[0], device=hidden.device, dtype=torch.float32).index_add_(0, rows, per_token)
 
     # -- forward --------------------------------------------------------------------------------
 

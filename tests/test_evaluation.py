@@ -145,3 +145,11 @@ def test_local_evaluate_modules_match_the_library_functions():
     assert (mi["mutual_information"], mi["aggregate_kl"]) == pytest.approx(expected, abs=1e-9)
     with pytest.raises(ValueError, match="no evaluate module 'bleu'"):
         path_of("bleu")
+
+
+def test_compiled_output_layer_gives_the_same_nll(model, batch, tokenizer):
+    trained(model, batch, steps=5)
+    texts = CORPUS * 2
+    eager = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8)
+    compiled = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8, compile=True)
+    assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4)

@@ -253,3 +253,17 @@ def test_labelled_lines(tmp_path):
 def test_bad_flags(argv, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         train_script.parse_args(argv)
+
+
+def test_datasets_dataset_by_name(tmp_path):
+    """--dataset_name goes through datasets.load_dataset (a local data folder here; a hub id works alike)."""
+    data = tmp_path / "my_corpus"
+    data.mkdir()
+    lines = FIXTURE.read_text().splitlines()
+    for split, part in (("train", lines[:80]), ("validation", lines[80:120])):
+        rows = [{"sentence": text} for text in part] + [{"sentence": "  "}]  # one blank row per split
+        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    model, results = run(tmp_path, "--dataset_name", str(data), "--text_column", "sentence")
+    assert results["optimizer_steps"] == 10  # 80 sentences / batch 8: the blank row was dropped
+    with pytest.raises(ValueError, match="has no column 'text'"):
+        run(tmp_path, "--dataset_name", str(data), name="no_column")
