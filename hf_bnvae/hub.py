@@ -123,3 +123,34 @@ def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, car
 
 
 __all__ = ["build_model_card", "measured_metrics", "push_to_hub"]
+
+
+def main(argv=None):
+    """python -m hf_bnvae.hub card DIR REPO_ID [--output FILE] | push DIR REPO_ID [--revision R]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hf_bnvae.hub", description="Model cards and hub uploads.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    card = sub.add_parser("card", help="write the model card of a trained model folder")
+    card.add_argument("model_dir")
+    card.add_argument("repo_id")
+    card.add_argument("--output", help="default: print it")
+    card.add_argument("--reproduce", help="the command that reproduces the figures, shown in the card")
+    push = sub.add_parser("push", help="upload a trained model folder with its card")
+    push.add_argument("model_dir")
+    push.add_argument("repo_id")
+    push.add_argument("--revision", default=None)
+    push.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "card":
+        text = str(build_model_card(args.model_dir, args.repo_id, reproduce=args.reproduce))
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            print(text)
+    else:
+        print(push_to_hub(args.model_dir, args.repo_id, revision=args.revision, private=args.private or None))
+
+
+if __name__ == "__main__":
+    main()
