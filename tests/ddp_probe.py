@@ -12,4 +12,4 @@ if __name__ == "__main__":
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     torch.save({"state": model.state_dict(), "num_processes": results["num_processes"],
                 "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
-                "steps": results["optimizer_steps"]}, f"{output_dir}/rank{rank}.pt")
+                "steps": results["optimizer_steps"], "history": results["history"]}, f"{output_dir}/rank{rank}.pt")

@@ -38,12 +38,16 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "tests" / "ddp_probe.py"), str(tmp_path),
-               *tiny_args(tmp_path / "out", "--max_train_steps", "6", "--sync_bn")]
+               *tiny_args(tmp_path / "out", "--max_train_samples", "96", "--max_train_steps", "6", "--sync_bn")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["num_processes"] for r in ranks] == [2, 2]
-    assert [r["steps"] for r in ranks] == [6, 6]
+    assert [r["steps"] for r in ranks] == [6, 6]  # 96 sentences / (2 processes x 8) = one epoch
+    # the validation set (40 sentences) was split over the processes and gathered: none lost or counted twice
+    assert [r["history"][-1]["valid_num_sentences"] for r in ranks] == [40, 40]
+    valid = [{k: v for k, v in r["history"][-1].items() if k.startswith("valid_")} for r in ranks]
+    assert valid[0] == valid[1]  # every rank computed the metrics on the same gathered set
     for key, value in ranks[0]["state"].items():
         torch.testing.assert_close(ranks[1]["state"][key], value, rtol=0, atol=0)
     # initialised in U(-0.01, 0.01): a larger weight shows that training did move the parameters
@@ -248,6 +252,7 @@ def test_labelled_lines(tmp_path):
         (["--method", "lm", "--init_encoder_from", "x"], "--init_encoder_from needs a VAE-type method"),
         (["--per_device_train_batch_size", "1"], "batch of one sentence"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+        (["--tokenizer_name", "x", "--vocab_size", "500"], "cannot be combined with --tokenizer_name"),
     ],
 )
 def test_bad_flags(argv, message):

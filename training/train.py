@@ -124,8 +124,10 @@ def parse_args(argv=None):
 def fill_defaults(args):
     if args.preset not in PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    if args.tokenizer_name and args.vocab_size is not None:
+        raise ValueError("--vocab_size builds a vocabulary; it cannot be combined with --tokenizer_name")
     for key, value in TRAINING_PRESETS[args.preset].items():
-        if getattr(args, key) is None:
+        if getattr(args, key) is None and not (key == "vocab_size" and args.tokenizer_name):
             setattr(args, key, value)
     if args.learning_rate is None:
         args.learning_rate = 1.0 if args.optimizer == "sgd" else 1e-3
@@ -135,8 +137,6 @@ def fill_defaults(args):
         raise ValueError("--per_device_train_batch_size must be >= 2: BN cannot normalise a batch of one sentence")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id org/name")
-    if args.tokenizer_name and (args.vocab_size is not None and args.preset != "brown"):
-        raise ValueError("--vocab_size builds a vocabulary; it cannot be combined with --tokenizer_name")
     args.method_spec = resolve_method(args)
     return args
 
@@ -266,7 +266,8 @@ def train(args):
     pad = tokenizer.pad_token_id
 
     model = build_model(args, tokenizer)
-    model.latent_head is not None and setattr(model.latent_head, "synchronize_statistics", args.sync_bn)
+    if model.latent_head is not None:
+        model.latent_head.synchronize_statistics = args.sync_bn
     optimizer = build_optimizer(args, model)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainingState(PlateauRule(args.decay_start_epoch, args.decay_patience, args.lr_decay, args.max_decay))
