@@ -272,3 +272,9 @@ def test_datasets_dataset_by_name(tmp_path):
     assert results["optimizer_steps"] == 10  # 80 sentences / batch 8: the blank row was dropped
     with pytest.raises(ValueError, match="has no column 'text'"):
         run(tmp_path, "--dataset_name", str(data), name="no_column")
+
+
+def test_tracking_writes_tensorboard_events(tmp_path):
+    run(tmp_path, "--with_tracking", "--report_to", "tensorboard", "--max_train_samples", "64", "--logging_steps", "2")
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events and max(e.stat().st_size for e in events) > 0
