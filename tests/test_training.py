@@ -278,3 +278,13 @@ def test_tracking_writes_tensorboard_events(tmp_path):
     run(tmp_path, "--with_tracking", "--report_to", "tensorboard", "--max_train_samples", "64", "--logging_steps", "2")
     events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
     assert events and max(e.stat().st_size for e in events) > 0
+
+
+def test_blank_lines_are_counted_in_the_log(tmp_path, caplog):
+    import logging
+
+    lines = FIXTURE.read_text().splitlines()[:40]
+    (tmp_path / "with_blanks.txt").write_text("\n".join(lines[:20] + ["", "   "] + lines[20:]) + "\n")
+    with caplog.at_level(logging.INFO):
+        run(tmp_path, "--train_file", str(tmp_path / "with_blanks.txt"))
+    assert "with_blanks.txt: dropped 2 blank lines" in caplog.text

@@ -11,8 +11,8 @@ warm-up epochs (per step), and the plateau rule (from epoch 15, no improvement o
 """
 
 import argparse
-import copy
 import json
+import logging
 import math
 import os
 import sys
@@ -254,6 +254,7 @@ def evaluate(model, sequences, accelerator, batch_size, pad_token_id, **kwargs):
 
 def train(args):
     accelerator = make_accelerator(args)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     set_seed(args.seed)
     method = args.method_spec
     train_corpus, valid_corpus, test_corpus = load_corpora(args)
