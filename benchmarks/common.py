@@ -42,10 +42,12 @@ def encoder_flops_per_token(config):
     return 2 * 4 * config.encoder_hidden_size * (config.embedding_size + config.encoder_hidden_size)
 
 
-def brown_batches(split, vocab_size, batch_size, max_sentences, seed=0):
-    """(tokenizer, batches of collated Brown sentences) with the vocabulary built on Brown train."""
+def brown_batches(split, vocab_size, batch_size, max_sentences, seed=0, tokenizer=None):
+    """(tokenizer, ids, batches of collated Brown sentences); the vocabulary is built on Brown train
+    unless a tokenizer is given."""
     data = ROOT / "training" / "data" / "brown"
-    tokenizer = build_word_tokenizer(read_text_file(data / "train.txt").texts, vocab_size=vocab_size)
+    if tokenizer is None:
+        tokenizer = build_word_tokenizer(read_text_file(data / "train.txt").texts, vocab_size=vocab_size)
     ids = encode_corpus(tokenizer, read_text_file(data / f"{split}.txt").texts[:max_sentences])
     order = length_bucketed_batches([len(s) for s in ids], batch_size, seed=seed)
     return tokenizer, ids, [collate(ids, b, tokenizer.pad_token_id) for b in order]

@@ -20,6 +20,7 @@ import sys
 import time
 
 import torch
+from transformers import AutoTokenizer
 from common import brown_batches, decoder_flops_per_token, matmul_gflops, peak_memory_mib
 
 from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
@@ -57,7 +58,8 @@ def reference_log_likelihood(model, input_ids, noise, chunk=100):
 
 
 def run(args):
-    tokenizer, ids, batches = brown_batches("test", args.vocab_size, args.batch_size, args.num_sentences)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path) if args.model_name_or_path else None
+    tokenizer, ids, batches = brown_batches("test", args.vocab_size, args.batch_size, args.num_sentences, tokenizer=tokenizer)
     model = load_model(args, len(tokenizer))
     n = model.config.latent_size
     nll = torch.zeros(len(ids), dtype=torch.float64)
@@ -102,7 +104,7 @@ def main():
         out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", which], capture_output=True, text=True, check=True)
         results[which] = json.loads(out.stdout.strip().splitlines()[-1])
     ref = results["reference"]
-    print(f"IW-NLL, K={args.iw_samples}, {ours['sentences']} Brown test sentences ({ours['tokens']} predicted tokens), "
+    print(f"IW-NLL, K={args.iw_samples}, {ref['sentences']} Brown test sentences ({ref['tokens']} predicted tokens), "
           f"{torch.get_num_threads()} threads; fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s\n")
     labels = {"reference": "reference (1 sentence, 100 samples/pass)", "ours": "ours (batched)",
               "compiled": "ours (batched, compiled output layer)"}

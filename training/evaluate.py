@@ -1,7 +1,7 @@
 """Evaluate a trained model with the paper's protocol and print a table.
 
     python training/evaluate.py --model_name_or_path outputs/bnvae-brown            # Brown test split
-    python training/evaluate.py --model_name_or_path org/name --test_file test.txt --iw_samples 500
+    python training/evaluate.py --model_name_or_path org/name --test_file test.txt --iw_samples 500 --torch_compile
 
 Metrics (nats per sentence unless stated): NLL (importance-weighted, K samples from q(z|x)), PPL
 (per word, end token counted, start token not), -ELBO, reconstruction, KL, mutual information,
@@ -38,6 +38,9 @@ def parse_args(argv=None):
     p.add_argument("--iw_samples", type=int, default=500, help="K; 0 skips the importance-weighted NLL")
     p.add_argument("--per_device_eval_batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch_compile", action="store_true",
+                   help="run the IW-NLL output layer through torch.compile: same numbers, ~1.6x faster on CPU "
+                        "(needs a C++ compiler; falls back to eager with a warning)")
     p.add_argument("--output_file", default=None, help="JSON output (default: <model dir>/eval_results.json or ./)")
     return p.parse_args(argv)
 
@@ -62,7 +65,7 @@ def main(argv=None):
     batches = length_bucketed_batches([len(s) for s in ids], args.per_device_eval_batch_size)
     mine = batches[accelerator.process_index :: accelerator.num_processes]
     metrics = evaluate_language_model(model, (collate(ids, b, tokenizer.pad_token_id) for b in mine), accelerator,
-                                      iw_samples=args.iw_samples, seed=args.seed)
+                                      iw_samples=args.iw_samples, seed=args.seed, compile=args.torch_compile)
     metrics.update(split=f"{args.test_file} ({len(texts)} sentences, {corpus.blank_lines} blank lines dropped)",
                    model=args.model_name_or_path)
     if accelerator.is_main_process:
