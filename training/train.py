@@ -329,7 +329,7 @@ def train(args):
                 progress.set_postfix(loss=f"{float(loss.detach()):.2f}", kl=f"{sums['kl'] / sums['sentences']:.2f}", kl_w=f"{kl_weight:.2f}")
                 if args.with_tracking and state.optimizer_steps % args.logging_steps == 0:
                     accelerator.log({"train/loss": float(loss.detach()), "train/kl_weight": kl_weight,
-                                     "train/kl": float(outputs.kl.mean()) if outputs.kl is not None else 0.0},
+                                     "train/kl": float(outputs.kl.detach().mean()) if outputs.kl is not None else 0.0},
                                     step=state.optimizer_steps)
                 if args.checkpointing_steps and args.checkpointing_steps.isdigit() and state.optimizer_steps % int(args.checkpointing_steps) == 0:
                     save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps)
