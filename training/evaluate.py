@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 sys.path.append(str(Path(__file__).resolve().parent))  # appended: our evaluate.py must not shadow the evaluate package
@@ -64,7 +65,9 @@ def main(argv=None):
     ids = encode_corpus(tokenizer, texts)
     batches = length_bucketed_batches([len(s) for s in ids], args.per_device_eval_batch_size)
     mine = batches[accelerator.process_index :: accelerator.num_processes]
-    metrics = evaluate_language_model(model, (collate(ids, b, tokenizer.pad_token_id) for b in mine), accelerator,
+    progress = tqdm((collate(ids, b, tokenizer.pad_token_id) for b in mine), total=len(mine), desc="evaluating (batches)",
+                    disable=not accelerator.is_local_main_process)
+    metrics = evaluate_language_model(model, progress, accelerator,
                                       iw_samples=args.iw_samples, seed=args.seed, compile=args.torch_compile)
     metrics.update(split=f"{args.test_file} ({len(texts)} sentences, {corpus.blank_lines} blank lines dropped)",
                    model=args.model_name_or_path)
