@@ -87,7 +87,7 @@ def build_model_card(model_dir, repo_id, license="mit", dataset_id="brown", repr
         gamma=config.get("gamma"), kl_lower_bound=f"{kl_bound:.2f}", latent_size=config["latent_size"],
         embedding_size=config["embedding_size"], encoder_hidden_size=config["encoder_hidden_size"],
         decoder_hidden_size=config["decoder_hidden_size"], vocab_size=config["vocab_size"],
-        training_data=training_data, training_config=training_config, eval_split=split,
+        training_data=training_data, training_config=training_config, eval_split=metrics.get("eval_data", split),
         iw_samples=metrics.get("iw_samples", "?"), nll=f"{metrics['nll']:.2f}", ppl=f"{metrics['ppl']:.2f}",
         kl=f"{metrics['kl']:.2f}", mi=f"{metrics['mi']:.2f}", au=metrics["au"], short_data=short_data,
         reproduce=reproduce or f"`python training/evaluate.py --model_name_or_path {repo_id}`",

@@ -46,6 +46,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def display_path(path):
+    """The path relative to the repository when it lies inside it (no machine-specific prefix)."""
+    path = Path(path).resolve()
+    root = BROWN_TEST.parents[3]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def format_table(metrics):
     lines = ["| metric | value |", "|---|---|"]
     for key, name in ROWS:
@@ -69,13 +76,14 @@ def main(argv=None):
                     disable=not accelerator.is_local_main_process)
     metrics = evaluate_language_model(model, progress, accelerator,
                                       iw_samples=args.iw_samples, seed=args.seed, compile=args.torch_compile)
-    metrics.update(split=f"{args.test_file} ({len(texts)} sentences, {corpus.blank_lines} blank lines dropped)",
+    metrics.update(split="test" if Path(args.test_file) == BROWN_TEST else Path(args.test_file).stem,
+                   eval_data=f"{display_path(args.test_file)}, {len(texts)} sentences ({corpus.blank_lines} blank lines dropped)",
                    model=args.model_name_or_path)
     if accelerator.is_main_process:
         local = Path(args.model_name_or_path)
         output = Path(args.output_file) if args.output_file else (local if local.is_dir() else Path(".")) / "eval_results.json"
         output.write_text(json.dumps(metrics, indent=2))
-        print(f"{args.model_name_or_path} on {metrics['split']}, K={args.iw_samples}")
+        print(f"{args.model_name_or_path} on {metrics['eval_data']}, K={args.iw_samples}")
         print(format_table(metrics))
         print(f"written to {output}")
     return metrics

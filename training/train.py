@@ -392,12 +392,12 @@ def finish(args, accelerator, model, tokenizer, state, valid_ids, test_corpus, s
         subset = valid_ids[: args.max_iw_eval_samples]
         results["validation"] = evaluate(model, subset, accelerator, args.per_device_eval_batch_size, pad,
                                          seed=args.seed, iw_samples=args.iw_samples)
-        results["validation"]["split"] = f"validation (first {len(subset)} sentences)"
+        results["validation"].update(split="validation", eval_data=f"validation split, first {len(subset)} sentences")
     if test_corpus is not None:
         test_ids = encode_corpus(tokenizer, test_corpus.texts, args.max_seq_length)
         results["test"] = evaluate(model, test_ids, accelerator, args.per_device_eval_batch_size, pad,
                                    seed=args.seed, iw_samples=args.iw_samples)
-        results["test"]["split"] = f"test ({len(test_ids)} sentences)"
+        results["test"].update(split="test", eval_data=f"test split, {len(test_ids)} sentences")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         output = Path(args.output_dir)
