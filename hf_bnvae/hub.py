@@ -12,6 +12,7 @@ our README.md (transformers' own push_to_hub would write its template card inste
 """
 
 import json
+import os
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
@@ -47,6 +48,14 @@ def measured_metrics(model_dir):
                      "training/evaluate.py): evaluate the model before publishing it")
 
 
+def _portable(value):
+    """An absolute path under the current directory shown relative to it (a card must not carry
+    machine-specific prefixes such as /home/user/...); any other value unchanged."""
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(Path.cwd()):
+        return os.path.relpath(value)
+    return value
+
+
 def build_model_card(model_dir, repo_id, license="mit", dataset_id="brown", reproduce=None):
     """ModelCard for the model saved in model_dir, with the metrics measured on it."""
     model_dir = Path(model_dir)
@@ -72,7 +81,7 @@ def build_model_card(model_dir, repo_id, license="mit", dataset_id="brown", repr
     kl_bound = config["latent_size"] * config.get("gamma", 0) ** 2 / 2 if config.get("use_latent", True) else 0
     if args:
         training_config = "| argument | value |\n|---|---|\n" + "\n".join(
-            f"| `--{k}` | {v} |" for k, v in sorted(args.items()) if v is not None and k != "method_spec")
+            f"| `--{k}` | {_portable(v)} |" for k, v in sorted(args.items()) if v is not None and k != "method_spec")
     else:
         training_config = "(no training arguments were recorded with this model)"
     short_data = "the Brown corpus" if dataset_id == "brown" else dataset_id

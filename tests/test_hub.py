@@ -151,3 +151,12 @@ def test_card_needs_measured_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete model folder"):
         push_to_hub(tmp_path, "org/x")
     assert FIXTURE.exists()
+
+
+def test_card_shows_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from hf_bnvae.hub import _portable
+
+    monkeypatch.chdir(tmp_path)
+    assert _portable(str(tmp_path / "data" / "train.txt")) == os.path.join("data", "train.txt")
+    assert _portable("/elsewhere/train.txt") == "/elsewhere/train.txt"
+    assert _portable(32) == 32 and _portable("relative/path") == "relative/path"
