@@ -41,3 +41,12 @@ def test_generate_script(model, batch, tokenizer, tmp_path):
     lines = script.main(["--model_name_or_path", str(tmp_path), "--num_beams", "3", "reconstruct", CORPUS[0], CORPUS[1]])
     assert len(lines) == 2 and lines[0].startswith(CORPUS[0] + "\t->\t")
     assert len(script.main(["--model_name_or_path", str(tmp_path), "interpolate", CORPUS[0], CORPUS[1], "--steps", "4"])) == 4
+
+
+def test_scripts_name_a_missing_model_folder(tmp_path):
+    import pytest
+
+    for name in ("evaluate", "generate"):
+        extra = [] if name == "evaluate" else ["sample"]
+        with pytest.raises(FileNotFoundError, match="no such model folder"):
+            load_script(name).main(["--model_name_or_path", str(tmp_path / "missing"), *extra])

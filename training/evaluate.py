@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
 
 sys.path.append(str(Path(__file__).resolve().parent))  # appended: our evaluate.py must not shadow the evaluate package
 
+from loading import load_model_and_tokenizer  # noqa: E402
 from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
 
-import hf_bnvae  # noqa: E402,F401  (registers the Auto classes)
 from hf_bnvae.evaluation import evaluate_language_model  # noqa: E402
 
 BROWN_TEST = Path(__file__).resolve().parent / "data" / "brown" / "test.txt"
@@ -65,8 +64,8 @@ def format_table(metrics):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model = AutoModel.from_pretrained(args.model_name_or_path, revision=args.revision).to(accelerator.device)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, revision=args.revision)
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.revision)
+    model.to(accelerator.device)
     corpus = read_text_file(args.test_file)
     texts = corpus.texts[: args.max_eval_samples] if args.max_eval_samples else corpus.texts
     ids = encode_corpus(tokenizer, texts)

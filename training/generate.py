@@ -9,16 +9,20 @@ Decoding is greedy by default; --num_beams N gives beam search, --do_sample samp
 """
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoTokenizer
 
-import hf_bnvae  # noqa: F401  (registers the Auto classes)
+sys.path.append(str(Path(__file__).resolve().parent))
+
+from loading import load_model_and_tokenizer  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Generate with a BN-VAE.")
-    p.add_argument("--model_name_or_path", required=True)
+    p.add_argument("--model_name_or_path", required=True, help="a save_pretrained folder or a hub id")
+    p.add_argument("--revision", default=None)
     p.add_argument("--max_new_tokens", type=int, default=40)
     p.add_argument("--num_beams", type=int, default=1)
     p.add_argument("--do_sample", action="store_true")
@@ -41,8 +45,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    model = AutoModel.from_pretrained(args.model_name_or_path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.revision)
     decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.do_sample)
     if args.do_sample:
         decoding.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
