@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import torch
+from accelerate import Accelerator
+from transformers import AutoTokenizer
 
 from hf_bnvae.objectives import cyclical_kl_weight, free_bits_kl, linear_kl_weight, training_loss
 from tests.training_helpers import FIXTURE, ROOT, tiny_args, train_script
@@ -102,6 +104,55 @@ def test_bf16_run_is_finite_with_fp32_kl_and_bn(tmp_path, model, batch):
     assert out.mu.dtype == out.kl.dtype == out.reconstruction_loss.dtype == out.loss.dtype == torch.float32
     assert model.latent_head.bn.running_mean.dtype == torch.float32
     torch.testing.assert_close(out.mu.std(0, unbiased=False), torch.full((8,), 0.6), atol=2e-3, rtol=0)
+
+
+# -- the plateau rule ----------------------------------------------------------------------------
+
+
+def test_plateau_rule_decays_after_patience_and_stops_after_max_decays():
+    from plateau import PlateauRule
+
+    rule = PlateauRule(start_epoch=2, patience=2, factor=0.5, max_decays=2)
+    losses = [10, 11, 12, 9, 9.5, 9.5, 10, 10]
+    actions = [rule.update(epoch, loss) for epoch, loss in enumerate(losses)]
+    assert actions == ["improved", "wait", "decay", "improved", "wait", "decay", "wait", "stop"]
+    assert (rule.best_epoch, rule.best_loss, rule.decays) == (3, 9, 3)
+    early = PlateauRule(start_epoch=5, patience=1)
+    assert [early.update(e, loss) for e, loss in enumerate([10, 11, 12, 13, 14, 15])] == ["improved"] + ["wait"] * 4 + ["decay"]
+    restored = PlateauRule()
+    restored.load_state_dict(rule.state_dict())
+    assert restored == rule
+
+
+def test_plateau_rule_in_training_halves_lr_reloads_best_and_stops(tmp_path):
+    from hf_bnvae import BNVAEForLanguageModeling
+    from text_data import encode_corpus
+
+    flags = ("--num_train_epochs", "8", "--decay_start_epoch", "0", "--decay_patience", "1", "--max_decay", "2",
+             "--learning_rate", "3", "--kl_warmup_epochs", "0")
+    _, metrics = run(tmp_path, *flags)
+    args = train_script.parse_args(tiny_args(tmp_path / "run", *flags))
+    history = metrics["history"]
+    actions = [h["plateau_action"] for h in history]
+    assert "decay" in actions and actions.count("decay") <= 2
+    assert "stop" not in actions[:-1]
+    for before, after in zip(history, history[1:]):
+        assert after["lr"] == pytest.approx(before["lr"] * (0.5 if before["plateau_action"] == "decay" else 1.0))
+    best = min(range(len(history)), key=lambda i: history[i]["valid_nelbo"])
+    assert metrics["best_epoch"] == best
+    # the saved model is the best epoch's: its validation -ELBO is that epoch's
+    model = BNVAEForLanguageModeling.from_pretrained(tmp_path / "run")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
+    valid = encode_corpus(tokenizer, read_text_file(FIXTURE).texts[: args.max_eval_samples], args.max_seq_length)
+    saved = train_script.evaluate(model, valid, Accelerator(cpu=True), args.per_device_eval_batch_size,
+                                  tokenizer.pad_token_id, seed=args.seed)
+    assert saved["nelbo"] == pytest.approx(history[best]["valid_nelbo"], abs=1e-4)
+
+
+def test_divergence_is_reported_not_saved(tmp_path):
+    with pytest.raises(RuntimeError, match="training diverged: the validation -ELBO is nan after epoch 1"):
+        run(tmp_path, "--learning_rate", "30", "--kl_warmup_epochs", "0")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 # -- the baselines do what they say ---------------------------------------------------------------

@@ -360,7 +360,15 @@ def end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_ids, pa
         **{f"valid_{k}": v for k, v in metrics.items()},
     }
     state.history.append(entry)
-    action = state.plateau.update(state.epoch, metrics["nelbo"])
+    if not math.isfinite(metrics["nelbo"]):
+        if state.best_weights is None:
+            raise RuntimeError(f"training diverged: the validation -ELBO is {metrics['nelbo']} after epoch {state.epoch + 1} "
+                               "and no earlier epoch had a finite one; nothing was saved. Try a lower --learning_rate.")
+        entry["plateau_action"] = "diverged"
+        logger.warning(f"training diverged: the validation -ELBO is {metrics['nelbo']} after epoch {state.epoch + 1}; "
+                       f"stopping with the best model (epoch {state.plateau.best_epoch + 1})")
+        return True
+    action = entry["plateau_action"] = state.plateau.update(state.epoch, metrics["nelbo"])
     unwrapped = accelerator.unwrap_model(model)
     if action == "improved":
         state.best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
