@@ -192,6 +192,7 @@ def test_method_flags_set_the_right_quantities(model, batch):
     assert vae.model_overrides == {"gamma": 0.0} and vae.kl_weight(50, 100, 1) == 0.5
     ae = method_of("ae")
     assert all(ae.kl_weight(s, 100, 1) == 0.0 for s in (0, 50, 100, 10**6))
+    assert ae.selection_metric == "reconstruction" and vae.selection_metric == "nelbo"
     beta = method_of("beta_vae", "--beta", "0.4")
     assert beta.kl_weight(10**6, 100, 1) == pytest.approx(0.4) and beta.kl_weight(50, 100, 1) == pytest.approx(0.2)
     cyclical = method_of("cyclical", "--cycle_epochs", "1")
@@ -221,6 +222,26 @@ def test_every_method_trains(tmp_path, method):
         assert model.config.gamma == 0.6
     if method == "delta_vae":
         assert history["valid_kl"] >= 8 * 0.15 - 1e-4
+
+
+@pytest.mark.parametrize("method, best", [("ae", 1), ("vae", 0)])
+def test_model_selection_metric(tmp_path, monkeypatch, method, best):
+    """The AE is selected by validation reconstruction (its KL grows freely, so its -ELBO would pick
+    an early epoch); every other method by the -ELBO. Validation results are scripted to disagree."""
+    scripted = iter([dict(reconstruction=50.0, kl=1.0), dict(reconstruction=40.0, kl=30.0), dict(reconstruction=45.0, kl=30.0)])
+    real_evaluate = train_script.evaluate
+
+    def fake_evaluate(*args, **kwargs):
+        metrics = real_evaluate(*args, **kwargs)
+        if kwargs.get("iw_samples"):
+            return metrics
+        metrics.update(next(scripted))
+        metrics["nelbo"] = metrics["reconstruction"] + metrics["kl"]
+        return metrics
+
+    monkeypatch.setattr(train_script, "evaluate", fake_evaluate)
+    _, results = run(tmp_path, "--method", method, "--num_train_epochs", "3", "--max_train_samples", "64")
+    assert results["best_epoch"] == best
 
 
 def test_pretrained_encoder_initialisation(tmp_path):

@@ -19,6 +19,9 @@ class Method:
     schedule: str = "linear"  # "linear" (annealing, 0 -> final over the warm-up) or "cyclical"
     free_bits: float | None = None  # nats; per sentence, or per dimension with free_bits_per_dimension
     free_bits_per_dimension: bool = False
+    # validation metric for model selection and the plateau rule: the -ELBO at KL weight 1 (the
+    # paper's protocol), except for the autoencoder, which never trains the KL: its reconstruction
+    selection_metric: str = "nelbo"
 
     def kl_weight(self, step, warmup_steps, cycle_steps):
         """KL weight at optimiser step `step`."""
@@ -56,7 +59,7 @@ def resolve_method(args):
     if name == "lm":
         return Method(name, {"use_latent": False, "gamma": 0.0}, final_kl_weight=0.0)
     if name == "ae":
-        return Method(name, plain, final_kl_weight=0.0)
+        return Method(name, plain, final_kl_weight=0.0, selection_metric="reconstruction")
     if name == "beta_vae":
         return Method(name, plain, final_kl_weight=0.4 if args.beta is None else args.beta)
     if name == "cyclical":

@@ -360,15 +360,17 @@ def end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_ids, pa
         **{f"valid_{k}": v for k, v in metrics.items()},
     }
     state.history.append(entry)
-    if not math.isfinite(metrics["nelbo"]):
+    selection = args.method_spec.selection_metric
+    label = {"nelbo": "-ELBO", "reconstruction": "reconstruction loss"}[selection]
+    if not math.isfinite(metrics[selection]):
         if state.best_weights is None:
-            raise RuntimeError(f"training diverged: the validation -ELBO is {metrics['nelbo']} after epoch {state.epoch + 1} "
+            raise RuntimeError(f"training diverged: the validation {label} is {metrics[selection]} after epoch {state.epoch + 1} "
                                "and no earlier epoch had a finite one; nothing was saved. Try a lower --learning_rate.")
         entry["plateau_action"] = "diverged"
-        logger.warning(f"training diverged: the validation -ELBO is {metrics['nelbo']} after epoch {state.epoch + 1}; "
+        logger.warning(f"training diverged: the validation {label} is {metrics[selection]} after epoch {state.epoch + 1}; "
                        f"stopping with the best model (epoch {state.plateau.best_epoch + 1})")
         return True
-    action = entry["plateau_action"] = state.plateau.update(state.epoch, metrics["nelbo"])
+    action = entry["plateau_action"] = state.plateau.update(state.epoch, metrics[selection])
     unwrapped = accelerator.unwrap_model(model)
     if action == "improved":
         state.best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
