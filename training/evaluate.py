@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--per_device_eval_batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch_compile", action="store_true",
-                   help="run the IW-NLL output layer through torch.compile: same numbers, ~1.6x faster on CPU "
+                   help="run the IW-NLL output layer through torch.compile: same numbers, ~1.15x faster on CPU "
                         "(needs a C++ compiler; falls back to eager with a warning)")
     p.add_argument("--output_file", default=None, help="JSON output (default: <model dir>/eval_results.json or ./)")
     return p.parse_args(argv)
