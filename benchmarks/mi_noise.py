@@ -26,8 +26,8 @@ from hf_bnvae.evaluation import mutual_information  # noqa: E402
 def posteriors(model, tokenizer, texts, batch_size=64):
     """(mu, logvar), each (N, n), of the sentences in `texts`."""
     ids = encode_corpus(tokenizer, texts)
-    parts = [model.encode_posterior(**{k: v for k, v in collate(ids, b, tokenizer.pad_token_id).items() if k != "index"})
-             for b in length_bucketed_batches([len(s) for s in ids], batch_size)]
+    batches = [collate(ids, b, tokenizer.pad_token_id) for b in length_bucketed_batches([len(s) for s in ids], batch_size)]
+    parts = [model.encode_posterior(batch["input_ids"], batch["attention_mask"]) for batch in batches]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 

@@ -48,9 +48,9 @@ def measured_metrics(model_dir):
                      "training/evaluate.py): evaluate the model before publishing it")
 
 
-def _portable(value):
-    """An absolute path under the current directory shown relative to it (a card must not carry
-    machine-specific prefixes such as /home/user/...); any other value unchanged."""
+def portable_path(value):
+    """An absolute path under the current directory shown relative to it (cards and metrics must not
+    carry machine-specific prefixes such as /home/user/...); any other value unchanged."""
     if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(Path.cwd()):
         return os.path.relpath(value)
     return value
@@ -81,7 +81,7 @@ def build_model_card(model_dir, repo_id, license="mit", dataset_id="brown", repr
     kl_bound = config["latent_size"] * config.get("gamma", 0) ** 2 / 2 if config.get("use_latent", True) else 0
     if args:
         training_config = "| argument | value |\n|---|---|\n" + "\n".join(
-            f"| `--{k}` | {_portable(v)} |" for k, v in sorted(args.items()) if v is not None and k != "method_spec")
+            f"| `--{k}` | {portable_path(v)} |" for k, v in sorted(args.items()) if v is not None and k != "method_spec")
     else:
         training_config = "(no training arguments were recorded with this model)"
     short_data = "the Brown corpus" if dataset_id == "brown" else dataset_id

@@ -154,7 +154,7 @@ def test_card_needs_measured_metrics(tmp_path):
 
 
 def test_card_shows_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
-    from hf_bnvae.hub import _portable
+    from hf_bnvae.hub import portable_path as _portable
 
     monkeypatch.chdir(tmp_path)
     assert _portable(str(tmp_path / "data" / "train.txt")) == os.path.join("data", "train.txt")

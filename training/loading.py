@@ -1,25 +1,24 @@
 """Loading a trained model and its tokenizer for the evaluation and generation scripts."""
 
-import os
-import re
 from pathlib import Path
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModel, AutoTokenizer
 
 import hf_bnvae  # noqa: F401  (registers the Auto classes)
-
-HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 def load_model_and_tokenizer(name_or_path, revision=None):
     """(model in eval mode, tokenizer) from a save_pretrained folder or a hub id.
 
-    A name that is neither an existing folder nor shaped like a hub id ("org/name") raises
-    FileNotFoundError naming it, instead of transformers' message about repo-id syntax.
+    A name that is neither an existing folder nor a valid hub id raises FileNotFoundError naming it,
+    instead of transformers' message about repo-id syntax.
     """
-    path = Path(os.path.expanduser(name_or_path))
-    if not path.is_dir() and (not HUB_ID.match(name_or_path) or name_or_path.startswith((".", "/"))):
-        raise FileNotFoundError(f"--model_name_or_path {name_or_path}: no such model folder (and not a hub id 'org/name')")
+    if not Path(name_or_path).expanduser().is_dir():
+        try:
+            validate_repo_id(name_or_path)
+        except HFValidationError:
+            raise FileNotFoundError(f"--model_name_or_path {name_or_path}: no such model folder (and not a hub id 'org/name')") from None
     model = AutoModel.from_pretrained(name_or_path, revision=revision).eval()
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     return model, tokenizer
