@@ -1,18 +1,15 @@
 """Shared pieces of the benchmarks: the matrix-multiply reference rate, FLOP counts, Brown batches."""
 
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from hf_bnvae import build_word_tokenizer
+from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "training"))  # appended: training/evaluate.py must not shadow the evaluate package
-
-from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
-
-from hf_bnvae import build_word_tokenizer  # noqa: E402
 
 
 def matmul_gflops(size=2048, repeats=10, trials=3):
@@ -43,14 +40,13 @@ def encoder_flops_per_token(config):
 
 
 def brown_batches(split, vocab_size, batch_size, max_sentences, seed=0, tokenizer=None):
-    """(tokenizer, ids, batches of collated Brown sentences); the vocabulary is built on Brown train
-    unless a tokenizer is given."""
+    """(tokenizer, token ids of each sentence, batches of Brown sentences as train.py makes them, in the
+    order of epoch 0 for `seed`); the vocabulary is built on Brown train unless a tokenizer is given."""
     data = ROOT / "training" / "data" / "brown"
     if tokenizer is None:
         tokenizer = build_word_tokenizer(read_text_file(data / "train.txt").texts, vocab_size=vocab_size)
-    ids = encode_corpus(tokenizer, read_text_file(data / f"{split}.txt").texts[:max_sentences])
-    order = length_bucketed_batches([len(s) for s in ids], batch_size, seed=seed)
-    return tokenizer, ids, [collate(ids, b, tokenizer.pad_token_id) for b in order]
+    dataset = tokenize_texts(tokenizer, read_text_file(data / f"{split}.txt").texts[:max_sentences])
+    return tokenizer, dataset["input_ids"], list(sentence_loader(dataset, tokenizer, batch_size, seed=seed))
 
 
 def peak_memory_mib():

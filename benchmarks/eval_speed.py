@@ -20,8 +20,8 @@ import sys
 import time
 
 import torch
-from transformers import AutoTokenizer
 from common import brown_batches, decoder_flops_per_token, matmul_gflops, peak_memory_mib
+from transformers import AutoTokenizer
 
 from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
 from hf_bnvae.evaluation import (
@@ -53,17 +53,23 @@ def reference_log_likelihood(model, input_ids, noise, chunk=100):
         repeated = input_ids.expand(k, -1)
         logits = model(input_ids=repeated[:, :-1], latent=z[0]).logits  # (k, T-1, V)
         log_px_z = logits.log_softmax(-1).gather(-1, repeated[:, 1:, None])[..., 0].sum(-1)
-        log_weights.append(log_px_z[None] + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None]))
+        log_weights.append(
+            log_px_z[None] + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None])
+        )
     return torch.logsumexp(torch.cat(log_weights, 1).double(), 1) - math.log(noise.shape[1])
 
 
 def run(args):
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path) if args.model_name_or_path else None
-    tokenizer, ids, batches = brown_batches("test", args.vocab_size, args.batch_size, args.num_sentences, tokenizer=tokenizer)
+    tokenizer, ids, batches = brown_batches(
+        "test", args.vocab_size, args.batch_size, args.num_sentences, tokenizer=tokenizer
+    )
     model = load_model(args, len(tokenizer))
     n = model.config.latent_size
     nll = torch.zeros(len(ids), dtype=torch.float64)
-    token_nll = compiled_output_layer_nll(model) if args.only == "compiled" else None  # compiled before the clock starts
+    token_nll = (
+        compiled_output_layer_nll(model) if args.only == "compiled" else None
+    )  # compiled before the clock starts
     start = time.perf_counter()
     with torch.no_grad():
         if args.only == "reference":
@@ -74,14 +80,24 @@ def run(args):
             for batch in batches:
                 noise = sentence_noise(batch["index"], (args.iw_samples, n), args.seed)
                 nll[batch["index"]] = -importance_weighted_log_likelihood(
-                    model, batch["input_ids"], batch["attention_mask"], noise=noise, max_tokens=args.max_tokens,
+                    model,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    noise=noise,
+                    max_tokens=args.max_tokens,
                     token_nll=token_nll,
                 )
     seconds = time.perf_counter() - start
     tokens = sum(len(s) - 1 for s in ids)
     flops = tokens * args.iw_samples * decoder_flops_per_token(model.config)
-    return {"seconds": seconds, "gflops": flops / seconds / 1e9, "sentences": len(ids), "peak_mib": peak_memory_mib(),
-            "nll": nll.tolist(), "tokens": tokens}
+    return {
+        "seconds": seconds,
+        "gflops": flops / seconds / 1e9,
+        "sentences": len(ids),
+        "peak_mib": peak_memory_mib(),
+        "nll": nll.tolist(),
+        "tokens": tokens,
+    }
 
 
 def main():
@@ -89,7 +105,9 @@ def main():
     parser.add_argument("--num_sentences", type=int, default=200)
     parser.add_argument("--iw_samples", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=16, help="sentences per batch (ours)")
-    parser.add_argument("--max_tokens", type=int, default=None, help="(sentence, sample, token) triples per decoder pass")
+    parser.add_argument(
+        "--max_tokens", type=int, default=None, help="(sentence, sample, token) triples per decoder pass"
+    )
     parser.add_argument("--vocab_size", type=int, default=10000)
     parser.add_argument("--model_name_or_path", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -101,24 +119,35 @@ def main():
     ceiling = matmul_gflops()
     results = {}
     for which in ("reference", "ours", "compiled"):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", which], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--only", which], capture_output=True, text=True, check=True
+        )
         results[which] = json.loads(out.stdout.strip().splitlines()[-1])
     ref = results["reference"]
-    print(f"IW-NLL, K={args.iw_samples}, {ref['sentences']} Brown test sentences ({ref['tokens']} predicted tokens), "
-          f"{torch.get_num_threads()} threads; fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s\n")
-    labels = {"reference": "reference (1 sentence, 100 samples/pass)", "ours": "ours (batched)",
-              "compiled": "ours (batched, compiled output layer)"}
+    print(
+        f"IW-NLL, K={args.iw_samples}, {ref['sentences']} Brown test sentences ({ref['tokens']} predicted tokens), "
+        f"{torch.get_num_threads()} threads; fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s\n"
+    )
+    labels = {
+        "reference": "reference (1 sentence, 100 samples/pass)",
+        "ours": "ours (batched)",
+        "compiled": "ours (batched, compiled output layer)",
+    }
     print("| protocol | seconds | sentences/s | GFLOP/s | % of matmul | peak memory MiB | mean NLL |")
     print("|---|---|---|---|---|---|---|")
     for which, r in results.items():
-        print(f"| {labels[which]} | {r['seconds']:.1f} | {r['sentences'] / r['seconds']:.2f} | {r['gflops']:.1f} | "
-              f"{100 * r['gflops'] / ceiling:.0f}% | {r['peak_mib']:,.0f} | {sum(r['nll']) / len(r['nll']):.3f} |")
+        print(
+            f"| {labels[which]} | {r['seconds']:.1f} | {r['sentences'] / r['seconds']:.2f} | {r['gflops']:.1f} | "
+            f"{100 * r['gflops'] / ceiling:.0f}% | {r['peak_mib']:,.0f} | {sum(r['nll']) / len(r['nll']):.3f} |"
+        )
     print()
     for which in ("ours", "compiled"):
         r = results[which]
         diff = max(abs(a - b) for a, b in zip(ref["nll"], r["nll"]))
-        print(f"{labels[which]}: speed-up {ref['seconds'] / r['seconds']:.2f}x over the reference; "
-              f"largest per-sentence NLL difference {diff:.4f} nats")
+        print(
+            f"{labels[which]}: speed-up {ref['seconds'] / r['seconds']:.2f}x over the reference; "
+            f"largest per-sentence NLL difference {diff:.4f} nats"
+        )
 
 
 if __name__ == "__main__":

@@ -8,25 +8,21 @@ prints the mean, standard deviation and range of the estimates, in nats.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
+from hf_bnvae import load_pretrained
+from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.evaluation import mutual_information
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "training"))
-
-from loading import load_model_and_tokenizer  # noqa: E402
-from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
-
-from hf_bnvae.evaluation import mutual_information  # noqa: E402
 
 
 @torch.no_grad()
 def posteriors(model, tokenizer, texts, batch_size=64):
     """(mu, logvar), each (N, n), of the sentences in `texts`."""
-    ids = encode_corpus(tokenizer, texts)
-    batches = [collate(ids, b, tokenizer.pad_token_id) for b in length_bucketed_batches([len(s) for s in ids], batch_size)]
+    batches = sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, batch_size)
     parts = [model.encode_posterior(batch["input_ids"], batch["attention_mask"]) for batch in batches]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -40,10 +36,14 @@ def main():
     texts = read_text_file(args.test_file).texts
     print(f"MI estimates over {args.seeds} noise seeds, {len(texts)} sentences of {args.test_file} (nats)")
     for name in args.models:
-        model, tokenizer = load_model_and_tokenizer(name)
+        model, tokenizer = load_pretrained(name)
         mu, logvar = posteriors(model, tokenizer, texts)
-        values = torch.tensor([mutual_information(mu, logvar, torch.Generator().manual_seed(s))[0] for s in range(args.seeds)])
-        print(f"{name}: mean {values.mean():.3f}, std {values.std():.3f}, min {values.min():.3f}, max {values.max():.3f}")
+        values = torch.tensor(
+            [mutual_information(mu, logvar, torch.Generator().manual_seed(s))[0] for s in range(args.seeds)]
+        )
+        print(
+            f"{name}: mean {values.mean():.3f}, std {values.std():.3f}, min {values.min():.3f}, max {values.max():.3f}"
+        )
 
 
 if __name__ == "__main__":

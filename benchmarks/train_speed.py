@@ -15,7 +15,6 @@ import torch
 from common import brown_batches, decoder_flops_per_token, encoder_flops_per_token, matmul_gflops, peak_memory_mib
 
 from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
-from hf_bnvae.objectives import training_loss
 
 
 def build(preset, vocab_size, **overrides):
@@ -26,11 +25,14 @@ def build(preset, vocab_size, **overrides):
 
 
 def step(model, optimizer, batch):
-    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"],
-                    return_logits=False)
-    loss = training_loss(outputs, 1.0)
+    outputs = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=batch["input_ids"],
+        return_logits=False,
+    )
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    outputs.loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     optimizer.step()
 
@@ -46,8 +48,10 @@ def main():
     batches = [b for b in batches if b["input_ids"].shape[0] == 32][: args.steps + args.warmup]
     tokens = sum(int(b["attention_mask"].sum() - b["input_ids"].shape[0]) for b in batches[args.warmup :])
     inputs = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup :])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} timed steps of batch 32, "
-          f"{tokens} predicted tokens, vocab {args.vocab_size}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} timed steps of batch 32, "
+        f"{tokens} predicted tokens, vocab {args.vocab_size}"
+    )
     ceiling = matmul_gflops()
     print(f"fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s\n")
     print("| size | model | ms/step | tokens/s | GFLOP/s | % of matmul |")
@@ -66,10 +70,14 @@ def main():
                 if i >= args.warmup:
                     seconds[name] += time.perf_counter() - start
         for name, (model, _) in models.items():
-            flops = 3 * (tokens * decoder_flops_per_token(model.config) + inputs * encoder_flops_per_token(model.config))
+            flops = 3 * (
+                tokens * decoder_flops_per_token(model.config) + inputs * encoder_flops_per_token(model.config)
+            )
             rate = flops / seconds[name] / 1e9
-            print(f"| {preset} | {name} | {1000 * seconds[name] / args.steps:.1f} | {tokens / seconds[name]:,.0f} | "
-                  f"{rate:.1f} | {100 * rate / ceiling:.0f}% |")
+            print(
+                f"| {preset} | {name} | {1000 * seconds[name] / args.steps:.1f} | {tokens / seconds[name]:,.0f} | "
+                f"{rate:.1f} | {100 * rate / ceiling:.0f}% |"
+            )
         print(f"| {preset} | BN-VAE / VAE step time | {seconds['BN-VAE'] / seconds['VAE']:.3f} | | | |")
         print(f"| {preset} | VAE / LM step time | {seconds['VAE'] / seconds['LSTM-LM']:.3f} | | | |")
     print(f"\npeak memory (whole process): {peak_memory_mib():,.0f} MiB")

@@ -1,30 +1,46 @@
 """hf_bnvae: BN-VAE (Zhu et al., ACL 2020) as a Hugging Face model package.
 
-Importing the package registers the config and model with the Auto classes.
+Importing the package registers the config and models with the Auto classes. Training helpers
+(`hf_bnvae.data`, `hf_bnvae.methods`, `hf_bnvae.evaluation`, `hf_bnvae.hub`) are imported on demand
+and need the `train` extra.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_bnvae import PRESETS, BNVAEConfig
-from .modeling_bnvae import BNVAEForLanguageModeling, BNVAEOutput, BNVAEPreTrainedModel, gaussian_kl_per_dimension
+from .modeling_bnvae import (
+    BNVAEForLanguageModeling,
+    BNVAELanguageModelingOutput,
+    BNVAEModel,
+    BNVAEModelOutput,
+    BNVAEPreTrainedModel,
+    gaussian_kl_per_dimension,
+    vae_loss,
+)
+from .saving import load_pretrained, save_pretrained_atomically
 from .tokenization_bnvae import build_word_tokenizer
 
-AutoConfig.register("bnvae", BNVAEConfig, exist_ok=True)
-AutoModel.register(BNVAEConfig, BNVAEForLanguageModeling, exist_ok=True)
-AutoModelForCausalLM.register(BNVAEConfig, BNVAEForLanguageModeling, exist_ok=True)
-# save_pretrained then writes auto_map and copies the code, so checkpoints load with trust_remote_code.
-BNVAEConfig.register_for_auto_class()
-# (auto_map holds one model class per config; remote code is loaded through AutoModel.)
-BNVAEForLanguageModeling.register_for_auto_class("AutoModel")
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+AutoConfig.register("bnvae", BNVAEConfig, exist_ok=True)
+AutoModel.register(BNVAEConfig, BNVAEModel, exist_ok=True)
+AutoModelForCausalLM.register(BNVAEConfig, BNVAEForLanguageModeling, exist_ok=True)
+# save_pretrained then copies the code next to the weights; the config's auto_map names every class.
+BNVAEConfig.register_for_auto_class()
+BNVAEModel.register_for_auto_class("AutoModel")
+BNVAEForLanguageModeling.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
+    "PRESETS",
     "BNVAEConfig",
     "BNVAEForLanguageModeling",
-    "BNVAEOutput",
+    "BNVAELanguageModelingOutput",
+    "BNVAEModel",
+    "BNVAEModelOutput",
     "BNVAEPreTrainedModel",
-    "PRESETS",
     "build_word_tokenizer",
     "gaussian_kl_per_dimension",
+    "load_pretrained",
+    "save_pretrained_atomically",
+    "vae_loss",
 ]

@@ -16,8 +16,15 @@ PRESETS = {
 }
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_bnvae.BNVAEConfig",
+    "AutoModel": "modeling_bnvae.BNVAEModel",
+    "AutoModelForCausalLM": "modeling_bnvae.BNVAEForLanguageModeling",
+}
+
+
 class BNVAEConfig(PretrainedConfig):
-    r"""Configuration of [`BNVAEForLanguageModeling`] and its variants.
+    r"""Configuration of [`BNVAEModel`] and the heads built on it ([`BNVAEForLanguageModeling`]).
 
     Args:
         vocab_size (`int`, defaults to 10000): number of token ids, special tokens included.
@@ -38,6 +45,9 @@ class BNVAEConfig(PretrainedConfig):
         use_latent (`bool`, defaults to True): False gives the LSTM language-model baseline (no encoder, no z).
         delta_rate (`float`, defaults to 0.0): delta-VAE committed rate in nats per latent dimension; > 0
             bounds the posterior variance so that KL >= delta_rate per dimension. 0 disables it.
+        free_bits (`float`, defaults to 0.0): free-bits target of the training loss, in nats per sentence
+            (or per dimension with free_bits_per_dimension): the KL is not penalised below it. 0 disables it.
+        free_bits_per_dimension (`bool`, defaults to False): the free-bits target applies to each dimension.
         init_range (`float`, defaults to 0.01): weights are initialised uniform(-init_range, init_range).
         embedding_init_range (`float`, defaults to 0.1): embeddings are initialised uniform(-r, r).
         pad_token_id, bos_token_id, eos_token_id, unk_token_id (`int`, defaults 0, 1, 2, 3): special ids.
@@ -59,6 +69,8 @@ class BNVAEConfig(PretrainedConfig):
         decoder_dropout_out=0.5,
         use_latent=True,
         delta_rate=0.0,
+        free_bits=0.0,
+        free_bits_per_dimension=False,
         init_range=0.01,
         embedding_init_range=0.1,
         pad_token_id=0,
@@ -79,6 +91,8 @@ class BNVAEConfig(PretrainedConfig):
         self.decoder_dropout_out = decoder_dropout_out
         self.use_latent = use_latent
         self.delta_rate = delta_rate
+        self.free_bits = free_bits
+        self.free_bits_per_dimension = free_bits_per_dimension
         self.init_range = init_range
         self.embedding_init_range = embedding_init_range
         self.pad_token_id = pad_token_id
@@ -86,6 +100,8 @@ class BNVAEConfig(PretrainedConfig):
         self.eos_token_id = eos_token_id
         self.unk_token_id = unk_token_id
         kwargs.setdefault("tie_word_embeddings", False)
+        # Every class a checkpoint can be loaded as with trust_remote_code (save_pretrained adds the saved one).
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(**kwargs)
         self._validate()
 
@@ -111,7 +127,7 @@ class BNVAEConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(field, value, "must be an integer >= 1")
-        for field in ("gamma", "delta_rate", "init_range", "embedding_init_range"):
+        for field in ("gamma", "delta_rate", "free_bits", "init_range", "embedding_init_range"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 fail(field, value, "must be a finite number >= 0")
@@ -127,6 +143,8 @@ class BNVAEConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:
                 fail(field, value, f"must be a token id in [0, vocab_size={self.vocab_size})")
+        if not isinstance(self.free_bits_per_dimension, bool):
+            fail("free_bits_per_dimension", self.free_bits_per_dimension, "must be True or False")
         if self.delta_rate > 0 and self.gamma > 0:
             # Not invalid maths, but the paper compares them separately; refuse to mix silently.
             fail("delta_rate", self.delta_rate, "delta-VAE is a separate baseline; set gamma=0 to use it")

@@ -99,7 +99,9 @@ def compiled_output_layer_nll(model, chunk_tokens=256):
     except Exception as error:  # no C++ compiler, unsupported platform, ...
         import warnings
 
-        warnings.warn(f"torch.compile is not available here ({type(error).__name__}); using the eager output layer")
+        warnings.warn(
+            f"torch.compile is not available here ({type(error).__name__}); using the eager output layer", stacklevel=2
+        )
         return model.output_layer_nll
 
     def token_nll(states, labels):
@@ -113,8 +115,9 @@ def compiled_output_layer_nll(model, chunk_tokens=256):
 
 
 @torch.no_grad()
-def importance_weighted_log_likelihood(model, input_ids, attention_mask=None, num_samples=500, noise=None, max_tokens=None,
-                                       token_nll=None):
+def importance_weighted_log_likelihood(
+    model, input_ids, attention_mask=None, num_samples=500, noise=None, max_tokens=None, token_nll=None
+):
     """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per sentence (nats).
 
     input_ids, attention_mask: (B, T). noise: (B, K, n) standard normal draws (default: fresh ones),
@@ -136,13 +139,21 @@ def importance_weighted_log_likelihood(model, input_ids, attention_mask=None, nu
     for start in range(0, num_samples, chunk):
         z = mu[:, None] + noise[:, start : start + chunk] * std[:, None]  # (B, k, n)
         log_px_z = model.sentence_log_likelihood(input_ids, attention_mask, z, token_nll)  # (B, k)
-        log_weights.append(log_px_z + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None]))
+        log_weights.append(
+            log_px_z + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None])
+        )
     log_weights = torch.cat(log_weights, dim=1).double()
     return torch.logsumexp(log_weights, dim=1) - math.log(num_samples)
 
 
+def perplexity(total_nll, total_tokens):
+    """exp(total NLL / total tokens); tokens count the words and the end token, not the start token."""
+    return math.exp(total_nll / total_tokens)
+
+
 def _gather(per_sentence, accelerator):
-    """Concatenate per-sentence results across processes, ordered by sentence index, no duplicates."""
+    """Concatenate per-sentence results across processes, ordered by sentence index. A sentence seen twice
+    (Accelerate repeats a few batches so that every process gets as many) is kept once."""
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -155,7 +166,10 @@ def _gather(per_sentence, accelerator):
             merged.setdefault(key, []).append(values)
     merged = {key: torch.cat(values) for key, values in merged.items()}
     order = merged["index"].argsort()
-    return {key: values[order] for key, values in merged.items()}
+    index = merged["index"][order]
+    first = torch.ones_like(index, dtype=torch.bool)
+    first[1:] = index[1:] != index[:-1]
+    return {key: values[order][first] for key, values in merged.items()}
 
 
 @torch.no_grad()
@@ -192,10 +206,18 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
         if kl is not None:
             values.update(kl=kl.double().cpu(), mu=mu.float().cpu(), logvar=logvar.float().cpu())
         if iw_samples > 0:
-            noise = sentence_noise(indices, (iw_samples, model.config.latent_size), seed + 1) if model.config.use_latent else None
-            values["log_likelihood"] = importance_weighted_log_likelihood(
-                model, input_ids, attention_mask, iw_samples, noise, iw_max_tokens, token_nll
-            ).double().cpu()
+            noise = (
+                sentence_noise(indices, (iw_samples, model.config.latent_size), seed + 1)
+                if model.config.use_latent
+                else None
+            )
+            values["log_likelihood"] = (
+                importance_weighted_log_likelihood(
+                    model, input_ids, attention_mask, iw_samples, noise, iw_max_tokens, token_nll
+                )
+                .double()
+                .cpu()
+            )
         for key, value in values.items():
             collected.setdefault(key, []).append(value)
     model.train(was_training)
@@ -210,7 +232,7 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
         "nelbo": float(nelbo.mean()),
         "reconstruction": float(per_sentence["reconstruction"].mean()),
         "kl": float(kl.mean()),
-        "ppl_elbo": math.exp(float(nelbo.sum()) / tokens),
+        "ppl_elbo": perplexity(float(nelbo.sum()), tokens),
         "au": 0,
         "mi": 0.0,
         "aggregate_kl": 0.0,
@@ -223,7 +245,7 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
     if "log_likelihood" in per_sentence:
         nll = -per_sentence["log_likelihood"]
         metrics["nll"] = float(nll.mean())
-        metrics["ppl"] = math.exp(float(nll.sum()) / tokens)
+        metrics["ppl"] = perplexity(float(nll.sum()), tokens)
         metrics["iw_samples"] = iw_samples
     return metrics
 
@@ -236,6 +258,7 @@ __all__ = [
     "gaussian_log_density",
     "importance_weighted_log_likelihood",
     "mutual_information",
+    "perplexity",
     "sentence_noise",
     "standard_normal_log_density",
 ]

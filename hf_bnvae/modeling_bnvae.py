@@ -1,25 +1,21 @@
 """BN-VAE: an LSTM text VAE whose posterior mean goes through BatchNorm with a fixed scale gamma.
 
 Reads top-down: maths helpers, building blocks (encoder, BN latent head, decoder), the pre-trained
-model base, the output dataclass, then the language-modelling head. Units: log-likelihoods, losses
-and KLs are in nats; "per sentence" means summed over the tokens of one sentence.
+model base, the output dataclasses, the base model `BNVAEModel` (q(z|x)), then the heads built on
+it. Units: log-likelihoods, losses and KLs are in nats; "per sentence" means summed over the tokens
+of one sentence.
 """
 
-import hashlib
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput, cached_file
+from transformers.utils import ModelOutput
 
 from .configuration_bnvae import BNVAEConfig
-
 
 # ----------------------------------------------------------------------------------------------
 # maths
@@ -50,6 +46,37 @@ def delta_vae_variance_cap(delta_rate):
     return lo
 
 
+def free_bits_kl(kl_per_dimension, target, per_dimension=False):
+    """The KL term with free bits: the KL is not penalised below `target` nats.
+
+    kl_per_dimension: (B, n) nats. Per sentence (Li et al., 2019): max(target, batch-mean KL).
+    Per dimension (Kingma et al., 2016): sum_d max(target, batch-mean KL_d), target in nats per dimension.
+    Returns a scalar (nats per sentence).
+    """
+    batch_kl = kl_per_dimension.mean(0)  # (n,)
+    if per_dimension:
+        return batch_kl.clamp(min=target).sum()
+    return batch_kl.sum().clamp(min=target)
+
+
+def vae_loss(reconstruction_loss, kl_per_dimension=None, kl_weight=1.0, free_bits=0.0, free_bits_per_dimension=False):
+    """The objective every method of the paper minimises, in nats per sentence (batch mean):
+
+    mean(reconstruction) + kl_weight * KL term, where the KL term is the batch-mean KL, or its free-bits
+    version when free_bits > 0. reconstruction_loss: (B,); kl_per_dimension: (B, n), None for the LSTM
+    LM (no latent). kl_weight carries annealing, beta-VAE (final weight beta) and the autoencoder (0);
+    BN-VAE and delta-VAE change the posterior, not this function. Returns a scalar.
+    """
+    reconstruction = reconstruction_loss.mean()
+    if kl_per_dimension is None:
+        return reconstruction
+    if free_bits > 0:
+        kl_term = free_bits_kl(kl_per_dimension, free_bits, free_bits_per_dimension)
+    else:
+        kl_term = kl_per_dimension.sum(-1).mean()
+    return reconstruction + kl_weight * kl_term
+
+
 def check_input_ids(input_ids, vocab_size):
     """Raise a ValueError naming the problem for an empty batch or ids outside [0, vocab_size)."""
     if input_ids is None or input_ids.numel() == 0:
@@ -76,7 +103,11 @@ def sequence_lengths(input_ids, attention_mask):
 
 
 def _world_size():
-    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    return (
+        torch.distributed.get_world_size()
+        if torch.distributed.is_available() and torch.distributed.is_initialized()
+        else 1
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,52 +237,6 @@ class LSTMDecoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoint integrity
-
-CHECKSUMS_NAME = "checksums.json"
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_checksums(directory):
-    """Record the sha256 of every weights file of a saved model in checksums.json (written atomically)."""
-    directory = Path(directory)
-    sums = {p.name: file_sha256(p) for p in sorted(directory.glob("*.safetensors"))}
-    temporary = directory / f".{CHECKSUMS_NAME}.tmp"
-    temporary.write_text(json.dumps(sums, indent=2))
-    os.replace(temporary, directory / CHECKSUMS_NAME)
-
-
-def verify_checksums(path_or_repo_id, **hub_kwargs):
-    """Raise OSError if a weights file differs from the sha256 recorded in checksums.json.
-
-    Works for local folders and hub repositories (including the offline cache). Checkpoints
-    without checksums.json are not checked here (a truncated file still fails to parse).
-    """
-    record = cached_file(path_or_repo_id, CHECKSUMS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-    if record is None:
-        return
-    for name, expected in json.loads(Path(record).read_text()).items():
-        try:
-            weights = cached_file(path_or_repo_id, name, **hub_kwargs)
-        except OSError as error:
-            raise OSError(f"{path_or_repo_id} has no weights file {name} (listed in {CHECKSUMS_NAME}): {error}") from error
-        actual = file_sha256(weights)
-        if actual != expected:
-            raise OSError(
-                f"weights file {weights} is corrupted or truncated: its sha256 is {actual[:12]}..., "
-                f"but {CHECKSUMS_NAME} records {expected[:12]}...; re-download or re-save the checkpoint"
-            )
-
-
-# ----------------------------------------------------------------------------------------------
 # pre-trained model base
 
 
@@ -260,27 +245,8 @@ class BNVAEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bnvae"
     main_input_name = "input_ids"
     _no_split_modules = []
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' from_pretrained, after checking the weights against checksums.json."""
-        where = f"{pretrained_model_name_or_path} (revision {kwargs.get('revision') or 'main'})"
-        try:
-            if pretrained_model_name_or_path is not None:
-                verify_checksums(pretrained_model_name_or_path, **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except Exception as error:
-            if type(error).__name__ == "SafetensorError" or "deserializ" in str(error):  # it does not name the file
-                raise OSError(f"cannot read the weights of {where}: the file is corrupted or truncated ({error})") from error
-            if isinstance(error, OSError) and str(pretrained_model_name_or_path) not in str(error):
-                raise OSError(f"cannot load {where}: {error}") from error
-            raise
-
-    def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
-        """transformers' save_pretrained, plus checksums.json with the sha256 of the weights files."""
-        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
-        if is_main_process:
-            write_checksums(save_directory)
+    # A bf16/fp16 load keeps BN's statistics and shift in fp32 (the KL is computed in fp32 from them).
+    _keep_in_fp32_modules_strict = ["latent_head"]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -298,21 +264,40 @@ class BNVAEPreTrainedModel(PreTrainedModel):
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
 
+    def _output(self, output, return_dict):
+        """The ModelOutput, or its tuple of non-None fields when return_dict (default config.return_dict) is False."""
+        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
+
 
 # ----------------------------------------------------------------------------------------------
 # outputs
 
 
 @dataclass
-class BNVAEOutput(ModelOutput):
-    """Output of [`BNVAEForLanguageModeling`].
+class BNVAEModelOutput(ModelOutput):
+    """Output of [`BNVAEModel`]: the posterior q(z|x) of each sentence.
 
-    loss (`()`): -ELBO with KL weight, recon + kl_weight * KL, nats per sentence, batch mean (with labels).
-    reconstruction_loss (`(B,)`): -log p(x|z), nats per sentence, summed over predicted tokens.
+    mu (`(B, n)`): posterior mean after BN, fp32. logvar (`(B, n)`): posterior log-variance, fp32.
+    latent (`(B, n)`): z, a draw mu + sigma * eps (sample_latent=True) or mu.
     kl (`(B,)`): KL(q(z|x) || N(0, I)), analytic, nats per sentence.
     kl_per_dimension (`(B, n)`): the KL split over latent dimensions, nats.
-    mu (`(B, n)`): posterior mean after BN. logvar (`(B, n)`): posterior log-variance.
-    latent (`(B, n)`): the z the decoder read.
+    """
+
+    mu: torch.FloatTensor | None = None
+    logvar: torch.FloatTensor | None = None
+    latent: torch.FloatTensor | None = None
+    kl: torch.FloatTensor | None = None
+    kl_per_dimension: torch.FloatTensor | None = None
+
+
+@dataclass
+class BNVAELanguageModelingOutput(ModelOutput):
+    """Output of [`BNVAEForLanguageModeling`].
+
+    loss (`()`): the training objective `vae_loss` (with labels): batch-mean reconstruction + kl_weight *
+        KL term (free bits if the config sets them), nats per sentence.
+    reconstruction_loss (`(B,)`): -log p(x|z), nats per sentence, summed over predicted tokens.
+    kl, kl_per_dimension, mu, logvar, latent: as in [`BNVAEModelOutput`] (None when decoding a given z).
     logits (`(B, T, V)`): next-token logits for every position of input_ids (None with return_logits=False).
     num_tokens (`(B,)`): number of predicted tokens per sentence (words + end token).
     state (`tuple` of two `(1, B, H)`): decoder LSTM state after the last input token (generation cache).
@@ -331,21 +316,69 @@ class BNVAEOutput(ModelOutput):
 
 
 # ----------------------------------------------------------------------------------------------
+# base model: q(z|x)
+
+
+class BNVAEModel(BNVAEPreTrainedModel):
+    """The inference network every head shares: embedding -> LSTM encoder -> BN latent head.
+
+    Heads hold it as `self.bnvae`, so `from_pretrained` moves a trained encoder from one head to another.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        if not config.use_latent:
+            raise ValueError("BNVAEModel is the latent part of BN-VAE; a config with use_latent=False has none")
+        self.encoder = LSTMEncoder(config)
+        self.latent_head = BatchNormLatentHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.encoder.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        sample_latent: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        r"""
+        input_ids (`(B, T)`): `<s> w_1 ... w_m </s>`, right-padded.
+        attention_mask (`(B, T)`): 1 for real tokens; defaults to all ones.
+        sample_latent (`bool`): latent = mu + sigma * eps (default in training) or mu (default in eval mode).
+        """
+        check_input_ids(input_ids, self.config.vocab_size)
+        lengths = sequence_lengths(input_ids, attention_mask)
+        mu, logvar = self.latent_head(*self.encoder(input_ids, lengths))
+        kl_per_dimension = gaussian_kl_per_dimension(mu, logvar)
+        sample_latent = self.training if sample_latent is None else sample_latent
+        latent = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample_latent else mu
+        output = BNVAEModelOutput(
+            mu=mu, logvar=logvar, latent=latent, kl=kl_per_dimension.sum(-1), kl_per_dimension=kl_per_dimension
+        )
+        return self._output(output, return_dict)
+
+
+# ----------------------------------------------------------------------------------------------
 # language-modelling head
 
 
 class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
-    """BN-VAE sentence model: encoder q(z|x), BN latent head, LSTM decoder p(x|z).
+    """BN-VAE sentence model: the base model's q(z|x), then an LSTM decoder p(x|z).
 
     Sentences are `<s> w_1 ... w_m </s>`, right-padded. The decoder predicts tokens 2..T from 1..T-1.
+    With use_latent=False this is the LSTM language-model baseline (no base model, no z).
     """
 
     _is_stateful = True
 
     def __init__(self, config):
         super().__init__(config)
-        self.encoder = LSTMEncoder(config) if config.use_latent else None
-        self.latent_head = BatchNormLatentHead(config) if config.use_latent else None
+        self.bnvae = BNVAEModel(config) if config.use_latent else None
         self.decoder = LSTMDecoder(config)
         self.post_init()
 
@@ -361,6 +394,15 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.decoder.lm_head = value
 
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=False):
+        """Resize the decoder's input and output embeddings (transformers' method) and the encoder's embedding."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if self.bnvae is not None:
+            self.bnvae.encoder.embed_tokens = self._get_resized_embeddings(
+                self.bnvae.encoder.embed_tokens, embeddings.num_embeddings, mean_resizing=mean_resizing
+            )
+        return embeddings
+
     @property
     def kl_lower_bound(self):
         """Guaranteed lower bound of the batch-mean KL in training, n * gamma^2 / 2 nats per sentence."""
@@ -370,12 +412,10 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
 
     def encode_posterior(self, input_ids, attention_mask=None):
         """q(z|x) parameters. input_ids, attention_mask: (B, T). Returns mu (after BN), logvar: (B, n), fp32."""
-        if not self.config.use_latent:
+        if self.bnvae is None:
             raise ValueError("this model has no latent variable (use_latent=False, the LSTM LM baseline)")
-        check_input_ids(input_ids, self.config.vocab_size)
-        lengths = sequence_lengths(input_ids, attention_mask)
-        mu_raw, logvar_raw = self.encoder(input_ids, lengths)
-        return self.latent_head(mu_raw, logvar_raw)
+        posterior = self.bnvae(input_ids, attention_mask, sample_latent=False)
+        return posterior.mu, posterior.logvar
 
     def sentence_log_likelihood(self, input_ids, attention_mask=None, latent=None, token_nll=None):
         """log p(x|z) per sentence in nats, only scoring real (non-pad) target tokens.
@@ -415,9 +455,12 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         states, labels = hidden[valid], targets[valid]  # (M, H), (M,)
         if states.shape[0] == 0:
             return hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
-        per_token = torch.cat([
-            token_nll(states[i : i + chunk_tokens], labels[i : i + chunk_tokens]) for i in range(0, states.shape[0], chunk_tokens)
-        ])
+        per_token = torch.cat(
+            [
+                token_nll(states[i : i + chunk_tokens], labels[i : i + chunk_tokens])
+                for i in range(0, states.shape[0], chunk_tokens)
+            ]
+        )
         return torch.zeros(hidden.shape[0], device=hidden.device, dtype=torch.float32).index_add_(0, rows, per_token)
 
     # -- forward --------------------------------------------------------------------------------
@@ -434,7 +477,6 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         state: tuple | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ):
         r"""
         input_ids (`(B, T)`): `<s> w_1 ... w_m </s>`, right-padded.
@@ -442,7 +484,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         labels (`(B, T)`): usually input_ids (shifted inside); -100 or pad positions (attention_mask 0)
             are ignored. When given, `loss` and `reconstruction_loss` are computed.
         latent (`(B, n)`): decode from this z instead of encoding input_ids (generation, prior samples).
-        kl_weight (`float`): weight of the KL in `loss` (annealing, beta-VAE, AE with 0).
+        kl_weight (`float`): weight of the KL term in `loss` (annealing, beta-VAE, 0 for the autoencoder).
         sample_latent (`bool`): draw z = mu + sigma * eps (default in training) or use z = mu
             (default in eval mode, so eval outputs are deterministic).
         return_logits (`bool`): False skips the (B, T, V) logits and computes the loss on the real
@@ -450,14 +492,11 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         state (`tuple` of two `(1, B, H)`): decoder LSTM state to continue from (generation cache).
         """
         check_input_ids(input_ids, self.config.vocab_size)
-        mu = logvar = kl_per_dimension = kl = None
-        if latent is None and self.config.use_latent and state is None:
-            mu, logvar = self.encode_posterior(input_ids, attention_mask)
-            kl_per_dimension = gaussian_kl_per_dimension(mu, logvar)
-            kl = kl_per_dimension.sum(-1)
-            sample_latent = self.training if sample_latent is None else sample_latent
-            latent = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample_latent else mu
-        if self.config.use_latent and latent is None and state is None:
+        posterior = BNVAEModelOutput()
+        if latent is None and self.bnvae is not None and state is None:
+            posterior = self.bnvae(input_ids, attention_mask, sample_latent=sample_latent)
+            latent = posterior.latent
+        if self.bnvae is not None and latent is None and state is None:
             raise ValueError("pass latent=z (or input_ids to encode) to decode with this model")
 
         hidden, new_state = self.decoder(input_ids, latent, state)
@@ -477,31 +516,101 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
             else:  # training: the output layer only on the tokens that count
                 reconstruction_loss = self._sentence_nll(hidden[:, :-1], targets, valid)
             num_tokens = valid.sum(-1)
-            per_sentence = reconstruction_loss if kl is None else reconstruction_loss + kl_weight * kl
-            loss = per_sentence.mean()
+            loss = vae_loss(
+                reconstruction_loss,
+                posterior.kl_per_dimension,
+                kl_weight,
+                self.config.free_bits,
+                self.config.free_bits_per_dimension,
+            )
 
-        return BNVAEOutput(
+        output = BNVAELanguageModelingOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
-            kl=kl,
-            kl_per_dimension=kl_per_dimension,
-            mu=mu,
-            logvar=logvar,
+            kl=posterior.kl,
+            kl_per_dimension=posterior.kl_per_dimension,
+            mu=posterior.mu,
+            logvar=posterior.logvar,
             latent=latent,
             logits=logits,
             num_tokens=num_tokens,
             state=new_state if use_cache is not False else None,
         )
+        return self._output(output, return_dict)
 
-    # -- generation hooks (GenerationMixin with the LSTM state as cache) --------------------------
+    # -- generation (GenerationMixin with the LSTM state as cache) ----------------------------------
+
+    @torch.no_grad()
+    def generate(self, inputs=None, latent=None, latent_from_prompt=False, **kwargs):
+        """transformers' `generate`, with the latent z as an extra input. Returns the prompt as given, then
+        the new tokens (like every transformers model), so the text-generation pipeline works unchanged.
+
+        latent (`(B, n)`): the z to decode. When None: the posterior mean of the prompt if
+            latent_from_prompt=True, else a draw from the prior N(0, I) (torch's global RNG: seed it to repeat).
+        The decoder always starts from `<s>`: a prompt without it (tokenised with add_special_tokens=False)
+        gets it, a prompt ending in `</s>` (the tokenizer's default) is continued before it, and no prompt
+        at all starts from `<s>` alone. Prompts in one call must have the same length (no padding).
+        """
+        prompt = kwargs.pop("input_ids", inputs)
+        attention_mask = kwargs.pop("attention_mask", None)
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError(
+                "generate() continues unpadded prompts only: pass prompts of equal length, or one at a time"
+            )
+        batch_size = prompt.shape[0] if prompt is not None else (latent.shape[0] if latent is not None else 1)
+        if prompt is None:
+            prompt = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)
+        start = self._decoder_prompt(prompt)
+        if self.bnvae is not None:
+            latent = self._latent_for_generation(start, latent, latent_from_prompt)
+        elif latent is not None or latent_from_prompt:
+            raise ValueError("this model has no latent variable (use_latent=False, the LSTM LM baseline)")
+        generate_kwargs = {"pad_token_id": self.config.pad_token_id, "eos_token_id": self.config.eos_token_id, **kwargs}
+        output = super().generate(input_ids=start, latent=latent, **generate_kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        copies = sequences.shape[0] // batch_size  # num_return_sequences
+        sequences = torch.cat([prompt.repeat_interleave(copies, 0), sequences[:, start.shape[1] :]], dim=1)
+        if isinstance(output, torch.Tensor):
+            return sequences
+        output.sequences = sequences
+        return output
+
+    def _decoder_prompt(self, prompt):
+        """`<s> w_1 ... w_k` (B, k + 1) for the decoder from a prompt (B, T) with or without `<s>` and `</s>`."""
+        if prompt.numel():
+            check_input_ids(prompt, self.config.vocab_size)
+        bos, eos = self.config.bos_token_id, self.config.eos_token_id
+        if prompt.shape[1] > 0 and bool((prompt[:, -1] == eos).all()):
+            prompt = prompt[:, :-1]
+        if prompt.shape[1] == 0 or not bool((prompt[:, 0] == bos).all()):
+            prompt = torch.cat([self._bos_ids(prompt.shape[0]).to(prompt.device), prompt], dim=1)
+        return prompt
+
+    def _latent_for_generation(self, start, latent, latent_from_prompt):
+        """z (B, n) for generate(): the given one (checked), the prompt's posterior mean, or a prior draw.
+        start: the decoder prompt (B, k + 1), `<s>` first."""
+        batch_size, size = start.shape[0], self.config.latent_size
+        if latent is not None:
+            if latent.dim() != 2 or tuple(latent.shape) != (batch_size, size):
+                raise ValueError(
+                    f"latent must have shape (batch={batch_size}, latent_size={size}), got {tuple(latent.shape)}"
+                )
+            return latent.to(self.device)
+        if not latent_from_prompt:
+            return torch.randn(batch_size, size).to(self.device)
+        # the prompt as a whole sentence, <s> prompt </s>, encoded with BN's running statistics
+        sentence = nn.functional.pad(start, (0, 1), value=self.config.eos_token_id)
+        was_training = self.training
+        self.eval()
+        mu, _ = self.encode_posterior(sentence)
+        self.train(was_training)
+        return mu
 
     @classmethod
     def _supports_default_dynamic_cache(cls):
         return False
 
     def prepare_inputs_for_generation(self, input_ids, state=None, latent=None, use_cache=None, **kwargs):
-        if self.config.use_latent and latent is None:
-            raise ValueError("generate() needs latent=z of shape (batch, latent_size): encode or sample it first")
         if state is not None:
             input_ids = input_ids[:, -1:]  # the state already holds everything before the last token
         return {"input_ids": input_ids, "state": state, "latent": latent, "use_cache": use_cache}
@@ -514,15 +623,15 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
     def _bos_ids(self, batch_size):
         return torch.full((batch_size, 1), self.config.bos_token_id, dtype=torch.long, device=self.device)
 
-    def _decode_texts(self, sequences, tokenizer):
-        return [text.strip() for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
-
     @torch.no_grad()
     def encode(self, texts, tokenizer):
         """Posterior means E_q[z|x] (after BN, eval statistics) of a list of strings: (len(texts), n)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("encode() needs at least one sentence, got an empty list")
         was_training = self.training
         self.eval()
-        batch = tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
+        batch = tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
         mu, _ = self.encode_posterior(batch["input_ids"], batch["attention_mask"])
         self.train(was_training)
         return mu
@@ -530,15 +639,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def decode(self, latent, tokenizer, max_new_tokens=40, **generate_kwargs):
         """Sentences generated from z (n_sentences, n); greedy unless generate kwargs say otherwise."""
-        sequences = self.generate(
-            input_ids=self._bos_ids(latent.shape[0]),
-            latent=latent.to(self.device),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=self.config.pad_token_id,
-            eos_token_id=self.config.eos_token_id,
-            **generate_kwargs,
-        )
-        return self._decode_texts(sequences, tokenizer)
+        sequences = self.generate(latent=latent.to(self.device), max_new_tokens=max_new_tokens, **generate_kwargs)
+        return [text.strip() for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
 
     def sample_prior(self, num_sentences, tokenizer, generator=None, **generate_kwargs):
         """Sentences decoded from z ~ N(0, I)."""
@@ -558,10 +660,14 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
 
 __all__ = [
     "BNVAEForLanguageModeling",
-    "BNVAEOutput",
+    "BNVAELanguageModelingOutput",
+    "BNVAEModel",
+    "BNVAEModelOutput",
     "BNVAEPreTrainedModel",
     "BatchNormLatentHead",
     "LSTMDecoder",
     "LSTMEncoder",
+    "free_bits_kl",
     "gaussian_kl_per_dimension",
+    "vae_loss",
 ]

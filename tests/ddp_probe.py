@@ -1,15 +1,39 @@
-"""Run by `accelerate launch` in test_training.py: trains, then every rank saves its parameters."""
+"""Run by `accelerate launch` in test_training.py: trains, then every rank saves its parameters and the
+sentences its training batches held."""
 
 import sys
 
 import torch
-
-from training_helpers import train_script
+import train
 
 if __name__ == "__main__":
     output_dir = sys.argv[1]
-    model, results = train_script.main(sys.argv[2:])
+    seen = []
+    make_loader = train.sentence_loader
+
+    def recording_loader(dataset, tokenizer, batch_size, seed=None):
+        loader = make_loader(dataset, tokenizer, batch_size, seed)
+        if seed is not None:  # the training loader: record the sentence indices of each batch it collates
+            inner = loader.collate_fn
+
+            def record(features):
+                seen.extend(f["index"] for f in features)
+                return inner(features)
+
+            loader.collate_fn = record
+        return loader
+
+    train.sentence_loader = recording_loader
+    model, results = train.main(sys.argv[2:])
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    torch.save({"state": model.state_dict(), "num_processes": results["num_processes"],
-                "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
-                "steps": results["optimizer_steps"], "history": results["history"]}, f"{output_dir}/rank{rank}.pt")
+    torch.save(
+        {
+            "state": model.state_dict(),
+            "num_processes": results["num_processes"],
+            "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+            "steps": results["optimizer_steps"],
+            "history": results["history"],
+            "seen": seen,
+        },
+        f"{output_dir}/rank{rank}.pt",
+    )

@@ -1,25 +1,16 @@
-"""save_pretrained / from_pretrained, the Auto classes and remote code without the package."""
+"""save_pretrained / from_pretrained, the Auto classes, moving the encoder between heads, remote code
+without the package, and the verified loader (checksums, atomic saves)."""
 
 import json
 import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
-from tests.conftest import CORPUS
-
-
-def trained(model, batch, steps=5):
-    model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model(**batch, labels=batch["input_ids"]).loss.backward()
-        optimizer.step()
-    return model.eval()
+from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, load_pretrained, save_pretrained_atomically
 
 
 def eval_outputs(model, batch):
@@ -28,53 +19,75 @@ def eval_outputs(model, batch):
     return {"mu": out.mu, "logvar": out.logvar, "recon": out.reconstruction_loss, "logits": out.logits}
 
 
-def test_save_and_load_give_identical_outputs(model, batch, tokenizer, tmp_path):
-    trained(model, batch)
-    before = eval_outputs(model, batch)
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "modeling_bnvae.py").exists()
-    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert auto_map["AutoModel"] == "modeling_bnvae.BNVAEForLanguageModeling"
-
-    for loader in (BNVAEForLanguageModeling, AutoModel, AutoModelForCausalLM):
-        loaded = loader.from_pretrained(tmp_path)
+def test_save_and_load_give_identical_outputs(trained, batch, tokenizer, corpus, saved):
+    before = eval_outputs(trained, batch)
+    assert (saved / "model.safetensors").exists() and (saved / "modeling_bnvae.py").exists()
+    auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_bnvae.BNVAEConfig",
+        "AutoModel": "modeling_bnvae.BNVAEModel",
+        "AutoModelForCausalLM": "modeling_bnvae.BNVAEForLanguageModeling",
+    }
+    for loader in (BNVAEForLanguageModeling, AutoModelForCausalLM):
+        loaded = loader.from_pretrained(saved)
         assert isinstance(loaded, BNVAEForLanguageModeling) and not loaded.training
-        bn = loaded.latent_head.bn
+        bn = loaded.bnvae.latent_head.bn
         torch.testing.assert_close(bn.weight, torch.full((8,), 0.6))
         assert not bn.weight.requires_grad
-        torch.testing.assert_close(bn.running_var, model.latent_head.bn.running_var)
+        torch.testing.assert_close(bn.running_var, trained.bnvae.latent_head.bn.running_var)
         after = eval_outputs(loaded, batch)
         for key in before:
             torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
-    assert isinstance(AutoConfig.from_pretrained(tmp_path), BNVAEConfig)
+    assert isinstance(AutoConfig.from_pretrained(saved), BNVAEConfig)
 
-    again = AutoTokenizer.from_pretrained(tmp_path)
-    assert again(CORPUS)["input_ids"] == tokenizer(CORPUS)["input_ids"]
+    again = AutoTokenizer.from_pretrained(saved)
+    assert again(corpus)["input_ids"] == tokenizer(corpus)["input_ids"]
     assert again.decode(again("the cat sat")["input_ids"], skip_special_tokens=True) == "the cat sat"
 
 
-def test_remote_code_loads_without_the_package(model, batch, tokenizer, tmp_path):
-    trained(model, batch)
-    before = eval_outputs(model, batch)
-    model.save_pretrained(tmp_path / "ckpt")
-    tokenizer.save_pretrained(tmp_path / "ckpt")
+def test_the_base_model_loads_from_a_language_model_checkpoint(trained, batch, saved):
+    """transformers' prefix logic moves the encoder and BN head of a head's checkpoint into BNVAEModel."""
+    for loader in (BNVAEModel, AutoModel):
+        base = loader.from_pretrained(saved)
+        assert type(base) is BNVAEModel
+        with torch.no_grad():
+            posterior = base(**batch)
+            expected = trained(**batch)
+        torch.testing.assert_close(posterior.mu, expected.mu, rtol=0, atol=0)
+        torch.testing.assert_close(posterior.logvar, expected.logvar, rtol=0, atol=0)
+    # and back: a language model built on a saved base model gets its encoder, and a fresh decoder
+    base.save_pretrained(saved / "base")
+    head = BNVAEForLanguageModeling.from_pretrained(saved / "base")
+    torch.testing.assert_close(head.bnvae.encoder.lstm.weight_hh_l0, trained.bnvae.encoder.lstm.weight_hh_l0)
+    assert not torch.equal(head.decoder.lm_head.weight, trained.decoder.lm_head.weight)
+
+
+def test_base_model_needs_a_latent(tiny_config):
+    with pytest.raises(ValueError, match="use_latent=False has none"):
+        BNVAEModel(tiny_config(use_latent=False))
+
+
+def test_remote_code_loads_without_the_package(trained, batch, corpus, saved, tmp_path):
+    before = eval_outputs(trained, batch)
     torch.save(dict(batch), tmp_path / "batch.pt")
     script = textwrap.dedent(
         f"""
         import sys
         sys.modules["hf_bnvae"] = None  # the package cannot be imported in this process
         import torch
-        from transformers import AutoModel, AutoTokenizer
-        model = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)
-        tokenizer = AutoTokenizer.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        model = AutoModelForCausalLM.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        base = AutoModel.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained({str(saved)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert type(base).__name__ == "BNVAEModel", type(base)
         batch = torch.load({str(tmp_path / "batch.pt")!r})
-        assert tokenizer({CORPUS!r}, padding=True, return_tensors="pt")["input_ids"].equal(batch["input_ids"])
+        assert tokenizer({corpus!r}, padding=True, return_tensors="pt")["input_ids"].equal(batch["input_ids"])
         with torch.no_grad():
             out = model(**batch, labels=batch["input_ids"])
+            assert torch.equal(base(**batch).mu, out.mu)
         torch.save({{"mu": out.mu, "logvar": out.logvar, "recon": out.reconstruction_loss, "logits": out.logits,
-                    "gamma_frozen": not model.latent_head.bn.weight.requires_grad}}, {str(tmp_path / "out.pt")!r})
+                    "gamma_frozen": not model.bnvae.latent_head.bn.weight.requires_grad}}, {str(tmp_path / "out.pt")!r})
         """
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -83,3 +96,33 @@ def test_remote_code_loads_without_the_package(model, batch, tokenizer, tmp_path
     assert after.pop("gamma_frozen")
     for key in before:
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+
+
+# -- the verified loader and atomic saves ---------------------------------------------------------
+
+
+def test_atomic_save_writes_checksums_and_the_loader_verifies_them(trained, tokenizer, batch, tmp_path):
+    folder = tmp_path / "model"
+    save_pretrained_atomically(trained, tokenizer, folder)
+    sums = json.loads((folder / "checksums.json").read_text())
+    assert list(sums) == ["model.safetensors"] and not (folder / ".saving").exists()
+    loaded, loaded_tokenizer = load_pretrained(folder)
+    assert not loaded.training and len(loaded_tokenizer) == len(tokenizer)
+    torch.testing.assert_close(eval_outputs(loaded, batch)["mu"], eval_outputs(trained, batch)["mu"], rtol=0, atol=0)
+
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the weights: still parses as safetensors
+    weights.write_bytes(bytes(data))
+    with pytest.raises(OSError, match="corrupted or truncated: its sha256"):
+        load_pretrained(folder)
+    # without a checksums file, a truncated file still fails with a clear message naming the model
+    (folder / "checksums.json").unlink()
+    weights.write_bytes(bytes(data[:1000]))
+    with pytest.raises(OSError, match="corrupted or truncated"):
+        load_pretrained(folder)
+
+
+def test_loader_names_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        load_pretrained(str(tmp_path / "missing"))

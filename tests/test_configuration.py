@@ -5,11 +5,21 @@ from hf_bnvae import PRESETS, BNVAEConfig
 
 @pytest.mark.parametrize(
     "name, sizes",
-    [("yahoo", (512, 1024)), ("yelp", (512, 1024)), ("ptb", (256, 256)), ("snli", (128, 512)), ("short_yelp", (128, 512))],
+    [
+        ("yahoo", (512, 1024)),
+        ("yelp", (512, 1024)),
+        ("ptb", (256, 256)),
+        ("snli", (128, 512)),
+        ("short_yelp", (128, 512)),
+    ],
 )
 def test_paper_presets(name, sizes):
     config = BNVAEConfig.from_preset(name, vocab_size=500, gamma=0.7)
-    assert (config.embedding_size, config.encoder_hidden_size, config.decoder_hidden_size) == (sizes[0], sizes[1], sizes[1])
+    assert (config.embedding_size, config.encoder_hidden_size, config.decoder_hidden_size) == (
+        sizes[0],
+        sizes[1],
+        sizes[1],
+    )
     assert config.latent_size == 32 and config.gamma == 0.7 and config.vocab_size == 500
 
 
@@ -49,7 +59,9 @@ def test_unknown_preset():
 )
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=rf"BNVAEConfig\.{field}={value!r} is invalid"):
-        BNVAEConfig(vocab_size=10 if field != "vocab_size" else value, **({field: value} if field != "vocab_size" else {}))
+        BNVAEConfig(
+            vocab_size=10 if field != "vocab_size" else value, **({field: value} if field != "vocab_size" else {})
+        )
 
 
 def test_round_trip_through_dict():

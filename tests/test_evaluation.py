@@ -7,15 +7,14 @@ import torch
 from torch.distributions import Normal
 
 from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae.data import sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import (
     active_units,
     evaluate_language_model,
     importance_weighted_log_likelihood,
     mutual_information,
+    perplexity,
 )
-from hf_bnvae.objectives import perplexity
-from tests.conftest import CORPUS, tiny_config
-from tests.test_checkpoints import trained
 
 
 def batches_of(tokenizer, texts, size):
@@ -25,26 +24,29 @@ def batches_of(tokenizer, texts, size):
         yield batch
 
 
-def test_iw_nll_is_the_exact_lm_nll_when_the_decoder_ignores_z(tokenizer, batch):
-    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), gamma=0.0))
-    trained(model, batch, steps=10)
+def test_iw_nll_is_the_exact_lm_nll_when_the_decoder_ignores_z(tiny_config, batch, train_steps):
+    model = train_steps(BNVAEForLanguageModeling(tiny_config(gamma=0.0)), batch, steps=10)
     with torch.no_grad():
-        model.encoder.to_posterior.weight.zero_()  # q(z|x) = N(0, I) = p(z)
+        model.bnvae.encoder.to_posterior.weight.zero_()  # q(z|x) = N(0, I) = p(z)
         model.decoder.latent_to_cell.weight.zero_()
         model.decoder.lstm.weight_ih_l0[:, -8:].zero_()  # the decoder no longer reads z
-        exact = model.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"], torch.randn(len(CORPUS), 8))
+        exact = model.sentence_log_likelihood(
+            batch["input_ids"], batch["attention_mask"], torch.randn(len(batch["input_ids"]), 8)
+        )
         for k in (1, 7, 50):
             iw = importance_weighted_log_likelihood(model, batch["input_ids"], batch["attention_mask"], num_samples=k)
             torch.testing.assert_close(iw.float(), exact, atol=1e-4, rtol=0)
 
 
-def test_iw_bound_tightens_with_k_and_k1_is_the_elbo(model, batch):
-    trained(model, batch, steps=30)
+def test_iw_bound_tightens_with_k_and_k1_is_the_elbo(model, batch, train_steps):
+    train_steps(model, batch, steps=30)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     repeats = 300
     with torch.no_grad():
         estimates = {
-            k: torch.stack([importance_weighted_log_likelihood(model, ids, mask, num_samples=k) for _ in range(repeats)])
+            k: torch.stack(
+                [importance_weighted_log_likelihood(model, ids, mask, num_samples=k) for _ in range(repeats)]
+            )
             for k in (1, 10, 100)
         }  # (repeats, B)
         mu, logvar = model.encode_posterior(ids, mask)
@@ -111,18 +113,18 @@ def test_perplexity_counts_words_and_end_token(model, tokenizer):
     assert metrics["ppl_elbo"] == pytest.approx(math.exp(metrics["nelbo"] * 2 / 9))
 
 
-def test_metrics_do_not_depend_on_the_evaluation_batch_size(model, batch, tokenizer):
-    trained(model, batch, steps=10)
-    texts = CORPUS * 3
+def test_metrics_do_not_depend_on_the_evaluation_batch_size(model, batch, tokenizer, corpus, train_steps):
+    train_steps(model, batch, steps=10)
+    texts = corpus * 3
     runs = [evaluate_language_model(model, batches_of(tokenizer, texts, size), iw_samples=20) for size in (1, 4, 24)]
     for other in runs[1:]:
         for key, value in runs[0].items():
             assert other[key] == pytest.approx(value, abs=1e-4), key
 
 
-def test_lm_baseline_metrics(tokenizer, batch):
-    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), use_latent=False))
-    metrics = evaluate_language_model(model, batches_of(tokenizer, CORPUS, 3), iw_samples=5)
+def test_lm_baseline_metrics(tokenizer, tiny_config, corpus):
+    model = BNVAEForLanguageModeling(tiny_config(use_latent=False))
+    metrics = evaluate_language_model(model, batches_of(tokenizer, corpus, 3), iw_samples=5)
     assert metrics["kl"] == 0.0 and metrics["au"] == 0
     assert metrics["nll"] == pytest.approx(metrics["nelbo"], abs=1e-4)  # exact likelihood both ways
 
@@ -147,9 +149,28 @@ def test_local_evaluate_modules_match_the_library_functions():
         path_of("bleu")
 
 
-def test_compiled_output_layer_gives_the_same_nll(model, batch, tokenizer):
-    trained(model, batch, steps=5)
-    texts = CORPUS * 2
+def test_compiled_output_layer_gives_the_same_nll(trained, tokenizer, corpus):
+    model = trained
+    texts = corpus * 2
     eager = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8)
     compiled = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8, compile=True)
     assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4)
+
+
+def test_metrics_from_the_data_loader_match_hand_made_batches(trained, tokenizer, corpus):
+    """The loader every script uses (datasets.map, length-grouped batches, DataCollatorWithPadding)."""
+    texts = corpus * 2
+    loader = sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, batch_size=5)
+    assert sorted(i for batch in loader for i in batch["index"].tolist()) == list(range(len(texts)))
+    by_loader = evaluate_language_model(trained, loader, iw_samples=6)
+    by_hand = evaluate_language_model(trained, batches_of(tokenizer, texts, 4), iw_samples=6)
+    for key, value in by_hand.items():
+        assert by_loader[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_sentences_repeated_across_processes_are_counted_once(trained, tokenizer, corpus):
+    """Accelerate evens out the batches of the last processes by repeating the first ones; the gathered
+    metrics keep each sentence once."""
+    once = evaluate_language_model(trained, batches_of(tokenizer, corpus, 3))
+    repeated = [*batches_of(tokenizer, corpus, 3), next(batches_of(tokenizer, corpus, 3))]
+    assert evaluate_language_model(trained, repeated) == once

@@ -1,15 +1,18 @@
-"""generate() through GenerationMixin with the LSTM state as cache, and the convenience methods."""
+"""generate() through GenerationMixin with the LSTM state as cache, the text-generation pipeline, and the
+convenience methods."""
+
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
-
-from tests.conftest import CORPUS
-from tests.test_checkpoints import trained
+from transformers import pipeline
 
 
 @pytest.fixture
-def ready(model, batch):
-    return trained(model, batch, steps=20)
+def ready(model, batch, train_steps):
+    return train_steps(model, batch, steps=20)
 
 
 def bos(model, n):
@@ -26,11 +29,15 @@ def test_cached_and_uncached_greedy_agree(ready):
 
 
 def test_greedy_equals_argmax_of_forward(ready):
-    z = torch.randn(2, 8)
-    out = ready.generate(input_ids=bos(ready, 2), latent=z, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    z = torch.randn(4, 8)
+    out = ready.generate(input_ids=bos(ready, 4), latent=z, max_new_tokens=8, do_sample=False)
     with torch.no_grad():
-        logits = ready(input_ids=out[:, :-1], latent=z).logits
-    assert torch.equal(out[:, 1:], logits.argmax(-1))
+        predicted = ready(input_ids=out[:, :-1], latent=z).logits.argmax(-1)
+    eos = ready.config.eos_token_id
+    for row, generated in zip(predicted, out[:, 1:]):
+        ends = (generated == eos).nonzero()
+        length = int(ends[0]) + 1 if len(ends) else len(generated)  # up to and including </s>; padding after
+        assert torch.equal(generated[:length], row[:length])
 
 
 def test_beam_search_runs_and_scores_at_least_greedy(ready):
@@ -52,7 +59,9 @@ def test_beam_search_runs_and_scores_at_least_greedy(ready):
 
 def test_sampling_is_reproducible_with_a_seed(ready):
     z = torch.randn(4, 8)
-    kwargs = dict(input_ids=bos(ready, 4), latent=z, max_new_tokens=10, do_sample=True, temperature=1.5, top_k=20, top_p=0.95)
+    kwargs = dict(
+        input_ids=bos(ready, 4), latent=z, max_new_tokens=10, do_sample=True, temperature=1.5, top_k=20, top_p=0.95
+    )
     torch.manual_seed(3)
     first = ready.generate(**kwargs)
     torch.manual_seed(3)
@@ -60,19 +69,66 @@ def test_sampling_is_reproducible_with_a_seed(ready):
     assert torch.equal(first, second)
 
 
-def test_generate_without_latent_is_refused(ready):
-    with pytest.raises(ValueError, match="needs latent=z"):
-        ready.generate(input_ids=bos(ready, 2), max_new_tokens=3)
+def test_latent_defaults_to_a_prior_draw_or_the_prompt_posterior(ready, tokenizer):
+    kwargs = dict(input_ids=bos(ready, 2), max_new_tokens=6, min_new_tokens=6)
+    torch.manual_seed(7)
+    drawn = ready.generate(**kwargs)
+    torch.manual_seed(7)
+    z = torch.randn(2, 8)
+    assert torch.equal(drawn, ready.generate(**kwargs, latent=z))  # z ~ N(0, I) from torch's global RNG
+    prompt = tokenizer(["the cat sat"], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    from_prompt = ready.generate(input_ids=prompt, latent_from_prompt=True, max_new_tokens=5, min_new_tokens=5)
+    mean = ready.encode(["the cat sat"], tokenizer)  # <s> the cat sat </s>, eval statistics
+    with_mean = ready.generate(input_ids=prompt, latent=mean, max_new_tokens=5, min_new_tokens=5)
+    assert torch.equal(from_prompt, with_mean)
+    assert torch.equal(from_prompt[:, :3], prompt)  # <s> is added for the decoder and removed again
 
 
-def test_convenience_methods(ready, tokenizer):
-    z = ready.encode(CORPUS[:3], tokenizer)
+def test_a_latent_of_the_wrong_size_is_refused(ready):
+    with pytest.raises(ValueError, match=r"latent must have shape \(batch=2, latent_size=8\), got \(2, 5\)"):
+        ready.generate(input_ids=bos(ready, 2), latent=torch.zeros(2, 5), max_new_tokens=3)
+
+
+def test_text_generation_pipeline(ready, tokenizer, saved):
+    generator = pipeline("text-generation", model=str(saved))
+    # the pipeline tokenises "<s> the cat </s>"; the model continues "<s> the cat" and returns the prompt as given
+    out = generator("the cat ", max_new_tokens=6, do_sample=False, latent_from_prompt=True)
+    prompt = tokenizer(["the cat"], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    continuation = ready.generate(input_ids=prompt, latent_from_prompt=True, max_new_tokens=6, do_sample=False)
+    new_text = tokenizer.decode(continuation[0, 2:], skip_special_tokens=True)
+    assert len(new_text) > 0 and out[0]["generated_text"] == "the cat " + new_text
+    torch.manual_seed(1)
+    sampled = generator("", max_new_tokens=6, do_sample=True, num_return_sequences=3)  # no prompt: z ~ prior
+    assert len(sampled) == 3 and all(isinstance(s["generated_text"], str) for s in sampled)
+
+
+def test_text_generation_pipeline_without_the_package(saved, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hf_bnvae"] = None  # the package cannot be imported in this process
+        from transformers import pipeline
+        generator = pipeline("text-generation", model={str(saved)!r}, trust_remote_code=True)
+        out = generator("the dog ", max_new_tokens=5, do_sample=False, latent_from_prompt=True)
+        assert type(generator.model).__module__.startswith("transformers_modules")
+        print(out[0]["generated_text"])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("the dog")
+
+
+def test_convenience_methods(ready, tokenizer, corpus):
+    z = ready.encode(corpus[:3], tokenizer)
     assert z.shape == (3, 8) and not ready.training
-    texts = ready.reconstruct(CORPUS[:3], tokenizer, max_new_tokens=10)
+    with pytest.raises(ValueError, match="at least one sentence"):
+        ready.encode([], tokenizer)
+    texts = ready.reconstruct(corpus[:3], tokenizer, max_new_tokens=10)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     assert ready.decode(z, tokenizer, max_new_tokens=10) == texts
     samples = ready.sample_prior(5, tokenizer, generator=torch.Generator().manual_seed(0), max_new_tokens=10)
     assert len(samples) == 5
-    path = ready.interpolate(CORPUS[0], CORPUS[1], tokenizer, steps=4, max_new_tokens=10)
+    path = ready.interpolate(corpus[0], corpus[1], tokenizer, steps=4, max_new_tokens=10)
     assert len(path) == 4
     assert path[0] == texts[0] and path[-1] == texts[1]  # the ends decode the two posterior means

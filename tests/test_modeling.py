@@ -1,11 +1,12 @@
-"""BNVAEForLanguageModeling: the KL, the BN head's guarantees, padding independence, bad input."""
+"""BNVAEModel and BNVAEForLanguageModeling: the KL, the BN head's guarantees, padding independence, the
+checks transformers' own ModelTesters make, bad input."""
 
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from hf_bnvae import BNVAEForLanguageModeling, gaussian_kl_per_dimension
-from tests.conftest import CORPUS, tiny_config
+from hf_bnvae import BNVAEForLanguageModeling, BNVAEModel, gaussian_kl_per_dimension, vae_loss
+from hf_bnvae.modeling_bnvae import free_bits_kl
 
 
 def test_kl_matches_torch_distributions():
@@ -33,7 +34,7 @@ def test_loss_is_reconstruction_plus_weighted_kl(model, batch):
 def test_bn_head_normalises_mu_in_training(model, batch):
     model.train()
     with torch.no_grad():
-        model.latent_head.bn.bias.fill_(0.25)
+        model.bnvae.latent_head.bn.bias.fill_(0.25)
     out = model(**batch)
     torch.testing.assert_close(out.mu.mean(0), torch.full((8,), 0.25), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.mu.std(0, unbiased=False), torch.full((8,), 0.6), atol=1e-3, rtol=0)
@@ -42,7 +43,7 @@ def test_bn_head_normalises_mu_in_training(model, batch):
 def test_gamma_gets_no_gradient_and_beta_does(model, batch):
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
-    bn = model.latent_head.bn
+    bn = model.bnvae.latent_head.bn
     assert not bn.weight.requires_grad
     for _ in range(3):
         optimizer.zero_grad()
@@ -57,13 +58,13 @@ def test_gamma_stays_frozen_even_if_requires_grad_is_switched_on(model, batch):
     model.train()
     model.requires_grad_(True)
     model(**batch, labels=batch["input_ids"]).loss.backward()
-    assert model.latent_head.bn.weight.grad is None
+    assert model.bnvae.latent_head.bn.weight.grad is None
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.6, 0.7])
-def test_batch_kl_respects_the_lower_bound(tokenizer, gamma):
+def test_batch_kl_respects_the_lower_bound(tokenizer, tiny_config, gamma):
     torch.manual_seed(0)
-    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), gamma=gamma))
+    model = BNVAEForLanguageModeling(tiny_config(gamma=gamma))
     model.train()
     bound = model.kl_lower_bound
     assert bound == pytest.approx(8 * gamma**2 / 2)
@@ -80,43 +81,43 @@ def test_batch_kl_respects_the_lower_bound(tokenizer, gamma):
         optimizer.step()
 
 
-def test_plain_vae_has_no_bn_and_no_bound(tokenizer, batch):
-    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), gamma=0.0))
-    assert model.latent_head.bn is None and model.kl_lower_bound == 0.0
+def test_plain_vae_has_no_bn_and_no_bound(tiny_config, batch):
+    model = BNVAEForLanguageModeling(tiny_config(gamma=0.0))
+    assert model.bnvae.latent_head.bn is None and model.kl_lower_bound == 0.0
     model.train()
     assert model(**batch).kl.mean() < 0.1  # collapsed-sized at initialisation
 
 
-def test_delta_vae_commits_a_rate_per_dimension(tokenizer, batch):
-    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), gamma=0.0, delta_rate=0.15))
+def test_delta_vae_commits_a_rate_per_dimension(tiny_config, batch):
+    model = BNVAEForLanguageModeling(tiny_config(gamma=0.0, delta_rate=0.15))
     with torch.no_grad():
-        model.encoder.to_posterior.weight.normal_(0, 3.0)  # posteriors far from anything at init
+        model.bnvae.encoder.to_posterior.weight.normal_(0, 3.0)  # posteriors far from anything at init
     out = model(**batch)
     assert (out.kl_per_dimension >= 0.15 - 1e-5).all()
 
 
-def test_single_sentence_in_eval_mode_uses_running_statistics(model, batch, tokenizer):
+def test_single_sentence_in_eval_mode_uses_running_statistics(model, batch, tokenizer, corpus):
     model.train()
     for _ in range(5):
         model(**batch)  # accumulate running statistics
     model.eval()
-    one = tokenizer([CORPUS[3]], return_tensors="pt")
+    one = tokenizer([corpus[3]], return_tensors="pt")
     out = model(**one, labels=one["input_ids"])
-    bn = model.latent_head.bn
-    mu_raw, _ = model.encoder(one["input_ids"], one["attention_mask"].sum(-1))
+    bn = model.bnvae.latent_head.bn
+    mu_raw, _ = model.bnvae.encoder(one["input_ids"], one["attention_mask"].sum(-1))
     expected = (mu_raw - bn.running_mean) / (bn.running_var + bn.eps).sqrt() * 0.6 + bn.bias
     torch.testing.assert_close(out.mu, expected)
     torch.testing.assert_close(out.latent, out.mu)  # eval mode decodes the mean by default
 
 
-def test_sentence_outputs_do_not_depend_on_padding(model, batch, tokenizer):
+def test_sentence_outputs_do_not_depend_on_padding(model, batch, tokenizer, corpus):
     model.train()
     for _ in range(3):
         model(**batch)
     model.eval()
     with torch.no_grad():
         padded = model(**batch, labels=batch["input_ids"])
-        for i, text in enumerate(CORPUS):
+        for i, text in enumerate(corpus):
             alone = tokenizer([text], return_tensors="pt")
             out = model(**alone, labels=alone["input_ids"])
             n = alone["input_ids"].shape[1]
@@ -133,16 +134,16 @@ def test_sentence_log_likelihood_matches_forward(model, batch):
         ll = model.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"], out.latent)
         torch.testing.assert_close(ll, -out.reconstruction_loss, atol=1e-4, rtol=1e-5)
         # K samples per sentence: the same as scoring each sample separately
-        z = torch.randn(len(CORPUS), 3, 8)
+        z = torch.randn(len(batch["input_ids"]), 3, 8)
         many = model.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"], z)
         for k in range(3):
             one = model.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"], z[:, k])
             torch.testing.assert_close(many[:, k], one, atol=1e-4, rtol=1e-5)
 
 
-def test_lstm_lm_baseline_has_no_latent(tokenizer, batch):
-    model = BNVAEForLanguageModeling(tiny_config(len(tokenizer), use_latent=False))
-    assert model.encoder is None and model.latent_head is None and model.kl_lower_bound == 0.0
+def test_lstm_lm_baseline_has_no_latent(tiny_config, batch):
+    model = BNVAEForLanguageModeling(tiny_config(use_latent=False))
+    assert model.bnvae is None and model.kl_lower_bound == 0.0
     out = model(**batch, labels=batch["input_ids"], kl_weight=1.0)
     assert out.kl is None and out.mu is None
     torch.testing.assert_close(out.loss, out.reconstruction_loss.mean())
@@ -163,9 +164,9 @@ def test_out_of_vocabulary_ids_are_refused(model, tokenizer):
         model(input_ids=ids)
 
 
-def test_training_batch_of_one_is_refused(model, tokenizer):
+def test_training_batch_of_one_is_refused(model, tokenizer, corpus):
     model.train()
-    one = tokenizer([CORPUS[0]], return_tensors="pt")
+    one = tokenizer([corpus[0]], return_tensors="pt")
     with pytest.raises(ValueError, match="training batch of one sentence"):
         model(**one)
 
@@ -190,3 +191,131 @@ def test_loss_without_logits_matches_the_full_path(model, batch):
         grads.append(model.decoder.lm_head.weight.grad.clone())
     torch.testing.assert_close(losses[0], losses[1], atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+# -- the objective --------------------------------------------------------------------------------
+
+
+def test_vae_loss_weights_the_kl_and_applies_free_bits(model, batch, tiny_config):
+    model.train()
+    torch.manual_seed(1)
+    out = model(**batch, labels=batch["input_ids"], kl_weight=0.4)
+    recon, kl = out.reconstruction_loss, out.kl_per_dimension
+    torch.testing.assert_close(vae_loss(recon, kl, 0.4), recon.mean() + 0.4 * out.kl.mean())
+    torch.testing.assert_close(vae_loss(recon, kl, 0.0), recon.mean())
+    torch.testing.assert_close(vae_loss(recon, None, 0.4), recon.mean())  # the LSTM LM has no KL
+    torch.testing.assert_close(vae_loss(recon, kl, 1.0, free_bits=1e6), recon.mean() + 1e6)  # KL below the target
+    # the model's loss is this function with the config's free bits
+    fb = BNVAEForLanguageModeling(tiny_config(gamma=0.0, free_bits=3.0, free_bits_per_dimension=True)).train()
+    torch.manual_seed(2)
+    out = fb(**batch, labels=batch["input_ids"], kl_weight=0.7)
+    expected = out.reconstruction_loss.mean() + 0.7 * free_bits_kl(out.kl_per_dimension, 3.0, per_dimension=True)
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_free_bits_clamp():
+    kl = torch.tensor([[0.5, 3.0], [1.5, 1.0]], requires_grad=True)  # batch means 1.0, 2.0; sum 3.0
+    per_sentence = free_bits_kl(kl, 4.0)
+    assert per_sentence.item() == 4.0
+    per_sentence.backward()
+    assert kl.grad.abs().sum() == 0  # below the target: no pressure on the KL
+    assert free_bits_kl(kl, 2.0).item() == 3.0
+    assert free_bits_kl(kl, 1.5, per_dimension=True).item() == pytest.approx(1.5 + 2.0)
+
+
+# -- what transformers' ModelTesters check -------------------------------------------------------
+
+
+def test_base_model_is_the_posterior_of_every_head(model, batch):
+    assert isinstance(model.bnvae, BNVAEModel) and model.base_model is model.bnvae
+    model.eval()
+    with torch.no_grad():
+        posterior = model.bnvae(**batch)
+        out = model(**batch)
+    for key in ("mu", "logvar", "kl", "kl_per_dimension"):
+        torch.testing.assert_close(getattr(posterior, key), getattr(out, key), rtol=0, atol=0)
+    torch.testing.assert_close(posterior.latent, posterior.mu)  # eval mode: z = mu
+    assert posterior.mu.shape == posterior.logvar.shape == (8, 8) and posterior.kl.shape == (8,)
+
+
+def test_return_dict_false_gives_the_tuple_of_outputs(model, batch):
+    model.eval()
+    with torch.no_grad():
+        as_dict = model(**batch, labels=batch["input_ids"])
+        as_tuple = model(**batch, labels=batch["input_ids"], return_dict=False)
+        base = model.bnvae(**batch, return_dict=False)
+    assert isinstance(as_tuple, tuple) and isinstance(base, tuple)
+    expected = [value for value in as_dict.values()]
+    assert len(as_tuple) == len(expected)
+    torch.testing.assert_close(as_tuple[0], as_dict.loss)  # loss first, as in transformers
+    torch.testing.assert_close(as_tuple[1], as_dict.reconstruction_loss)
+    torch.testing.assert_close(base[0], as_dict.mu)
+
+
+def test_unknown_keyword_arguments_raise(model, batch):
+    with pytest.raises(TypeError, match="lables"):
+        model(**batch, lables=batch["input_ids"])
+    with pytest.raises(TypeError, match="kl_wieght"):
+        model(**batch, labels=batch["input_ids"], kl_wieght=0.0)
+    with pytest.raises(TypeError, match="labels"):
+        model.bnvae(**batch, labels=batch["input_ids"])
+
+
+def test_every_trainable_parameter_gets_a_gradient(model, batch):
+    model.train()
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert missing == []
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ["bnvae.latent_head.bn.weight"]  # gamma, and only gamma
+
+
+def test_labels_of_minus_100_are_ignored(model, batch):
+    model.eval()
+    labels = batch["input_ids"].clone()
+    labels[:, 3:] = -100  # score the first two predicted tokens only
+    with torch.no_grad():
+        out = model(**batch, labels=labels)
+    logp = out.logits[:, :2].log_softmax(-1).gather(-1, batch["input_ids"][:, 1:3, None])[..., 0]
+    torch.testing.assert_close(out.reconstruction_loss, -logp.sum(-1))
+    assert out.num_tokens.tolist() == [2] * 8
+
+
+def test_continuing_from_the_returned_state_equals_one_pass(model, batch):
+    model.eval()
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        whole = model(input_ids=ids, latent=torch.ones(8, 8))
+        first = model(input_ids=ids[:, :3], latent=torch.ones(8, 8))
+        rest = model(input_ids=ids[:, 3:], latent=torch.ones(8, 8), state=first.state)
+    torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), whole.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_resize_token_embeddings_resizes_encoder_and_decoder(model, batch):
+    old = model.get_input_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(model.config.vocab_size + 5)
+    assert model.config.vocab_size == old.shape[0] + 5
+    assert (
+        model.get_input_embeddings().weight.shape[0]
+        == model.get_output_embeddings().weight.shape[0]
+        == old.shape[0] + 5
+    )
+    assert model.bnvae.encoder.embed_tokens.weight.shape[0] == old.shape[0] + 5
+    torch.testing.assert_close(model.get_input_embeddings().weight[: old.shape[0]], old)
+    ids = batch["input_ids"].clone()
+    ids[0, 1] = old.shape[0] + 4  # a new token id is now valid
+    model.eval()
+    with torch.no_grad():
+        assert model(input_ids=ids, attention_mask=batch["attention_mask"]).logits.shape[-1] == old.shape[0] + 5
+
+
+def test_bf16_load_keeps_the_bn_head_and_kl_in_fp32(trained, batch, tmp_path):
+    trained.save_pretrained(tmp_path)
+    low = BNVAEForLanguageModeling.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert low.decoder.lm_head.weight.dtype == torch.bfloat16
+    bn = low.bnvae.latent_head.bn
+    assert bn.weight.dtype == bn.bias.dtype == bn.running_mean.dtype == bn.running_var.dtype == torch.float32
+    torch.testing.assert_close(bn.weight, torch.full((8,), 0.6))  # gamma survives the load exactly
+    with torch.no_grad():
+        out = low(**batch, labels=batch["input_ids"])
+    assert out.mu.dtype == out.kl.dtype == out.reconstruction_loss.dtype == out.loss.dtype == torch.float32

@@ -1,52 +1,53 @@
-"""training/evaluate.py and training/generate.py on a tiny checkpoint."""
+"""training/evaluate_model.py and training/generate.py on a tiny checkpoint."""
 
 import json
-from tests.conftest import CORPUS
-from tests.test_checkpoints import trained
-from tests.test_training import fresh_accelerate_state  # noqa: F401  (autouse fixture)
-from tests.training_helpers import FIXTURE, ROOT
+
+import evaluate_model
+import generate
+import pytest
 
 
-
-def load_script(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_evaluate_script_writes_json_and_table(model, batch, tokenizer, tmp_path, capsys):
-    trained(model, batch, steps=5)
-    model.save_pretrained(tmp_path / "ckpt")
-    tokenizer.save_pretrained(tmp_path / "ckpt")
-    script = load_script("evaluate")
-    metrics = script.main(["--model_name_or_path", str(tmp_path / "ckpt"), "--test_file", str(FIXTURE),
-                           "--max_eval_samples", "12", "--iw_samples", "4"])
-    saved = json.loads((tmp_path / "ckpt" / "eval_results.json").read_text())
-    assert saved["num_sentences"] == 12 and saved["iw_samples"] == 4 and saved["nll"] == metrics["nll"]
+def test_evaluate_script_writes_json_and_table(saved, sentences_file, capsys):
+    metrics = evaluate_model.main(
+        [
+            "--model_name_or_path",
+            str(saved),
+            "--test_file",
+            str(sentences_file),
+            "--max_eval_samples",
+            "12",
+            "--iw_samples",
+            "4",
+        ]
+    )
+    written = json.loads((saved / "eval_results.json").read_text())
+    assert written["num_sentences"] == 12 and written["iw_samples"] == 4 and written["nll"] == metrics["nll"]
     printed = capsys.readouterr().out
     assert "| NLL (IW) |" in printed and "| AU |" in printed
 
 
-def test_generate_script(model, batch, tokenizer, tmp_path):
-    trained(model, batch, steps=5)
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    script = load_script("generate")
+def test_generate_script(saved, corpus):
+    script, tmp_path = generate, saved
     assert len(script.main(["--model_name_or_path", str(tmp_path), "sample", "--num_samples", "3"])) == 3
     sampled = ["--model_name_or_path", str(tmp_path), "--do_sample", "--top_p", "0.9", "--seed", "4", "sample"]
     assert script.main(sampled) == script.main(sampled)
-    lines = script.main(["--model_name_or_path", str(tmp_path), "--num_beams", "3", "reconstruct", CORPUS[0], CORPUS[1]])
-    assert len(lines) == 2 and lines[0].startswith(CORPUS[0] + "\t->\t")
-    assert len(script.main(["--model_name_or_path", str(tmp_path), "interpolate", CORPUS[0], CORPUS[1], "--steps", "4"])) == 4
+    lines = script.main(
+        ["--model_name_or_path", str(tmp_path), "--num_beams", "3", "reconstruct", corpus[0], corpus[1]]
+    )
+    assert len(lines) == 2 and lines[0].startswith(corpus[0] + "\t->\t")
+    assert (
+        len(script.main(["--model_name_or_path", str(tmp_path), "interpolate", corpus[0], corpus[1], "--steps", "4"]))
+        == 4
+    )
+
+
+def test_decoding_options_go_before_or_after_the_subcommand(saved, corpus):
+    before = generate.main(["--model_name_or_path", str(saved), "--num_beams", "3", "interpolate", *corpus[:2]])
+    after = generate.main(["--model_name_or_path", str(saved), "interpolate", *corpus[:2], "--num_beams", "3"])
+    assert before == after and generate.parse_args(["--model_name_or_path", "x", "sample"]).num_beams == 1
 
 
 def test_scripts_name_a_missing_model_folder(tmp_path):
-    import pytest
-
-    for name in ("evaluate", "generate"):
-        extra = [] if name == "evaluate" else ["sample"]
+    for script, extra in ((evaluate_model, []), (generate, ["sample"])):
         with pytest.raises(FileNotFoundError, match="no such model folder"):
-            load_script(name).main(["--model_name_or_path", str(tmp_path / "missing"), *extra])
+            script.main(["--model_name_or_path", str(tmp_path / "missing"), *extra])

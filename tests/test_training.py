@@ -1,4 +1,4 @@
-"""train.py: multi-process, resume, bf16, every baseline flag, bad input."""
+"""train.py: multi-process, resume, bf16, the method table and every baseline flag, the data path, bad input."""
 
 import json
 import math
@@ -8,39 +8,39 @@ import sys
 
 import pytest
 import torch
+import train
 from accelerate import Accelerator
 from transformers import AutoTokenizer
 
-from hf_bnvae.objectives import cyclical_kl_weight, free_bits_kl, linear_kl_weight, training_loss
-from tests.training_helpers import FIXTURE, ROOT, tiny_args, train_script
-from text_data import length_bucketed_batches, read_text_file, shard  # noqa: E402  (training/ on sys.path)
-from checkpoints import list_checkpoints, resolve_checkpoint, save_checkpoint  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each in-process run builds its own Accelerator (precision, accumulation): reset the singletons."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
-def run(tmp_path, *extra, name="run"):
-    return train_script.main(tiny_args(tmp_path / name, *extra))
-
+from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae.data import length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.evaluation import evaluate_language_model
+from hf_bnvae.methods import METHODS, cyclical_kl_weight, linear_kl_weight, resolve_method
+from hf_bnvae.trainer_utils import PlateauRule, list_checkpoints, resolve_checkpoint, save_checkpoint
 
 # -- a real 2-process run -------------------------------------------------------------------------
 
 
-def test_two_cpu_processes_train_in_sync(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "tests" / "ddp_probe.py"), str(tmp_path),
-               *tiny_args(tmp_path / "out", "--max_train_samples", "96", "--max_train_steps", "6", "--sync_bn")]
+@pytest.mark.slow
+def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args):
+    env = {**os.environ, "PYTHONPATH": f"{root / 'training'}:{root / 'tests'}"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(root / "tests" / "ddp_probe.py"),
+        str(tmp_path),
+        *tiny_args(tmp_path / "out", "--max_train_samples", "96", "--max_train_steps", "6", "--sync_bn"),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
@@ -54,20 +54,33 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
         torch.testing.assert_close(ranks[1]["state"][key], value, rtol=0, atol=0)
     # initialised in U(-0.01, 0.01): a larger weight shows that training did move the parameters
     assert ranks[0]["state"]["decoder.lm_head.weight"].abs().max() > 0.01
+    # the 96 sentences / batch 8 = 12 batches were shared out: 6 each, none twice (accelerate's shards)
+    assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == list(range(96))
 
 
 # -- resuming mid-epoch ---------------------------------------------------------------------------
 
 
-def test_resume_reaches_the_same_losses(tmp_path):
-    _, straight = run(tmp_path, "--max_train_steps", "8", name="straight")
-    _, first = run(tmp_path, "--max_train_steps", "4", "--checkpointing_steps", "2", name="parts")
+def test_resume_reaches_the_same_losses(tmp_path, train_run):
+    _, straight = train_run("--max_train_steps", "8", name="straight")
+    _, first = train_run("--max_train_steps", "4", "--checkpointing_steps", "2", name="parts")
     assert [p.name for p in list_checkpoints(tmp_path / "parts" / "checkpoints")] == ["step_2", "step_4"]
-    _, second = run(tmp_path, "--max_train_steps", "8", "--resume_from_checkpoint", "latest", name="parts")
-    losses = first["train_step_losses"] + second["train_step_losses"]
-    assert len(losses) == 8 and second["optimizer_steps"] == 8
-    for a, b in zip(losses, straight["train_step_losses"]):
-        assert a == pytest.approx(b, abs=1e-6)
+    _, second = train_run("--max_train_steps", "8", "--resume_from_checkpoint", "latest", name="parts")
+    # skip_first_batches resumes mid-epoch on the same batches; the step losses span the whole run
+    assert second["optimizer_steps"] == 8 and second["train_step_losses"][:4] == first["train_step_losses"]
+    assert second["train_step_losses"] == pytest.approx(straight["train_step_losses"], abs=1e-6)
+
+
+def test_resume_across_an_epoch_boundary_keeps_the_epoch_order(tmp_path, train_run):
+    """The batch order of each epoch depends on the epoch: a resumed run must not replay epoch 0's."""
+    flags = ("--max_train_samples", "64", "--num_train_epochs", "3")  # 8 steps per epoch
+    _, straight = train_run(*flags, name="straight")
+    train_run(*flags, "--max_train_steps", "12", "--checkpointing_steps", "12", name="parts")
+    _, resumed = train_run(*flags, "--resume_from_checkpoint", "latest", name="parts")
+    assert resumed["train_step_losses"] == pytest.approx(straight["train_step_losses"], abs=1e-6)
+    assert [h["valid_nelbo"] for h in resumed["history"]] == pytest.approx(
+        [h["valid_nelbo"] for h in straight["history"]]
+    )
 
 
 def test_interrupted_checkpoint_never_replaces_the_last_good_one(tmp_path):
@@ -94,15 +107,15 @@ def test_interrupted_checkpoint_never_replaces_the_last_good_one(tmp_path):
 # -- mixed precision ------------------------------------------------------------------------------
 
 
-def test_bf16_run_is_finite_with_fp32_kl_and_bn(tmp_path, model, batch):
-    _, results = run(tmp_path, "--mixed_precision", "bf16", "--max_train_steps", "4")
+def test_bf16_run_is_finite_with_fp32_kl_and_bn(train_run, model, batch):
+    _, results = train_run("--mixed_precision", "bf16", "--max_train_steps", "4")
     assert all(math.isfinite(x) for x in results["train_step_losses"])
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**batch, labels=batch["input_ids"])
     assert out.logits.dtype == torch.bfloat16  # the matmuls did run in bf16
     assert out.mu.dtype == out.kl.dtype == out.reconstruction_loss.dtype == out.loss.dtype == torch.float32
-    assert model.latent_head.bn.running_mean.dtype == torch.float32
+    assert model.bnvae.latent_head.bn.running_mean.dtype == torch.float32
     torch.testing.assert_close(out.mu.std(0, unbiased=False), torch.full((8,), 0.6), atol=2e-3, rtol=0)
 
 
@@ -110,28 +123,24 @@ def test_bf16_run_is_finite_with_fp32_kl_and_bn(tmp_path, model, batch):
 
 
 def test_plateau_rule_decays_after_patience_and_stops_after_max_decays():
-    from plateau import PlateauRule
-
     rule = PlateauRule(start_epoch=2, patience=2, factor=0.5, max_decays=2)
     losses = [10, 11, 12, 9, 9.5, 9.5, 10, 10]
     actions = [rule.update(epoch, loss) for epoch, loss in enumerate(losses)]
     assert actions == ["improved", "wait", "decay", "improved", "wait", "decay", "wait", "stop"]
     assert (rule.best_epoch, rule.best_loss, rule.decays) == (3, 9, 3)
     early = PlateauRule(start_epoch=5, patience=1)
-    assert [early.update(e, loss) for e, loss in enumerate([10, 11, 12, 13, 14, 15])] == ["improved"] + ["wait"] * 4 + ["decay"]
+    actions = [early.update(e, loss) for e, loss in enumerate([10, 11, 12, 13, 14, 15])]
+    assert actions == ["improved"] + ["wait"] * 4 + ["decay"]
     restored = PlateauRule()
     restored.load_state_dict(rule.state_dict())
     assert restored == rule
 
 
-def test_plateau_rule_in_training_halves_lr_reloads_best_and_stops(tmp_path):
-    from hf_bnvae import BNVAEForLanguageModeling
-    from text_data import encode_corpus
-
-    flags = ("--num_train_epochs", "8", "--decay_start_epoch", "0", "--decay_patience", "1", "--max_decay", "2",
-             "--learning_rate", "3", "--kl_warmup_epochs", "0")
-    _, metrics = run(tmp_path, *flags)
-    args = train_script.parse_args(tiny_args(tmp_path / "run", *flags))
+def test_plateau_rule_in_training_halves_lr_reloads_best_and_stops(tmp_path, train_run, tiny_args, sentences_file):
+    flags = ("--num_train_epochs", "8", "--plateau_start_epoch", "0", "--plateau_patience", "1")
+    flags += ("--plateau_max_decays", "2", "--learning_rate", "3", "--kl_warmup_epochs", "0")
+    _, metrics = train_run(*flags)
+    args = train.parse_args(tiny_args(tmp_path / "run", *flags))
     history = metrics["history"]
     actions = [h["plateau_action"] for h in history]
     assert "decay" in actions and actions.count("decay") <= 2
@@ -143,19 +152,19 @@ def test_plateau_rule_in_training_halves_lr_reloads_best_and_stops(tmp_path):
     # the saved model is the best epoch's: its validation -ELBO is that epoch's
     model = BNVAEForLanguageModeling.from_pretrained(tmp_path / "run")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
-    valid = encode_corpus(tokenizer, read_text_file(FIXTURE).texts[: args.max_eval_samples], args.max_seq_length)
-    saved = train_script.evaluate(model, valid, Accelerator(cpu=True), args.per_device_eval_batch_size,
-                                  tokenizer.pad_token_id, seed=args.seed)
+    valid = tokenize_texts(tokenizer, read_text_file(sentences_file).texts[: args.max_eval_samples])
+    loader = sentence_loader(valid, tokenizer, args.per_device_eval_batch_size)
+    saved = evaluate_language_model(model, loader, Accelerator(cpu=True), seed=args.seed)
     assert saved["nelbo"] == pytest.approx(history[best]["valid_nelbo"], abs=1e-4)
 
 
-def test_divergence_is_reported_not_saved(tmp_path):
+def test_divergence_is_reported_not_saved(tmp_path, train_run):
     with pytest.raises(RuntimeError, match="training diverged: the validation -ELBO is nan after epoch 1"):
-        run(tmp_path, "--learning_rate", "30", "--kl_warmup_epochs", "0")
+        train_run("--learning_rate", "30", "--kl_warmup_epochs", "0")
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
-# -- the baselines do what they say ---------------------------------------------------------------
+# -- the method table: each baseline does what it says --------------------------------------------
 
 
 def test_kl_annealing_schedule():
@@ -171,126 +180,142 @@ def test_cyclical_schedule():
     assert weights[20] == 0.0
 
 
-def test_free_bits_clamp():
-    kl = torch.tensor([[0.5, 3.0], [1.5, 1.0]], requires_grad=True)  # batch means 1.0, 2.0; sum 3.0
-    per_sentence = free_bits_kl(kl, 4.0)
-    assert per_sentence.item() == 4.0
-    per_sentence.backward()
-    assert kl.grad.abs().sum() == 0  # below the target: no pressure on the KL
-    assert free_bits_kl(kl, 2.0).item() == 3.0
-    assert free_bits_kl(kl, 1.5, per_dimension=True).item() == pytest.approx(1.5 + 2.0)
+def recipe_of(*argv):
+    return train.parse_args(["--method", *argv]).recipe
 
 
-def method_of(*argv):
-    return train_script.parse_args(["--method", *argv]).method_spec
-
-
-def test_method_flags_set_the_right_quantities(model, batch):
-    assert method_of("bnvae").model_overrides == {"gamma": 0.6}
-    assert method_of("bnvae", "--gamma", "0.7").model_overrides == {"gamma": 0.7}
-    vae = method_of("vae")
-    assert vae.model_overrides == {"gamma": 0.0} and vae.kl_weight(50, 100, 1) == 0.5
-    ae = method_of("ae")
+def test_method_flags_set_the_right_quantities():
+    assert recipe_of("bnvae").config == {"gamma": 0.6} and recipe_of("bnvae").label == "BN-VAE (0.6)"
+    assert recipe_of("bnvae", "--gamma", "0.7").config == {"gamma": 0.7}
+    vae = recipe_of("vae")
+    assert vae.config == {"gamma": 0.0} and vae.kl_weight(50, 100, 1) == 0.5
+    ae = recipe_of("ae")
     assert all(ae.kl_weight(s, 100, 1) == 0.0 for s in (0, 50, 100, 10**6))
     assert ae.selection_metric == "reconstruction" and vae.selection_metric == "nelbo"
-    beta = method_of("beta_vae", "--beta", "0.4")
-    assert beta.kl_weight(10**6, 100, 1) == pytest.approx(0.4) and beta.kl_weight(50, 100, 1) == pytest.approx(0.2)
-    cyclical = method_of("cyclical", "--cycle_epochs", "1")
-    assert cyclical.schedule == "cyclical" and cyclical.kl_weight(100, 0, 100) == 0.0
-    fb = method_of("free_bits", "--free_bits", "3", "--free_bits_per_dimension")
-    assert fb.free_bits == 3.0 and fb.free_bits_per_dimension
-    assert method_of("delta_vae", "--delta_rate", "0.2").model_overrides == {"gamma": 0.0, "delta_rate": 0.2}
-    lm = method_of("lm")
-    assert lm.model_overrides["use_latent"] is False
+    beta = recipe_of("beta_vae", "--beta", "0.3")
+    assert beta.kl_weight(10**6, 100, 1) == pytest.approx(0.3) and beta.kl_weight(50, 100, 1) == pytest.approx(0.15)
+    assert beta.label == "beta-VAE (0.3)"
+    cyclical = recipe_of("cyclical", "--cycle_epochs", "1")
+    assert cyclical.kl_weight(100, 0, 100) == 0.0 and cyclical.kl_weight(50, 0, 100) == 1.0
+    fb = recipe_of("free_bits", "--free_bits", "3", "--free_bits_per_dimension")
+    assert fb.config == {"gamma": 0.0, "free_bits": 3.0, "free_bits_per_dimension": True}
+    assert recipe_of("delta_vae", "--delta_rate", "0.2").config == {"gamma": 0.0, "delta_rate": 0.2}
+    assert recipe_of("lm").config["use_latent"] is False
 
-    model.train()
-    out = model(**batch, labels=batch["input_ids"])
-    torch.testing.assert_close(training_loss(out, 0.4), out.reconstruction_loss.mean() + 0.4 * out.kl.mean())
-    torch.testing.assert_close(training_loss(out, 0.0), out.reconstruction_loss.mean())
+
+def test_every_method_has_defaults_help_and_a_label():
+    """One table: argparse's help, the labels in tables and cards and the defaults all come from it."""
+    help_text = train.build_parser().format_help()
+    for name, method in METHODS.items():
+        recipe = resolve_method(name)
+        assert recipe.name == name and recipe.label.startswith(method.label.split(" (")[0])
+        for flag, spec in method.flags.items():
+            assert f"--{flag}" in help_text
+            if not isinstance(spec.default, bool):
+                assert f"(default {spec.default})" in " ".join(help_text.split())
 
 
 @pytest.mark.parametrize("method", ["lm", "ae", "vae", "beta_vae", "cyclical", "free_bits", "delta_vae", "bnvae"])
-def test_every_method_trains(tmp_path, method):
-    model, results = run(tmp_path, "--method", method, "--max_train_samples", "64")
+def test_every_method_trains(tmp_path, train_run, method):
+    model, results = train_run("--method", method, "--max_train_samples", "64")
     history = results["history"][-1]
     assert math.isfinite(history["valid_nelbo"]) and results["optimizer_steps"] == 8
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["method"] == method and (tmp_path / "run" / "training_curves.png").stat().st_size > 0
+    assert saved["method"] == method and saved["method_label"] == resolve_method(method).label
+    assert (tmp_path / "run" / "training_curves.png").stat().st_size > 0
     if method == "lm":
-        assert model.encoder is None and history["valid_kl"] == 0.0
+        assert model.bnvae is None and history["valid_kl"] == 0.0
     if method == "bnvae":
         assert model.config.gamma == 0.6
+    if method == "free_bits":
+        assert model.config.free_bits == 4.0
     if method == "delta_vae":
         assert history["valid_kl"] >= 8 * 0.15 - 1e-4
 
 
 @pytest.mark.parametrize("method, best", [("ae", 1), ("vae", 0)])
-def test_model_selection_metric(tmp_path, monkeypatch, method, best):
+def test_model_selection_metric(train_run, monkeypatch, method, best):
     """The AE is selected by validation reconstruction (its KL grows freely, so its -ELBO would pick
     an early epoch); every other method by the -ELBO. Validation results are scripted to disagree."""
-    scripted = iter([dict(reconstruction=50.0, kl=1.0), dict(reconstruction=40.0, kl=30.0), dict(reconstruction=45.0, kl=30.0)])
-    real_evaluate = train_script.evaluate
+    scripted = iter(
+        [dict(reconstruction=50.0, kl=1.0), dict(reconstruction=40.0, kl=30.0), dict(reconstruction=45.0, kl=30.0)]
+    )
+    real_evaluate = train.evaluate_language_model
 
     def fake_evaluate(*args, **kwargs):
         metrics = real_evaluate(*args, **kwargs)
-        if kwargs.get("iw_samples"):
-            return metrics
         metrics.update(next(scripted))
         metrics["nelbo"] = metrics["reconstruction"] + metrics["kl"]
         return metrics
 
-    monkeypatch.setattr(train_script, "evaluate", fake_evaluate)
-    _, results = run(tmp_path, "--method", method, "--num_train_epochs", "3", "--max_train_samples", "64")
+    monkeypatch.setattr(train, "evaluate_language_model", fake_evaluate)
+    _, results = train_run("--method", method, "--num_train_epochs", "3", "--max_train_samples", "64")
     assert results["best_epoch"] == best
 
 
-def test_pretrained_encoder_initialisation(tmp_path):
-    ae, _ = run(tmp_path, "--method", "ae", "--max_train_samples", "64", name="ae")
-    args = train_script.parse_args(tiny_args(tmp_path / "fb", "--method", "free_bits", "--init_encoder_from", str(tmp_path / "ae")))
-    tokenizer = train_script.load_tokenizer(args, ["unused: the AE's tokenizer is loaded"])
-    assert tokenizer.get_vocab() == ae_tokenizer_vocab(tmp_path / "ae")
-    model = train_script.build_model(args, tokenizer)
-    for key, value in ae.encoder.state_dict().items():
-        torch.testing.assert_close(model.encoder.state_dict()[key], value, rtol=0, atol=0)
-    fresh = train_script.build_model(train_script.parse_args(tiny_args(tmp_path / "x", "--method", "free_bits")), tokenizer)
-    assert not torch.equal(model.encoder.to_posterior.weight, fresh.encoder.to_posterior.weight)
+def test_pretrained_encoder_initialisation(tmp_path, train_run, tiny_args):
+    ae, _ = train_run("--method", "ae", "--max_train_samples", "64", name="ae")
+    args = train.parse_args(
+        tiny_args(tmp_path / "fb", "--method", "free_bits", "--init_encoder_from", str(tmp_path / "ae"))
+    )
+    tokenizer = train.load_tokenizer(args, ["unused: the AE's tokenizer is loaded"])
+    assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(tmp_path / "ae").get_vocab()
+    model = train.build_model(args, tokenizer)
+    for key, value in ae.bnvae.encoder.state_dict().items():
+        torch.testing.assert_close(model.bnvae.encoder.state_dict()[key], value, rtol=0, atol=0)
+    fresh = train.build_model(train.parse_args(tiny_args(tmp_path / "x", "--method", "free_bits")), tokenizer)
+    assert not torch.equal(model.bnvae.encoder.to_posterior.weight, fresh.bnvae.encoder.to_posterior.weight)
 
 
-def ae_tokenizer_vocab(path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path).get_vocab()
-
-
-# -- batching -------------------------------------------------------------------------------------
+# -- the data path --------------------------------------------------------------------------------
 
 
 def test_batches_group_lengths_and_never_hold_one_sentence():
     lengths = [5, 9, 5, 7, 12, 3, 8, 8, 4, 6, 11]
     for epoch in range(5):
-        batches = length_bucketed_batches(lengths, 2, seed=0, epoch=epoch)
+        batches = length_grouped_batches(lengths, 2, seed=0, epoch=epoch)
         assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
         assert min(len(b) for b in batches) >= 2
-    assert length_bucketed_batches(lengths, 4, seed=1, epoch=0) != length_bucketed_batches(lengths, 4, seed=1, epoch=1)
-    assert length_bucketed_batches(lengths, 4, seed=1, epoch=2) == length_bucketed_batches(lengths, 4, seed=1, epoch=2)
-    ordered = length_bucketed_batches(lengths, 4)
+    assert length_grouped_batches(lengths, 4, seed=1, epoch=0) != length_grouped_batches(lengths, 4, seed=1, epoch=1)
+    assert length_grouped_batches(lengths, 4, seed=1, epoch=2) == length_grouped_batches(lengths, 4, seed=1, epoch=2)
+    ordered = length_grouped_batches(lengths, 4)
     assert [lengths[i] for b in ordered for i in b] == sorted(lengths)
-    parts = [shard(ordered, r, 2) for r in (0, 1)]
-    assert len(parts[0]) == len(parts[1])
+
+
+def test_loader_pads_groups_and_keeps_the_global_rng(tokenizer, corpus):
+    dataset = tokenize_texts(tokenizer, corpus * 2 + ["the"])  # 17 sentences: a last batch of one is merged
+    loader = sentence_loader(dataset, tokenizer, batch_size=4, seed=3)
+    loader.batch_sampler.set_epoch(1)
+    state = torch.random.get_rng_state()
+    batches = list(loader)
+    assert torch.equal(torch.random.get_rng_state(), state)  # batching does not move dropout / z noise
+    assert len(batches) == len(loader) == 4 and min(len(b["index"]) for b in batches) >= 2
+    assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(17))
+    for b in batches:
+        lengths = b["attention_mask"].sum(-1)
+        assert b["input_ids"].shape[1] == lengths.max()  # padded to the longest of its own batch
+        assert (b["input_ids"][b["attention_mask"] == 0] == tokenizer.pad_token_id).all()
+    again = list(sentence_loader(dataset, tokenizer, batch_size=4, seed=3))  # epoch 0
+    assert [b["index"].tolist() for b in again] != [b["index"].tolist() for b in batches]
+
+
+def test_max_seq_length_keeps_the_end_token(tokenizer):
+    dataset = tokenize_texts(tokenizer, ["the cat sat on the mat", "a dog"], max_length=4)
+    assert dataset["input_ids"] == [tokenizer("the cat")["input_ids"], tokenizer("a dog")["input_ids"]]
 
 
 # -- bad input ------------------------------------------------------------------------------------
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path, train_run):
     with pytest.raises(FileNotFoundError, match="data file not found: .*nope.txt"):
-        run(tmp_path, "--train_file", str(tmp_path / "nope.txt"))
+        train_run("--train_file", str(tmp_path / "nope.txt"))
 
 
-def test_empty_file(tmp_path):
+def test_empty_file(tmp_path, train_run):
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(ValueError, match="data file is empty: .*empty.txt"):
-        run(tmp_path, "--validation_file", str(tmp_path / "empty.txt"))
+        train_run("--validation_file", str(tmp_path / "empty.txt"))
 
 
 def test_non_utf8_bytes_name_file_and_line(tmp_path):
@@ -317,46 +342,61 @@ def test_labelled_lines(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--preset", "wiki"], "unknown --preset 'wiki'"),
-        (["--method", "vampprior"], "unknown --method 'vampprior'"),
+        (["--preset", "wiki"], "argument --preset: invalid choice: 'wiki'"),
+        (["--method", "vampprior"], "argument --method: invalid choice: 'vampprior'"),
         (["--method", "vae", "--gamma", "0.6"], "--gamma only applies to --method bnvae"),
         (["--method", "bnvae", "--free_bits", "4"], "--free_bits only applies to --method free_bits"),
+        (
+            ["--method", "vae", "--free_bits_per_dimension"],
+            "--free_bits_per_dimension only applies to --method free_bits",
+        ),
+        (["--method", "bnvae", "--gamma", "0"], "--gamma 0.0 leaves BN-VAE without its bound"),
         (["--method", "lm", "--init_encoder_from", "x"], "--init_encoder_from needs a VAE-type method"),
         (["--per_device_train_batch_size", "1"], "batch of one sentence"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
         (["--tokenizer_name", "x", "--vocab_size", "500"], "cannot be combined with --tokenizer_name"),
     ],
 )
-def test_bad_flags(argv, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        train_script.parse_args(argv)
+def test_bad_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_datasets_dataset_by_name(tmp_path):
+def test_preset_defaults_come_from_one_table():
+    default = train.parse_args([])
+    assert (default.num_train_epochs, default.vocab_size, default.max_train_samples) == (4, 10000, 30000)
+    yahoo = train.parse_args(["--preset", "yahoo"])
+    assert (yahoo.num_train_epochs, yahoo.kl_warmup_epochs, yahoo.vocab_size) == (100, 10.0, None)
+    assert train.parse_args(["--preset", "yahoo", "--num_train_epochs", "3"]).num_train_epochs == 3
+    assert train.parse_args(["--optimizer", "adam"]).learning_rate == 1e-3
+
+
+def test_datasets_dataset_by_name(tmp_path, train_run, sentences_file):
     """--dataset_name goes through datasets.load_dataset (a local data folder here; a hub id works alike)."""
     data = tmp_path / "my_corpus"
     data.mkdir()
-    lines = FIXTURE.read_text().splitlines()
+    lines = sentences_file.read_text().splitlines()
     for split, part in (("train", lines[:80]), ("validation", lines[80:120])):
         rows = [{"sentence": text} for text in part] + [{"sentence": "  "}]  # one blank row per split
         (data / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    model, results = run(tmp_path, "--dataset_name", str(data), "--text_column", "sentence")
+    model, results = train_run("--dataset_name", str(data), "--text_column", "sentence")
     assert results["optimizer_steps"] == 10  # 80 sentences / batch 8: the blank row was dropped
     with pytest.raises(ValueError, match="has no column 'text'"):
-        run(tmp_path, "--dataset_name", str(data), name="no_column")
+        train_run("--dataset_name", str(data), name="no_column")
 
 
-def test_tracking_writes_tensorboard_events(tmp_path):
-    run(tmp_path, "--with_tracking", "--report_to", "tensorboard", "--max_train_samples", "64", "--logging_steps", "2")
+def test_tracking_writes_tensorboard_events(tmp_path, train_run):
+    train_run("--with_tracking", "--report_to", "tensorboard", "--max_train_samples", "64", "--logging_steps", "2")
     events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
     assert events and max(e.stat().st_size for e in events) > 0
 
 
-def test_blank_lines_are_counted_in_the_log(tmp_path, caplog):
+def test_blank_lines_are_counted_in_the_log(tmp_path, train_run, sentences_file, caplog):
     import logging
 
-    lines = FIXTURE.read_text().splitlines()[:40]
+    lines = sentences_file.read_text().splitlines()[:40]
     (tmp_path / "with_blanks.txt").write_text("\n".join(lines[:20] + ["", "   "] + lines[20:]) + "\n")
     with caplog.at_level(logging.INFO):
-        run(tmp_path, "--train_file", str(tmp_path / "with_blanks.txt"))
+        train_run("--train_file", str(tmp_path / "with_blanks.txt"))
     assert "with_blanks.txt: dropped 2 blank lines" in caplog.text

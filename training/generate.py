@@ -9,27 +9,33 @@ Decoding is greedy by default; --num_beams N gives beam search, --do_sample samp
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parent))
+from hf_bnvae import load_pretrained
 
-from loading import load_model_and_tokenizer  # noqa: E402
+DECODING = {  # option -> (type, default); accepted before or after the subcommand
+    "--max_new_tokens": (int, 40),
+    "--num_beams": (int, 1),
+    "--temperature": (float, 1.0),
+    "--top_k": (int, 0),
+    "--top_p": (float, 1.0),
+    "--seed": (int, 0),
+}
+
+
+def add_decoding_options(parser, defaults=True):
+    """The decoding options; a subcommand's copy has no defaults, so it only overrides what is given there."""
+    for option, (kind, default) in DECODING.items():
+        parser.add_argument(option, type=kind, default=default if defaults else argparse.SUPPRESS)
+    parser.add_argument("--do_sample", action="store_true", default=False if defaults else argparse.SUPPRESS)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Generate with a BN-VAE.")
     p.add_argument("--model_name_or_path", required=True, help="a save_pretrained folder or a hub id")
     p.add_argument("--revision", default=None)
-    p.add_argument("--max_new_tokens", type=int, default=40)
-    p.add_argument("--num_beams", type=int, default=1)
-    p.add_argument("--do_sample", action="store_true")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_k", type=int, default=0)
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_decoding_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     sample = sub.add_parser("sample", help="decode z ~ N(0, I)")
     sample.add_argument("--num_samples", type=int, default=5)
@@ -39,18 +45,22 @@ def parse_args(argv=None):
     interpolate.add_argument("first")
     interpolate.add_argument("second")
     interpolate.add_argument("--steps", type=int, default=5)
+    for command in (sample, reconstruct, interpolate):
+        add_decoding_options(command, defaults=False)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.revision)
+    model, tokenizer = load_pretrained(args.model_name_or_path, args.revision)
     decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.do_sample)
     if args.do_sample:
         decoding.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.command == "sample":
-        lines = model.sample_prior(args.num_samples, tokenizer, generator=torch.Generator().manual_seed(args.seed), **decoding)
+        lines = model.sample_prior(
+            args.num_samples, tokenizer, generator=torch.Generator().manual_seed(args.seed), **decoding
+        )
     elif args.command == "reconstruct":
         outputs = model.reconstruct(args.sentences, tokenizer, **decoding)
         lines = [f"{source}\t->\t{output}" for source, output in zip(args.sentences, outputs)]

@@ -23,13 +23,11 @@ from pathlib import Path
 
 import torch
 
+from hf_bnvae import load_pretrained
+from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.evaluation import evaluate_language_model
+
 HERE = Path(__file__).resolve().parent
-sys.path.append(str(HERE))  # appended: our evaluate.py must not shadow the evaluate package
-
-from text_data import collate, encode_corpus, length_bucketed_batches, read_text_file  # noqa: E402
-
-from hf_bnvae import BNVAEForLanguageModeling  # noqa: E402
-from hf_bnvae.evaluation import evaluate_language_model  # noqa: E402
 
 RUNS = [  # (name, train.py arguments); "pretrained_fb" needs "ae" first
     ("lm", ["--method", "lm"]),
@@ -44,10 +42,12 @@ RUNS = [  # (name, train.py arguments); "pretrained_fb" needs "ae" first
     ("bnvae_0.6", ["--method", "bnvae", "--gamma", "0.6"]),
     ("bnvae_0.7", ["--method", "bnvae", "--gamma", "0.7"]),
 ]
-LABELS = {"lm": "LSTM-LM", "vae": "VAE", "beta_vae_0.4": "beta-VAE (0.4)", "cyclical": "cyclical annealing",
-          "free_bits_4": "free bits (4)", "delta_vae_0.15": "delta-VAE (0.15)", "ae": "autoencoder",
-          "pretrained_fb_4": "pretrained encoder + FB (4)", "bnvae_0.5": "BN-VAE (0.5)", "bnvae_0.6": "BN-VAE (0.6)",
-          "bnvae_0.7": "BN-VAE (0.7)"}
+
+
+def run_label(trained):
+    """A run's row label: its method's label (hf_bnvae.methods), marked when the encoder was pretrained."""
+    pretrained = trained["training_args"].get("init_encoder_from")
+    return f"pretrained encoder + {trained['method_label']}" if pretrained else trained["method_label"]
 
 
 def parse_args(argv=None):
@@ -70,10 +70,25 @@ def train_missing(args, models):
         if (models / name / "metrics.json").exists():
             print(f"[skip] {name}: already trained")
             continue
-        command = [sys.executable, str(HERE / "train.py"), "--preset", "brown", "--output_dir", str(models / name),
-                   "--max_train_samples", str(args.max_train_samples), "--num_train_epochs", str(args.num_train_epochs),
-                   "--kl_warmup_epochs", str(args.kl_warmup_epochs), "--seed", str(args.seed), "--iw_samples", "0",
-                   *[a.format(models=models) for a in extra]]
+        command = [
+            sys.executable,
+            str(HERE / "train.py"),
+            "--preset",
+            "brown",
+            "--output_dir",
+            str(models / name),
+            "--max_train_samples",
+            str(args.max_train_samples),
+            "--num_train_epochs",
+            str(args.num_train_epochs),
+            "--kl_warmup_epochs",
+            str(args.kl_warmup_epochs),
+            "--seed",
+            str(args.seed),
+            "--iw_samples",
+            "0",
+            *[a.format(models=models) for a in extra],
+        ]
         print(f"[train] {name}: {' '.join(command[1:])}", flush=True)
         subprocess.run(command, check=True)
 
@@ -83,19 +98,20 @@ def evaluate_run(path, test_texts, args):
     cached = path / "test_metrics.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    model = BNVAEForLanguageModeling.from_pretrained(path).eval()
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    ids = encode_corpus(tokenizer, test_texts)
-
-    def batches(sequences, size):
-        return (collate(sequences, b, tokenizer.pad_token_id) for b in length_bucketed_batches([len(s) for s in sequences], size))
-
-    metrics = evaluate_language_model(model, batches(ids, 64), seed=args.seed)
-    subset = evaluate_language_model(model, batches(ids[: args.iw_test_sentences], 16), seed=args.seed, iw_samples=args.iw_samples)
-    metrics.update(nll=subset["nll"], ppl=subset["ppl"], iw_samples=args.iw_samples, iw_sentences=subset["num_sentences"],
-                   nelbo_iw_subset=subset["nelbo"])
+    model, tokenizer = load_pretrained(path)
+    test_set = tokenize_texts(tokenizer, test_texts)
+    iw_set = test_set.select(range(min(args.iw_test_sentences, len(test_set))))
+    metrics = evaluate_language_model(model, sentence_loader(test_set, tokenizer, 64), seed=args.seed)
+    subset = evaluate_language_model(
+        model, sentence_loader(iw_set, tokenizer, 16), seed=args.seed, iw_samples=args.iw_samples
+    )
+    metrics.update(
+        nll=subset["nll"],
+        ppl=subset["ppl"],
+        iw_samples=args.iw_samples,
+        iw_sentences=subset["num_sentences"],
+        nelbo_iw_subset=subset["nelbo"],
+    )
     cached.write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -116,8 +132,10 @@ def write_table(results, output, args):
         if name not in results:
             continue
         r = results[name]
-        lines.append(f"| {LABELS[name]} | {r['nll']:.2f} | {r['ppl']:.1f} | {r['nelbo']:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | "
-                     f"{r['au']} | {r['train_seconds'] / vae_time:.2f}x |")
+        lines.append(
+            f"| {r['label']} | {r['nll']:.2f} | {r['ppl']:.1f} | {r['nelbo']:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | "
+            f"{r['au']} | {r['train_seconds'] / vae_time:.2f}x |"
+        )
     (output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -131,8 +149,8 @@ def plot_curves(histories, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, history in histories.items():
         epochs = [h["epoch"] + 1 for h in history]
-        axes[0].plot(epochs, [h["valid_kl"] for h in history], "o-", label=LABELS[name])
-        axes[1].plot(epochs, [h["valid_mi"] for h in history], "o-", label=LABELS[name])
+        axes[0].plot(epochs, [h["valid_kl"] for h in history], "o-", label=name)
+        axes[1].plot(epochs, [h["valid_mi"] for h in history], "o-", label=name)
     axes[0].set(title="validation KL (nats / sentence)", xlabel="epoch")
     axes[1].set(title="validation MI (nats)", xlabel="epoch")
     axes[0].legend()
@@ -154,13 +172,18 @@ def main(argv=None):
             continue
         trained = json.loads((models / name / "metrics.json").read_text())
         print(f"[evaluate] {name}", flush=True)
-        results[name] = {**evaluate_run(models / name, test_texts, args), "train_seconds": trained["train_seconds"],
-                         "best_epoch": trained["best_epoch"]}
-        histories[name] = trained["history"]
+        results[name] = {
+            **evaluate_run(models / name, test_texts, args),
+            "train_seconds": trained["train_seconds"],
+            "best_epoch": trained["best_epoch"],
+            "label": run_label(trained),
+        }
+        histories[results[name]["label"]] = trained["history"]
     (output / "results.json").write_text(json.dumps(results, indent=2))
     if "vae" in results:
         write_table(results, output, args)
-    plot_curves({k: v for k, v in histories.items() if k in ("vae", "bnvae_0.6", "bnvae_0.7")}, output / "kl_mi_curves.png")
+    shown = [results[name]["label"] for name in ("vae", "bnvae_0.6", "bnvae_0.7") if name in results]
+    plot_curves({label: histories[label] for label in shown}, output / "kl_mi_curves.png")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,17 @@ class MutualInformation(evaluate.Metric):
             "in Variational Autoencoders. ICLR 2019.",
             inputs_description="mu, logvar: lists of lists of floats, (N, n).",
             features=datasets.Features(
-                {"mu": datasets.Sequence(datasets.Value("float64")), "logvar": datasets.Sequence(datasets.Value("float64"))}
+                {
+                    "mu": datasets.Sequence(datasets.Value("float64")),
+                    "logvar": datasets.Sequence(datasets.Value("float64")),
+                }
             ),
         )
 
     def _compute(self, mu, logvar, seed=0):
         mi, aggregate_kl = mutual_information(
-            torch.tensor(mu, dtype=torch.float64), torch.tensor(logvar, dtype=torch.float64), torch.Generator().manual_seed(seed)
+            torch.tensor(mu, dtype=torch.float64),
+            torch.tensor(logvar, dtype=torch.float64),
+            torch.Generator().manual_seed(seed),
         )
         return {"mutual_information": mi, "aggregate_kl": aggregate_kl}

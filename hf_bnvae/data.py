@@ -1,15 +1,19 @@
-"""Reading sentence corpora and batching them by length, for train.py and evaluate.py.
+"""The one data path of every script: read sentences, tokenise them with `datasets.map`, batch them by length.
 
 Files hold one sentence per line (the PTB / Yahoo / Yelp format); `label<TAB>text` lines are accepted
 and the label is kept. Blank lines are dropped and counted. Batches group sentences of similar length
 (little padding), their order is shuffled per epoch with a fixed seed, and no batch holds a single
-sentence (BN cannot normalise it).
+sentence (BN cannot normalise it). The DataLoader pads with transformers' DataCollatorWithPadding and
+is meant to go through `accelerator.prepare`, which shards the batches over processes.
 """
 
 import random
 from dataclasses import dataclass, field
 
+import datasets
 import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding
 
 
 @dataclass
@@ -39,7 +43,9 @@ def read_text_file(path):
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path}, line {number}: bytes that are not UTF-8 ({error.reason} at byte {error.start})") from None
+            raise ValueError(
+                f"{path}, line {number}: bytes that are not UTF-8 ({error.reason} at byte {error.start})"
+            ) from None
         if "\t" in line:
             label, line = line.split("\t", 1)
             labels.append(label.strip())
@@ -58,8 +64,6 @@ def read_text_file(path):
 
 def read_hub_dataset(name, config_name, split, text_column):
     """A split of a `datasets` dataset (hub id, or a local script/folder) as a Corpus; blank texts counted."""
-    import datasets
-
     data = datasets.load_dataset(name, config_name, split=split)
     if text_column not in data.column_names:
         raise ValueError(f"dataset {name} has no column {text_column!r}; its columns are {data.column_names}")
@@ -74,16 +78,20 @@ def read_hub_dataset(name, config_name, split, text_column):
     return Corpus(texts, [], blank, f"{name}:{split}")
 
 
-def encode_corpus(tokenizer, texts, max_length=None):
-    """Token id lists `<s> ... </s>`; sentences longer than max_length tokens (if set) are truncated
-    to their first max_length - 1 tokens plus `</s>`."""
-    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    if max_length is not None:
-        ids = [seq if len(seq) <= max_length else seq[: max_length - 1] + [seq[-1]] for seq in ids]
-    return ids
+def tokenize_texts(tokenizer, texts, max_length=None):
+    """A `datasets.Dataset` of `<s> ... </s>` token ids with columns input_ids, attention_mask and index
+    (the sentence's position in texts). Sentences longer than max_length tokens (if set) keep their first
+    max_length - 2 words."""
+    dataset = datasets.Dataset.from_dict({"text": list(texts), "index": list(range(len(texts)))})
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=max_length is not None, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+        desc="tokenising",
+    )
 
 
-def length_bucketed_batches(lengths, batch_size, seed=None, epoch=0, min_batch_size=2):
+def length_grouped_batches(lengths, batch_size, seed=None, epoch=0, min_batch_size=2):
     """Batches of sentence indices with similar lengths.
 
     Sentences are sorted by length (ties shuffled when seed is given), cut into batches of batch_size,
@@ -103,19 +111,42 @@ def length_bucketed_batches(lengths, batch_size, seed=None, epoch=0, min_batch_s
     return batches
 
 
-def collate(sequences, indices, pad_token_id):
-    """Right-padded (B, T) input_ids and attention_mask, plus the sentence indices (B,)."""
-    width = max(len(sequences[i]) for i in indices)
-    input_ids = torch.full((len(indices), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
-    for row, i in enumerate(indices):
-        input_ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-        attention_mask[row, : len(sequences[i])] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "index": torch.tensor(indices)}
+class LengthGroupedBatchSampler(Sampler):
+    """`length_grouped_batches` as a batch sampler: a new shuffle each epoch (`set_epoch`), or length
+    order when seed is None. It has no fixed batch_size, so Accelerate shards whole batches over processes."""
+
+    def __init__(self, lengths, batch_size, seed=None):
+        self.lengths, self.max_batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+        self.num_batches = len(length_grouped_batches(self.lengths, batch_size))  # the same every epoch
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(length_grouped_batches(self.lengths, self.max_batch_size, self.seed, self.epoch))
+
+    def __len__(self):
+        return self.num_batches
 
 
-def shard(batches, process_index, num_processes):
-    """This process's batches: every num_processes-th, after dropping the remainder so all
-    processes take the same number of steps."""
-    usable = len(batches) - len(batches) % num_processes
-    return batches[process_index:usable:num_processes]
+def sentence_loader(dataset, tokenizer, batch_size, seed=None):
+    """DataLoader of right-padded batches {input_ids, attention_mask (B, T), index (B,)} over a
+    `tokenize_texts` dataset, grouped by length (shuffled per epoch with seed; length order without)."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed)
+    # A private generator: creating the loader's iterator draws a seed from it, not from torch's global
+    # RNG, so batching never shifts the dropout masks and z samples of training.
+    return DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer), generator=torch.Generator()
+    )
+
+
+__all__ = [
+    "Corpus",
+    "LengthGroupedBatchSampler",
+    "length_grouped_batches",
+    "read_hub_dataset",
+    "read_text_file",
+    "sentence_loader",
+    "tokenize_texts",
+]

@@ -1,0 +1,135 @@
+"""Pieces of the training scripts that are not the model: the paper's plateau rule, atomic training
+checkpoints (Accelerate's save_state / load_state) and the training-curves figure."""
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+# ----------------------------------------------------------------------------------------------
+# the plateau rule
+
+
+@dataclass
+class PlateauRule:
+    """The paper's learning-rate rule: from `start_epoch` on, if the validation loss has not improved for
+    `patience` epochs, multiply the lr by `factor` and go back to the best checkpoint; stop after
+    `max_decays` such decays (reference code: epoch 15, patience 5, factor 0.5, 5 decays)."""
+
+    start_epoch: int = 15
+    patience: int = 5
+    factor: float = 0.5
+    max_decays: int = 5
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    decays: int = 0
+
+    def update(self, epoch, loss):
+        """Record epoch's validation loss. Returns "improved", "wait", "decay" (halve lr, reload best)
+        or "stop" (the last allowed decay is used up)."""
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.epochs_without_improvement = loss, epoch, 0
+            return "improved"
+        self.epochs_without_improvement += 1
+        if epoch >= self.start_epoch and self.epochs_without_improvement >= self.patience:
+            self.decays += 1
+            self.epochs_without_improvement = 0
+            return "stop" if self.decays > self.max_decays else "decay"
+        return "wait"
+
+    def state_dict(self):
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state):
+        self.__dict__.update(state)
+
+
+# ----------------------------------------------------------------------------------------------
+# training checkpoints: written into a hidden temporary folder and renamed into place only once
+# complete, so an interrupted save never replaces or corrupts the last good checkpoint
+
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def save_checkpoint(accelerator, checkpoints_dir, step, keep=2):
+    """save_state into checkpoints_dir/step_<step> atomically; keep the newest `keep` checkpoints."""
+    checkpoints_dir = Path(checkpoints_dir)
+    final = checkpoints_dir / f"step_{step}"
+    temporary = checkpoints_dir / f".tmp-step_{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        temporary.rename(final)
+        for old in list_checkpoints(checkpoints_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def list_checkpoints(checkpoints_dir):
+    """Complete checkpoints (step_<n> folders) in step order; temporary folders are ignored."""
+    path = Path(checkpoints_dir)
+    if not path.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in path.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(spec, checkpoints_dir):
+    """The folder named by --resume_from_checkpoint: a path, or "latest" in checkpoints_dir."""
+    if spec == "latest":
+        found = list_checkpoints(checkpoints_dir)
+        if not found:
+            raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint in {checkpoints_dir}")
+        return found[-1]
+    path = Path(spec)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder {spec}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# figure
+
+
+def plot_training_curves(history, kl_lower_bound, path, title=""):
+    """history: list of per-epoch dicts (epoch, train_reconstruction, train_kl, valid_reconstruction,
+    valid_kl, valid_au, valid_mi, lr). Writes a 2x2 PNG to path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    ax = axes[0, 0]
+    ax.plot(epochs, [h["train_reconstruction"] for h in history], "o-", label="train")
+    ax.plot(epochs, [h["valid_reconstruction"] for h in history], "s-", label="valid")
+    ax.set(title="reconstruction (nats / sentence)", xlabel="epoch")
+    ax.legend()
+    ax = axes[0, 1]
+    ax.plot(epochs, [h["train_kl"] for h in history], "o-", label="train KL")
+    ax.plot(epochs, [h["valid_kl"] for h in history], "s-", label="valid KL")
+    ax.plot(epochs, [h["valid_mi"] for h in history], "^-", label="valid MI")
+    if kl_lower_bound > 0:
+        ax.axhline(kl_lower_bound, color="k", linestyle="--", label=f"bound n*gamma^2/2 = {kl_lower_bound:.2f}")
+    ax.set(title="KL and MI (nats / sentence)", xlabel="epoch")
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot(epochs, [h["valid_au"] for h in history], "o-")
+    ax.set(title="active units (valid)", xlabel="epoch")
+    ax = axes[1, 1]
+    ax.plot(epochs, [h["lr"] for h in history], "o-")
+    ax.set(title="learning rate", xlabel="epoch", yscale="log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["PlateauRule", "list_checkpoints", "plot_training_curves", "resolve_checkpoint", "save_checkpoint"]
