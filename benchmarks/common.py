@@ -2,14 +2,11 @@
 
 import resource
 import time
-from pathlib import Path
 
 import torch
 
 from hf_bnvae import build_word_tokenizer
-from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
-
-ROOT = Path(__file__).resolve().parents[1]
+from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 
 
 def matmul_gflops(size=2048, repeats=10, trials=3):
@@ -42,7 +39,7 @@ def encoder_flops_per_token(config):
 def brown_batches(split, vocab_size, batch_size, max_sentences, seed=0, tokenizer=None):
     """(tokenizer, token ids of each sentence, batches of Brown sentences as train.py makes them, in the
     order of epoch 0 for `seed`); the vocabulary is built on Brown train unless a tokenizer is given."""
-    data = ROOT / "training" / "data" / "brown"
+    data = BROWN_DIR
     if tokenizer is None:
         tokenizer = build_word_tokenizer(read_text_file(data / "train.txt").texts, vocab_size=vocab_size)
     dataset = tokenize_texts(tokenizer, read_text_file(data / f"{split}.txt").texts[:max_sentences])

@@ -8,15 +8,12 @@ prints the mean, standard deviation and range of the estimates, in nats.
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from hf_bnvae import load_pretrained
-from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import mutual_information
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
@@ -30,7 +27,7 @@ def posteriors(model, tokenizer, texts, batch_size=64):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="save_pretrained folders or hub ids")
-    parser.add_argument("--test_file", default=str(ROOT / "training" / "data" / "brown" / "test.txt"))
+    parser.add_argument("--test_file", default=str(BROWN_DIR / "test.txt"))
     parser.add_argument("--seeds", type=int, default=20)
     return parser.parse_args(argv)
 

@@ -1,8 +1,8 @@
 """hf_bnvae: BN-VAE (Zhu et al., ACL 2020) as a Hugging Face model package.
 
-Importing the package registers the config and models with the Auto classes. Training helpers
-(`hf_bnvae.data`, `hf_bnvae.methods`, `hf_bnvae.evaluation`, `hf_bnvae.hub`) are imported on demand
-and need the `train` extra.
+Importing the package registers the config and models with the Auto classes. The modules for the
+scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are imported on demand;
+`data` and `hub` need the `train` extra (datasets).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM

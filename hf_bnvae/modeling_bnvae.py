@@ -89,6 +89,14 @@ def check_input_ids(input_ids, vocab_size):
         raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
+def check_latent(latent, batch_size, latent_size):
+    """Raise a ValueError naming the expected shape unless latent is (batch_size, latent_size)."""
+    if latent.dim() != 2 or tuple(latent.shape) != (batch_size, latent_size):
+        raise ValueError(
+            f"latent must have shape (batch={batch_size}, latent_size={latent_size}), got {tuple(latent.shape)}"
+        )
+
+
 def sequence_lengths(input_ids, attention_mask):
     """Lengths (batch,) from a right-padded attention_mask (batch, seq); all ones when it is None."""
     if attention_mask is None:
@@ -493,11 +501,13 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         """
         check_input_ids(input_ids, self.config.vocab_size)
         posterior = BNVAEModelOutput()
-        if latent is None and self.bnvae is not None and state is None:
+        if latent is None and self.bnvae is not None:
+            if state is not None:
+                raise ValueError("continuing from a decoder state needs the latent z it started from: pass latent=z")
             posterior = self.bnvae(input_ids, attention_mask, sample_latent=sample_latent)
             latent = posterior.latent
-        if self.bnvae is not None and latent is None and state is None:
-            raise ValueError("pass latent=z (or input_ids to encode) to decode with this model")
+        elif latent is not None:
+            check_latent(latent, input_ids.shape[0], self.config.latent_size)
 
         hidden, new_state = self.decoder(input_ids, latent, state)
         logits = self.decoder.lm_head(hidden) if return_logits else None  # (B, T, V)
@@ -591,10 +601,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         start: the decoder prompt (B, k + 1), `<s>` first."""
         batch_size, size = start.shape[0], self.config.latent_size
         if latent is not None:
-            if latent.dim() != 2 or tuple(latent.shape) != (batch_size, size):
-                raise ValueError(
-                    f"latent must have shape (batch={batch_size}, latent_size={size}), got {tuple(latent.shape)}"
-                )
+            check_latent(latent, batch_size, size)
             return latent.to(self.device)
         if not latent_from_prompt:
             return torch.randn(batch_size, size).to(self.device)

@@ -34,7 +34,12 @@ def build_word_tokenizer(texts, vocab_size=None, min_frequency=1, lowercase=True
     trainer = WordLevelTrainer(
         vocab_size=vocab_size or 2**31 - 1, min_frequency=min_frequency, special_tokens=specials, show_progress=False
     )
-    backend.train_from_iterator(texts, trainer)
+    # A corpus may hold the special tokens as words (PTB writes `<unk>` for rare words): they are not
+    # counted, so they keep ids 0-3 and the words' ids stay contiguous.
+    reserved = set(specials)
+    backend.train_from_iterator(
+        (" ".join(w for w in (t.lower() if lowercase else t).split() if w not in reserved) for t in texts), trainer
+    )
     if backend.get_vocab_size() == len(specials):
         raise ValueError(f"cannot build a vocabulary: no word occurs {min_frequency}+ times (is the corpus empty?)")
     backend.post_processor = processors.TemplateProcessing(

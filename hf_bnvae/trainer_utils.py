@@ -39,7 +39,8 @@ class PlateauRule:
         return "wait"
 
     def state_dict(self):
-        return dict(self.__dict__)
+        """The rule's progress; its settings come from the run (so a resumed run can change them)."""
+        return {k: getattr(self, k) for k in ("best_loss", "best_epoch", "epochs_without_improvement", "decays")}
 
     def load_state_dict(self, state):
         self.__dict__.update(state)

@@ -117,11 +117,14 @@ def fresh_accelerate_state():
 
 
 def tiny_train_args(output_dir, *extra):
-    """train.py arguments for a tiny model on the 400 fixture sentences (1 epoch, no IW-NLL)."""
+    """train.py arguments for a tiny model on the 400 fixture sentences (1 epoch, no IW-NLL); a vocabulary of
+    300 words unless `extra` loads a tokenizer."""
+    loads_tokenizer = "--init_encoder_from" in extra or "--tokenizer_name" in extra
     return [
         *("--train_file", str(SENTENCES), "--validation_file", str(SENTENCES), "--max_eval_samples", "40"),
         *("--embedding_size", "16", "--encoder_hidden_size", "24", "--decoder_hidden_size", "24", "--latent_size", "8"),
-        *("--vocab_size", "300", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16"),
+        *(() if loads_tokenizer else ("--vocab_size", "300")),
+        *("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16"),
         *("--num_train_epochs", "1", "--iw_samples", "0", "--output_dir", str(output_dir)),
         *extra,
     ]

@@ -68,3 +68,21 @@ def test_round_trip_through_dict():
     config = BNVAEConfig(vocab_size=77, gamma=0.5, delta_rate=0.0, use_latent=False)
     again = BNVAEConfig.from_dict(config.to_dict())
     assert again.to_dict() == config.to_dict()
+
+
+def test_vocabulary_is_the_words_by_frequency_then_alphabetical():
+    """WordLevelTrainer gives the rule the project documents, checked against a direct count."""
+    from collections import Counter
+
+    from hf_bnvae import build_word_tokenizer
+
+    texts = ["b a c a", "d c b a", "E e f", "the <unk> word </s>", "The <UNK> Word"]
+    counts = Counter(w for t in texts for w in t.lower().split() if w not in {"<pad>", "<s>", "</s>", "<unk>"})
+    expected = sorted(counts, key=lambda w: (-counts[w], w))
+    tokenizer = build_word_tokenizer(texts)
+    vocab = tokenizer.get_vocab()
+    assert [w for w, _ in sorted(vocab.items(), key=lambda x: x[1])] == ["<pad>", "<s>", "</s>", "<unk>", *expected]
+    assert sorted(vocab.values()) == list(range(len(tokenizer)))  # contiguous ids: no hole where <unk> was counted
+    assert tokenizer("the <unk> zebra")["input_ids"] == [1, vocab["the"], 3, 3, 2]
+    capped = build_word_tokenizer(texts, vocab_size=6, min_frequency=2)
+    assert list(capped.get_vocab()) and len(capped) == 6 and set(capped.get_vocab()) >= {"a", "b"}

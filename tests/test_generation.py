@@ -89,6 +89,12 @@ def test_a_latent_of_the_wrong_size_is_refused(ready):
         ready.generate(input_ids=bos(ready, 2), latent=torch.zeros(2, 5), max_new_tokens=3)
 
 
+def test_padded_prompts_are_refused(ready, tokenizer):
+    prompts = tokenizer(["the cat sat", "a dog"], add_special_tokens=False, padding=True, return_tensors="pt")
+    with pytest.raises(ValueError, match="unpadded prompts only"):
+        ready.generate(**prompts, max_new_tokens=3)
+
+
 def test_text_generation_pipeline(ready, tokenizer, saved):
     generator = pipeline("text-generation", model=str(saved))
     # the pipeline tokenises "<s> the cat </s>"; the model continues "<s> the cat" and returns the prompt as given

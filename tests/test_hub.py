@@ -72,14 +72,17 @@ def trained_folder(tmp_path, train_run):
 
 
 def test_train_push_then_load_offline_without_the_package(tmp_path, fake_hub, trained_folder):
-    model, folder = trained_folder("run", "--push_to_hub", "--hub_model_id", "org/tiny-bnvae")
+    model, folder = trained_folder(
+        "run", "--push_to_hub", "--hub_model_id", "org/tiny-bnvae", "--checkpointing_steps", "epoch"
+    )
+    assert (folder / "checkpoints").is_dir()
     expected = outputs_of(model, AutoTokenizer.from_pretrained(folder))
     snapshot = fake_hub.snapshot("org/tiny-bnvae")
     published = ["model.safetensors", "config.json", "modeling_bnvae.py", "configuration_bnvae.py", "tokenizer.json"]
     published += ["checksums.json", "metrics.json", "training_curves.png", "README.md"]
     for name in published:
         assert (snapshot / name).exists(), name
-    assert not (snapshot / "checkpoints").exists()
+    assert not (snapshot / "checkpoints").exists()  # the top-level files only
     for loader in ("remote", "package"):
         loaded = load_offline(fake_hub, "org/tiny-bnvae", tmp_path, loader=loader)
         assert loaded["module"].startswith("transformers_modules" if loader == "remote" else "hf_bnvae")

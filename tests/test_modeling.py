@@ -291,6 +291,15 @@ def test_continuing_from_the_returned_state_equals_one_pass(model, batch):
     torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), whole.logits, atol=1e-5, rtol=1e-5)
 
 
+def test_decoding_checks_the_latent(model, batch):
+    model.eval()
+    with pytest.raises(ValueError, match=r"latent must have shape \(batch=8, latent_size=8\), got \(8, 3\)"):
+        model(**batch, latent=torch.zeros(8, 3))
+    first = model(input_ids=batch["input_ids"][:, :2], latent=torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="needs the latent z it started from"):
+        model(input_ids=batch["input_ids"][:, 2:3], state=first.state)
+
+
 def test_resize_token_embeddings_resizes_encoder_and_decoder(model, batch):
     old = model.get_input_embeddings().weight.detach().clone()
     model.resize_token_embeddings(model.config.vocab_size + 5)

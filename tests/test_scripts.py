@@ -44,7 +44,10 @@ def test_generate_script(saved, corpus):
 def test_decoding_options_go_before_or_after_the_subcommand(saved, corpus):
     before = generate.main(["--model_name_or_path", str(saved), "--num_beams", "3", "interpolate", *corpus[:2]])
     after = generate.main(["--model_name_or_path", str(saved), "interpolate", *corpus[:2], "--num_beams", "3"])
-    assert before == after and generate.parse_args(["--model_name_or_path", "x", "sample"]).num_beams == 1
+    assert before == after
+    for argv in (["--num_beams", "3", "sample"], ["sample", "--num_beams", "3"]):
+        assert generate.parse_args(["--model_name_or_path", "x", *argv]).num_beams == 3
+    assert generate.parse_args(["--model_name_or_path", "x", "sample"]).num_beams == 1
 
 
 def test_scripts_name_a_missing_model_folder(tmp_path):

@@ -75,12 +75,14 @@ def test_resume_across_an_epoch_boundary_keeps_the_epoch_order(tmp_path, train_r
     """The batch order of each epoch depends on the epoch: a resumed run must not replay epoch 0's."""
     flags = ("--max_train_samples", "64", "--num_train_epochs", "3")  # 8 steps per epoch
     _, straight = train_run(*flags, name="straight")
-    train_run(*flags, "--max_train_steps", "12", "--checkpointing_steps", "12", name="parts")
-    _, resumed = train_run(*flags, "--resume_from_checkpoint", "latest", name="parts")
-    assert resumed["train_step_losses"] == pytest.approx(straight["train_step_losses"], abs=1e-6)
-    assert [h["valid_nelbo"] for h in resumed["history"]] == pytest.approx(
-        [h["valid_nelbo"] for h in straight["history"]]
-    )
+    # stopped in epoch 2 (step 12), and at the last batch of epoch 1 (step 8: the epoch's end is still to do)
+    for stop, every in (("12", "4"), ("8", "8")):
+        train_run(*flags, "--max_train_steps", stop, "--checkpointing_steps", every, name=f"parts{stop}")
+        _, resumed = train_run(*flags, "--resume_from_checkpoint", "latest", name=f"parts{stop}")
+        assert resumed["train_step_losses"] == pytest.approx(straight["train_step_losses"], abs=1e-6)
+        for key in ("valid_nelbo", "valid_kl", "train_reconstruction", "train_kl"):  # the epoch's sums survive
+            assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]]), key
+        assert resumed["train_seconds"] > straight["train_seconds"] / 3  # the time before the checkpoint is kept
 
 
 def test_interrupted_checkpoint_never_replaces_the_last_good_one(tmp_path):
@@ -131,9 +133,14 @@ def test_plateau_rule_decays_after_patience_and_stops_after_max_decays():
     early = PlateauRule(start_epoch=5, patience=1)
     actions = [early.update(e, loss) for e, loss in enumerate([10, 11, 12, 13, 14, 15])]
     assert actions == ["improved"] + ["wait"] * 4 + ["decay"]
-    restored = PlateauRule()
+    restored = PlateauRule(start_epoch=2, patience=2, factor=0.5, max_decays=2)  # settings come from the run
     restored.load_state_dict(rule.state_dict())
-    assert restored == rule
+    assert restored == rule and set(rule.state_dict()) == {
+        "best_loss",
+        "best_epoch",
+        "epochs_without_improvement",
+        "decays",
+    }
 
 
 def test_plateau_rule_in_training_halves_lr_reloads_best_and_stops(tmp_path, train_run, tiny_args, sentences_file):
@@ -206,9 +213,10 @@ def test_method_flags_set_the_right_quantities():
 def test_every_method_has_defaults_help_and_a_label():
     """One table: argparse's help, the labels in tables and cards and the defaults all come from it."""
     help_text = train.build_parser().format_help()
-    for name, method in METHODS.items():
-        recipe = resolve_method(name)
-        assert recipe.name == name and recipe.label.startswith(method.label.split(" (")[0])
+    labels = [resolve_method(name).label for name in METHODS]
+    assert len(set(labels)) == len(METHODS) and "{" not in "".join(labels)  # distinct, flag values filled in
+    assert resolve_method("free_bits", free_bits=2.5).label == "free bits (2.5)"
+    for method in METHODS.values():
         for flag, spec in method.flags.items():
             assert f"--{flag}" in help_text
             if not isinstance(spec.default, bool):
@@ -355,6 +363,11 @@ def test_labelled_lines(tmp_path):
         (["--per_device_train_batch_size", "1"], "batch of one sentence"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
         (["--tokenizer_name", "x", "--vocab_size", "500"], "cannot be combined with --tokenizer_name"),
+        (
+            ["--method", "vae", "--init_encoder_from", "x", "--vocab_size", "500"],
+            "cannot be combined with --init_encoder_from",
+        ),
+        (["--push_to_hub", "--hub_model_id", "o/n", "--iw_samples", "0"], "needs a measured NLL"),
     ],
 )
 def test_bad_flags(argv, message, capsys):

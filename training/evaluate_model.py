@@ -17,11 +17,10 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from hf_bnvae import load_pretrained
-from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.hub import portable_path
 
-BROWN_TEST = Path(__file__).resolve().parent / "data" / "brown" / "test.txt"
 ROWS = [
     ("nll", "NLL (IW)"),
     ("ppl", "PPL (IW)"),
@@ -39,7 +38,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a BN-VAE checkpoint with the paper's protocol.")
     p.add_argument("--model_name_or_path", required=True, help="a save_pretrained folder or a hub id")
     p.add_argument("--revision", default=None)
-    p.add_argument("--test_file", default=str(BROWN_TEST))
+    p.add_argument("--test_file", default=str(BROWN_DIR / "test.txt"))
     p.add_argument("--max_eval_samples", type=int, default=None, help="evaluate the first n sentences only")
     p.add_argument("--iw_samples", type=int, default=500, help="K; 0 skips the importance-weighted NLL")
     p.add_argument("--per_device_eval_batch_size", type=int, default=32)

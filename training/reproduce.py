@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hf_bnvae import load_pretrained
-from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 
 HERE = Path(__file__).resolve().parent
@@ -165,7 +165,7 @@ def main(argv=None):
     models = output / "models"
     models.mkdir(parents=True, exist_ok=True)
     train_missing(args, models)
-    test_texts = read_text_file(HERE / "data" / "brown" / "test.txt").texts
+    test_texts = read_text_file(BROWN_DIR / "test.txt").texts
     results, histories = {}, {}
     for name, _ in RUNS:
         if not (models / name / "metrics.json").exists():

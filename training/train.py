@@ -26,14 +26,13 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
-from hf_bnvae.data import read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, all_flags, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
 from hf_bnvae.trainer_utils import PlateauRule, plot_training_curves, resolve_checkpoint, save_checkpoint
 
 logger = get_logger(__name__)
-BROWN = Path(__file__).resolve().parent / "data" / "brown"
 
 # Training defaults per preset (model sizes are the config's PRESETS). Paper presets: the official
 # code's 100 epochs with the plateau rule and a 10-epoch KL warm-up, the whole vocabulary. Brown (the
@@ -54,9 +53,9 @@ def build_parser():
     p = argparse.ArgumentParser(description="Train BN-VAE or a baseline of the paper with Accelerate.")
     data = p.add_argument_group("data")
     data.add_argument(
-        "--train_file", default=str(BROWN / "train.txt"), help="one sentence per line (label<TAB>text accepted)"
+        "--train_file", default=str(BROWN_DIR / "train.txt"), help="one sentence per line (label<TAB>text accepted)"
     )
-    data.add_argument("--validation_file", default=str(BROWN / "valid.txt"))
+    data.add_argument("--validation_file", default=str(BROWN_DIR / "valid.txt"))
     data.add_argument("--test_file", default=None, help="evaluated at the end when given")
     data.add_argument("--dataset_name", default=None, help="a `datasets` dataset instead of files")
     data.add_argument("--dataset_config_name", default=None)
@@ -141,12 +140,19 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.learning_rate is None:
         args.learning_rate = LEARNING_RATES[args.optimizer]
-    if args.tokenizer_name and args.vocab_size != TRAINING_PRESETS[preset]["vocab_size"]:
-        parser.error("--vocab_size builds a vocabulary; it cannot be combined with --tokenizer_name")
+    given_tokenizer = (
+        "--tokenizer_name" if args.tokenizer_name else "--init_encoder_from" if args.init_encoder_from else None
+    )
+    if given_tokenizer and args.vocab_size != TRAINING_PRESETS[preset]["vocab_size"]:
+        parser.error(
+            f"--vocab_size builds a vocabulary; it cannot be combined with {given_tokenizer} (its tokenizer is used)"
+        )
     if args.per_device_train_batch_size < 2:
         parser.error("--per_device_train_batch_size must be >= 2: BN cannot normalise a batch of one sentence")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id org/name")
+    if args.push_to_hub and not args.iw_samples:
+        parser.error("--push_to_hub needs a measured NLL for the model card: --iw_samples > 0")
     if args.init_encoder_from and args.method in ("lm", "bnvae"):
         parser.error(f"--init_encoder_from needs a VAE-type method with a plain posterior, not {args.method}")
     try:
@@ -189,8 +195,7 @@ def load_corpora(args):
     else:
         train, valid = read_text_file(args.train_file), read_text_file(args.validation_file)
     test = read_text_file(args.test_file) if args.test_file else None
-    train.texts = train.texts[: args.max_train_samples]  # None keeps everything
-    valid.texts = valid.texts[: args.max_eval_samples]
+    train, valid = train.head(args.max_train_samples), valid.head(args.max_eval_samples)
     for corpus in (train, valid, test):
         if corpus is not None and corpus.blank_lines:
             logger.info(f"{corpus.source}: dropped {corpus.blank_lines} blank lines", main_process_only=True)
@@ -233,8 +238,13 @@ class TrainingState:
 
     def __init__(self, plateau):
         self.epoch, self.batches_done, self.optimizer_steps = 0, 0, 0
-        self.train_seconds = 0.0  # wall time in training steps, evaluation excluded
+        self.train_seconds = 0.0  # wall time in training steps, evaluation and checkpointing excluded
+        self.epoch_sums = self.new_epoch_sums()  # this epoch's training reconstruction and KL so far
         self.plateau, self.history, self.best_weights, self.step_losses = plateau, [], None, []
+
+    @staticmethod
+    def new_epoch_sums():
+        return {"reconstruction": 0.0, "kl": 0.0, "sentences": 0}
 
     def state_dict(self):
         return {**{k: v for k, v in vars(self).items() if k != "plateau"}, "plateau": self.plateau.state_dict()}
@@ -273,7 +283,8 @@ def train(args):
     )
     accelerator.register_for_checkpointing(state)
 
-    steps_per_epoch = max(1, len(train_loader) // args.gradient_accumulation_steps)
+    # Accelerate also steps at the end of the loader, so a last partial accumulation is a step
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     warmup_steps = round(args.kl_warmup_epochs * steps_per_epoch)
     total_steps = args.num_train_epochs * steps_per_epoch
     if args.max_train_steps:
@@ -304,8 +315,8 @@ def train(args):
         train_loader.set_epoch(state.epoch)
         batch_sampler.set_epoch(state.epoch)  # set_epoch above does not reach it through Accelerate's shard
         batches = skip_first_batches(train_loader, state.batches_done) if state.batches_done else train_loader
-        sums = {"reconstruction": 0.0, "kl": 0.0, "sentences": 0}
-        started = time.perf_counter()
+        sums = state.epoch_sums
+        tick = time.perf_counter()
         for batch in batches:
             batch.pop("index")
             kl_weight = recipe.kl_weight(state.optimizer_steps, warmup_steps, steps_per_epoch)
@@ -322,6 +333,7 @@ def train(args):
             sums["kl"] += float(outputs.kl.detach().sum()) if outputs.kl is not None else 0.0
             sums["sentences"] += len(batch["input_ids"])
             state.step_losses.append(loss)
+            state.train_seconds += time.perf_counter() - tick
             if accelerator.sync_gradients:
                 state.optimizer_steps += 1
                 progress.update(1)
@@ -343,12 +355,12 @@ def train(args):
                 if args.max_train_steps and state.optimizer_steps >= args.max_train_steps:
                     stop = True
                     break
-        state.train_seconds += time.perf_counter() - started
+            tick = time.perf_counter()
         if stop and state.batches_done < len(train_loader):
             break  # stopped mid-epoch by --max_train_steps: no epoch-end evaluation
         stop = end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_loader) or stop
         state.epoch += 1
-        state.batches_done = 0
+        state.batches_done, state.epoch_sums = 0, state.new_epoch_sums()
         if args.checkpointing_steps == "epoch":
             save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps)
     progress.close()
@@ -388,7 +400,7 @@ def end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_loader)
     elif action == "decay":
         unwrapped.load_state_dict(state.best_weights)
         for group in optimizer.param_groups:
-            group["lr"] = lr * args.plateau_factor
+            group["lr"] = lr * state.plateau.factor
     accelerator.print(
         f"epoch {state.epoch + 1}: valid -ELBO {metrics['nelbo']:.2f} (rec {metrics['reconstruction']:.2f}, KL {metrics['kl']:.2f}), "
         f"MI {metrics['mi']:.2f}, AU {metrics['au']}, PPL(ELBO) {metrics['ppl_elbo']:.1f}, lr {lr:g} [{action}]"
