@@ -368,12 +368,27 @@ def test_labelled_lines(tmp_path):
             "cannot be combined with --init_encoder_from",
         ),
         (["--push_to_hub", "--hub_model_id", "o/n", "--iw_samples", "0"], "needs a measured NLL"),
+        (["--checkpointing_steps", "10steps"], "'10steps' is neither a positive integer (every n steps) nor 'epoch'"),
+        (["--num_train_epochs", "0"], "--num_train_epochs 0: must be >= 1"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps 0: must be >= 1"),
+        (["--max_seq_length", "1"], "--max_seq_length 1: must be >= 3"),
+        (["--learning_rate", "0"], "--learning_rate 0.0: must be > 0"),
+        (["--max_eval_samples", "1"], "--max_eval_samples 1: must be >= 2"),
+        (["--plateau_factor", "2"], "--plateau_factor 2.0: must be <= 1"),
+        (["--method", "free_bits", "--free_bits", "-1"], "--free_bits -1.0: must be > 0"),
     ],
 )
 def test_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.parse_args(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_validation_file_of_one_sentence_fails_before_training(tmp_path, train_run, sentences_file):
+    (tmp_path / "one.txt").write_text(sentences_file.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="one.txt has 1 sentence\\(s\\); the validation metrics"):
+        train_run("--validation_file", str(tmp_path / "one.txt"))
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
 def test_preset_defaults_come_from_one_table():

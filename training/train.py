@@ -47,6 +47,40 @@ TRAINING_PRESETS = {
 }
 LEARNING_RATES = {"sgd": 1.0, "adam": 1e-3}  # the paper's SGD; Adam for those who prefer it
 SIZE_FLAGS = ("embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size")
+# The smallest value of each numeric flag, and whether it is excluded; unset (None) flags are not checked.
+# Model sizes are checked by BNVAEConfig, the vocabulary options by the tokenizer builder.
+LOWER_BOUNDS = {
+    "num_train_epochs": (1, False, "epochs"),
+    "max_train_steps": (1, False, "optimiser steps"),
+    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one sentence"),
+    "per_device_eval_batch_size": (1, False, "sentences"),
+    "gradient_accumulation_steps": (1, False, "batches per optimiser step"),
+    "max_train_samples": (2, False, "a training batch needs 2 sentences"),
+    "max_eval_samples": (2, False, "active units and MI need 2 validation sentences"),
+    "max_seq_length": (3, False, "tokens with <s> and </s>: at least one word"),
+    "learning_rate": (0, True, "step size"),
+    "max_grad_norm": (0, False, "0 turns clipping off"),
+    "kl_warmup_epochs": (0, False, "0: the final KL weight from the start"),
+    "plateau_start_epoch": (0, False, "epoch index"),
+    "plateau_patience": (1, False, "epochs"),
+    "plateau_factor": (0, True, "lr multiplier"),
+    "plateau_max_decays": (0, False, "decays"),
+    "logging_steps": (1, False, "optimiser steps"),
+    "iw_samples": (0, False, "0 skips the importance-weighted NLL"),
+    "max_iw_eval_samples": (2, False, "MI and active units need 2 sentences"),
+    "num_threads": (1, False, "threads"),
+    "beta": (0, False, "KL weight"),
+    "cycle_epochs": (0, True, "epochs"),
+    "free_bits": (0, True, "nats"),
+    "delta_rate": (0, True, "nats per dimension"),
+}
+
+
+def checkpointing_steps(value):
+    """--checkpointing_steps: a positive integer or 'epoch'."""
+    if value == "epoch" or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a positive integer (every n steps) nor 'epoch'")
 
 
 def build_parser():
@@ -117,7 +151,9 @@ def build_parser():
     run.add_argument("--output_dir", default="outputs/bnvae-brown")
     run.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None, help="default: as launched")
     run.add_argument("--sync_bn", action="store_true", help="BN statistics over all processes")
-    run.add_argument("--checkpointing_steps", default=None, help="an integer (every n steps) or 'epoch'")
+    run.add_argument(
+        "--checkpointing_steps", type=checkpointing_steps, default=None, help="an integer (every n steps) or 'epoch'"
+    )
     run.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest'")
     run.add_argument("--with_tracking", action="store_true")
     run.add_argument("--report_to", default="tensorboard")
@@ -140,6 +176,12 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.learning_rate is None:
         args.learning_rate = LEARNING_RATES[args.optimizer]
+    for flag, (low, strict, meaning) in LOWER_BOUNDS.items():
+        value = getattr(args, flag)
+        if value is not None and (value <= low if strict else value < low):
+            parser.error(f"--{flag} {value}: must be {'>' if strict else '>='} {low} ({meaning})")
+    if args.plateau_factor > 1:
+        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
     given_tokenizer = (
         "--tokenizer_name" if args.tokenizer_name else "--init_encoder_from" if args.init_encoder_from else None
     )
@@ -147,8 +189,6 @@ def parse_args(argv=None):
         parser.error(
             f"--vocab_size builds a vocabulary; it cannot be combined with {given_tokenizer} (its tokenizer is used)"
         )
-    if args.per_device_train_batch_size < 2:
-        parser.error("--per_device_train_batch_size must be >= 2: BN cannot normalise a batch of one sentence")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id org/name")
     if args.push_to_hub and not args.iw_samples:
@@ -196,6 +236,9 @@ def load_corpora(args):
         train, valid = read_text_file(args.train_file), read_text_file(args.validation_file)
     test = read_text_file(args.test_file) if args.test_file else None
     train, valid = train.head(args.max_train_samples), valid.head(args.max_eval_samples)
+    for corpus, needs in ((train, "a training batch"), (valid, "the validation metrics (active units, MI)")):
+        if len(corpus.texts) < 2:  # before the first step, not after an epoch
+            raise ValueError(f"{corpus.source} has {len(corpus.texts)} sentence(s); {needs} need(s) at least 2")
     for corpus in (train, valid, test):
         if corpus is not None and corpus.blank_lines:
             logger.info(f"{corpus.source}: dropped {corpus.blank_lines} blank lines", main_process_only=True)
