@@ -6,6 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 # ----------------------------------------------------------------------------------------------
 # the plateau rule
 
@@ -44,6 +46,26 @@ class PlateauRule:
 
     def load_state_dict(self, state):
         self.__dict__.update(state)
+
+
+# ----------------------------------------------------------------------------------------------
+# BN statistics over processes
+
+
+@torch.no_grad()
+def average_bn_statistics(model, accelerator):
+    """Give every process the mean of the processes' BatchNorm running statistics (mean and variance).
+
+    Without --sync_bn each process normalises its own batches, and DDP's buffer broadcast happens at the
+    start of a forward pass, so after the last step the ranks' running statistics differ. Called before
+    validation and saving, so that every rank evaluates, selects and saves the same model.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var):
+                buffer.copy_(accelerator.reduce(buffer.clone(), reduction="mean"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,4 +155,11 @@ def plot_training_curves(history, kl_lower_bound, path, title=""):
     plt.close(fig)
 
 
-__all__ = ["PlateauRule", "list_checkpoints", "plot_training_curves", "resolve_checkpoint", "save_checkpoint"]
+__all__ = [
+    "PlateauRule",
+    "average_bn_statistics",
+    "list_checkpoints",
+    "plot_training_curves",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]

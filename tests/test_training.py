@@ -22,7 +22,8 @@ from hf_bnvae.trainer_utils import PlateauRule, list_checkpoints, resolve_checkp
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args):
+@pytest.mark.parametrize("sync_bn", [(), ("--sync_bn",)], ids=["per-process-bn", "sync-bn"])
+def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args, sync_bn):
     env = {**os.environ, "PYTHONPATH": f"{root / 'training'}:{root / 'tests'}"}
     command = [
         sys.executable,
@@ -39,7 +40,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args):
         "no",
         str(root / "tests" / "ddp_probe.py"),
         str(tmp_path),
-        *tiny_args(tmp_path / "out", "--max_train_samples", "96", "--max_train_steps", "6", "--sync_bn"),
+        *tiny_args(tmp_path / "out", "--max_train_samples", "96", "--max_train_steps", "6", *sync_bn),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -50,7 +51,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args):
     assert [r["history"][-1]["valid_num_sentences"] for r in ranks] == [40, 40]
     valid = [{k: v for k, v in r["history"][-1].items() if k.startswith("valid_")} for r in ranks]
     assert valid[0] == valid[1]  # every rank computed the metrics on the same gathered set
-    for key, value in ranks[0]["state"].items():
+    for key, value in ranks[0]["state"].items():  # parameters and BN running statistics alike
         torch.testing.assert_close(ranks[1]["state"][key], value, rtol=0, atol=0)
     # initialised in U(-0.01, 0.01): a larger weight shows that training did move the parameters
     assert ranks[0]["state"]["decoder.lm_head.weight"].abs().max() > 0.01

@@ -30,7 +30,13 @@ from hf_bnvae.data import BROWN_DIR, read_hub_dataset, read_text_file, sentence_
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, all_flags, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
-from hf_bnvae.trainer_utils import PlateauRule, plot_training_curves, resolve_checkpoint, save_checkpoint
+from hf_bnvae.trainer_utils import (
+    PlateauRule,
+    average_bn_statistics,
+    plot_training_curves,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 logger = get_logger(__name__)
 
@@ -413,6 +419,7 @@ def train(args):
 def end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_loader):
     """Validate, apply the plateau rule, record history. Returns True when training should stop."""
     unwrapped = accelerator.unwrap_model(model)
+    average_bn_statistics(unwrapped, accelerator)  # every rank validates and keeps the same model
     metrics = evaluate_language_model(unwrapped, valid_loader, accelerator, seed=args.seed)
     lr = optimizer.param_groups[0]["lr"]
     entry = {
@@ -462,6 +469,7 @@ def evaluate_split(args, accelerator, model, tokenizer, dataset, split, descript
 
 def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
     unwrapped = accelerator.unwrap_model(model)
+    average_bn_statistics(unwrapped, accelerator)
     if state.best_weights is not None:
         unwrapped.load_state_dict(state.best_weights)
     training_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None}
@@ -524,8 +532,9 @@ def print_summary(results, output):
     if results["history"]:
         best = results["history"][results["best_epoch"]] if results["best_epoch"] >= 0 else results["history"][-1]
         lines.append(
-            f"best epoch {best['epoch'] + 1}: valid -ELBO {best['valid_nelbo']:.2f}, KL {best['valid_kl']:.2f} "
-            f"(bound {results['kl_lower_bound']:.2f}), MI {best['valid_mi']:.2f}, AU {best['valid_au']}"
+            f"best epoch {best['epoch'] + 1}: valid -ELBO {best['valid_nelbo']:.2f}, KL {best['valid_kl']:.2f}, "
+            f"MI {best['valid_mi']:.2f}, AU {best['valid_au']}; training-batch KL {best['train_kl']:.2f} "
+            f"(guaranteed >= {results['kl_lower_bound']:.2f})"
         )
     for split in ("validation", "test"):
         if split in results and "nll" in results[split]:
