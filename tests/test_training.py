@@ -86,6 +86,46 @@ def test_resume_across_an_epoch_boundary_keeps_the_epoch_order(tmp_path, train_r
         assert resumed["train_seconds"] > straight["train_seconds"] / 3  # the time before the checkpoint is kept
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["after-checkpoint", "during-checkpoint-write"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, root, tiny_args, train_run, moment):
+    """A real training process is SIGKILLed once a checkpoint exists (or as soon as one is being
+    written), resumed from the latest complete checkpoint, and ends with the same metrics and weights
+    as a run that was never interrupted."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    flags = ("--checkpointing_steps", "10")  # 1 epoch of 50 steps
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(root / "training" / "train.py"), *tiny_args(killed, *flags)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # killed while the second checkpoint is being written, the first one must serve
+    pattern = ".tmp-step_20" if moment == "during-checkpoint-write" else "step_*"
+    deadline = time.monotonic() + 300
+    while not list((killed / "checkpoints").glob(pattern)) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "model.safetensors").exists() and list_checkpoints(killed / "checkpoints")
+    if moment == "during-checkpoint-write":
+        # step_20 only if its write finished in the millisecond between seeing it and the kill
+        assert [p.name for p in list_checkpoints(killed / "checkpoints")][-1] in ("step_10", "step_20")
+
+    _, resumed = train_run(*flags, "--resume_from_checkpoint", "latest", name="killed")
+    _, straight = train_run(*flags, name="straight")
+    for key in ("valid_nelbo", "valid_kl", "valid_mi", "train_reconstruction", "train_kl"):
+        assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]]), key
+    assert resumed["train_step_losses"] == pytest.approx(straight["train_step_losses"], abs=1e-6)
+    weights = [load_file(tmp_path / name / "model.safetensors") for name in ("killed", "straight")]
+    for key, value in weights[1].items():
+        torch.testing.assert_close(weights[0][key], value, rtol=0, atol=0)
+
+
 def test_interrupted_checkpoint_never_replaces_the_last_good_one(tmp_path):
     class FailingAccelerator:
         is_main_process = True
