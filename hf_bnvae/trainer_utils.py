@@ -49,6 +49,19 @@ class PlateauRule:
 
 
 # ----------------------------------------------------------------------------------------------
+# command-line checks
+
+
+def check_lower_bounds(parser, args, bounds):
+    """parser.error naming the flag for a value below its bound. bounds: {flag: (bound, strict, meaning)},
+    strict meaning the bound itself is excluded; flags left unset (None) are not checked."""
+    for flag, (low, strict, meaning) in bounds.items():
+        value = getattr(args, flag, None)
+        if value is not None and (value <= low if strict else value < low):
+            parser.error(f"--{flag} {value}: must be {'>' if strict else '>='} {low} ({meaning})")
+
+
+# ----------------------------------------------------------------------------------------------
 # BN statistics over processes
 
 
@@ -158,6 +171,7 @@ def plot_training_curves(history, kl_lower_bound, path, title=""):
 __all__ = [
     "PlateauRule",
     "average_bn_statistics",
+    "check_lower_bounds",
     "list_checkpoints",
     "plot_training_curves",
     "resolve_checkpoint",

@@ -50,6 +50,23 @@ def test_decoding_options_go_before_or_after_the_subcommand(saved, corpus):
     assert generate.parse_args(["--model_name_or_path", "x", "sample"]).num_beams == 1
 
 
+@pytest.mark.parametrize(
+    "script, argv, message",
+    [
+        (evaluate_model, ["--iw_samples", "-1"], "--iw_samples -1: must be >= 0"),
+        (evaluate_model, ["--max_eval_samples", "1"], "--max_eval_samples 1: must be >= 2"),
+        (generate, ["sample", "--num_samples", "0"], "--num_samples 0: must be >= 1"),
+        (generate, ["--top_p", "1.5", "sample"], "--top_p 1.5: must be <= 1"),
+        (generate, ["interpolate", "a", "b", "--steps", "1"], "--steps 1: must be >= 2"),
+        (generate, ["--temperature", "0", "sample"], "--temperature 0.0: must be > 0"),
+    ],
+)
+def test_bad_flags_name_the_flag(script, argv, message, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model_name_or_path", "x", *argv])
+    assert message in capsys.readouterr().err
+
+
 def test_scripts_name_a_missing_model_folder(tmp_path):
     for script, extra in ((evaluate_model, []), (generate, ["sample"])):
         with pytest.raises(FileNotFoundError, match="no such model folder"):

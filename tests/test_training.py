@@ -356,9 +356,13 @@ def test_max_seq_length_keeps_the_end_token(tokenizer):
 # -- bad input ------------------------------------------------------------------------------------
 
 
-def test_missing_file(tmp_path, train_run):
+def test_missing_files_and_folders_are_named_before_anything_loads(tmp_path, tiny_args, capsys):
+    for flag, name in (("--train_file", "nope.txt"), ("--test_file", "nope.txt"), ("--resume_from_checkpoint", "nope")):
+        with pytest.raises(SystemExit):
+            train.parse_args(tiny_args(tmp_path / "run", flag, str(tmp_path / name)))
+        assert f"{flag} {tmp_path / name}: " in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="data file not found: .*nope.txt"):
-        train_run("--train_file", str(tmp_path / "nope.txt"))
+        read_text_file(tmp_path / "nope.txt")
 
 
 def test_empty_file(tmp_path, train_run):

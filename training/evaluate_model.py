@@ -20,6 +20,7 @@ from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.hub import portable_path
+from hf_bnvae.trainer_utils import check_lower_bounds
 
 ROWS = [
     ("nll", "NLL (IW)"),
@@ -50,7 +51,14 @@ def parse_args(argv=None):
         "(needs a C++ compiler; falls back to eager with a warning)",
     )
     p.add_argument("--output_file", default=None, help="JSON output (default: <model dir>/eval_results.json or ./)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bounds = {
+        "max_eval_samples": (2, False, "active units and MI need 2 sentences"),
+        "iw_samples": (0, False, "0 skips the importance-weighted NLL"),
+        "per_device_eval_batch_size": (1, False, "sentences"),
+    }
+    check_lower_bounds(p, args, bounds)
+    return args
 
 
 def format_table(metrics):

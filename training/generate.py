@@ -13,6 +13,7 @@ import argparse
 import torch
 
 from hf_bnvae import load_pretrained
+from hf_bnvae.trainer_utils import check_lower_bounds
 
 DECODING = {  # option -> (type, default); accepted before or after the subcommand
     "--max_new_tokens": (int, 40),
@@ -47,7 +48,20 @@ def parse_args(argv=None):
     interpolate.add_argument("--steps", type=int, default=5)
     for command in (sample, reconstruct, interpolate):
         add_decoding_options(command, defaults=False)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bounds = {
+        "max_new_tokens": (1, False, "tokens"),
+        "num_beams": (1, False, "beams"),
+        "temperature": (0, True, "sampling temperature"),
+        "top_k": (0, False, "0 keeps every token"),
+        "top_p": (0, True, "nucleus mass, at most 1"),
+        "num_samples": (1, False, "sentences"),
+        "steps": (2, False, "the two ends at least"),
+    }
+    check_lower_bounds(p, args, bounds)
+    if args.top_p > 1:
+        p.error(f"--top_p {args.top_p}: must be <= 1 (nucleus mass)")
+    return args
 
 
 def main(argv=None):

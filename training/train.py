@@ -33,6 +33,7 @@ from hf_bnvae.saving import save_pretrained_atomically, write_atomically
 from hf_bnvae.trainer_utils import (
     PlateauRule,
     average_bn_statistics,
+    check_lower_bounds,
     plot_training_curves,
     resolve_checkpoint,
     save_checkpoint,
@@ -182,10 +183,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.learning_rate is None:
         args.learning_rate = LEARNING_RATES[args.optimizer]
-    for flag, (low, strict, meaning) in LOWER_BOUNDS.items():
-        value = getattr(args, flag)
-        if value is not None and (value <= low if strict else value < low):
-            parser.error(f"--{flag} {value}: must be {'>' if strict else '>='} {low} ({meaning})")
+    check_lower_bounds(parser, args, LOWER_BOUNDS)
+    files = ("test_file",) if args.dataset_name else ("train_file", "validation_file", "test_file")
+    for flag in files:
+        if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
+            parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
+    if args.resume_from_checkpoint not in (None, "latest") and not Path(args.resume_from_checkpoint).is_dir():
+        parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint folder (or 'latest')")
     if args.plateau_factor > 1:
         parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
     given_tokenizer = (
