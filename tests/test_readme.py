@@ -8,6 +8,7 @@ import eval_speed
 import evaluate_model
 import generate
 import mi_noise
+import precision
 import prepare_brown
 import pytest
 import reproduce
@@ -26,6 +27,7 @@ PARSED_ONLY = {
     "benchmarks/train_speed.py": train_speed.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
+    "benchmarks/precision.py": precision.parse_args,
 }
 
 
