@@ -9,8 +9,6 @@ import math
 
 import torch
 
-from .modeling_bnvae import gaussian_kl_per_dimension
-
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -191,10 +189,10 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
         input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         indices = batch["index"].cpu()
         if model.config.use_latent:
-            mu, logvar = model.encode_posterior(input_ids, attention_mask)
+            posterior = model.bnvae(input_ids, attention_mask, sample_latent=False)  # mu, logvar and the KL
+            mu, logvar, kl = posterior.mu, posterior.logvar, posterior.kl
             z = mu + sentence_noise(indices, mu.shape[1:], seed).to(device) * (0.5 * logvar).exp()
             reconstruction = -model.sentence_log_likelihood(input_ids, attention_mask, z)
-            kl = gaussian_kl_per_dimension(mu, logvar).sum(-1)
         else:
             reconstruction = -model.sentence_log_likelihood(input_ids, attention_mask)
             kl = mu = logvar = None

@@ -606,12 +606,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         if not latent_from_prompt:
             return torch.randn(batch_size, size).to(self.device)
         # the prompt as a whole sentence, <s> prompt </s>, encoded with BN's running statistics
-        sentence = nn.functional.pad(start, (0, 1), value=self.config.eos_token_id)
-        was_training = self.training
-        self.eval()
-        mu, _ = self.encode_posterior(sentence)
-        self.train(was_training)
-        return mu
+        return self.posterior_mean(nn.functional.pad(start, (0, 1), value=self.config.eos_token_id))
 
     @classmethod
     def _supports_default_dynamic_cache(cls):
@@ -636,10 +631,15 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ValueError("encode() needs at least one sentence, got an empty list")
+        batch = tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        return self.posterior_mean(batch["input_ids"], batch["attention_mask"])
+
+    @torch.no_grad()
+    def posterior_mean(self, input_ids, attention_mask=None):
+        """E_q[z|x] (B, n) with BN's running statistics whatever the current mode (which is kept)."""
         was_training = self.training
         self.eval()
-        batch = tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
-        mu, _ = self.encode_posterior(batch["input_ids"], batch["attention_mask"])
+        mu, _ = self.encode_posterior(input_ids, attention_mask)
         self.train(was_training)
         return mu
 

@@ -411,7 +411,7 @@ def train(args):
             tick = time.perf_counter()
         if stop and state.batches_done < len(train_loader):
             break  # stopped mid-epoch by --max_train_steps: no epoch-end evaluation
-        stop = end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_loader) or stop
+        stop = end_of_epoch(args, accelerator, model, optimizer, state, valid_loader) or stop
         state.epoch += 1
         state.batches_done, state.epoch_sums = 0, state.new_epoch_sums()
         if args.checkpointing_steps == "epoch":
@@ -420,12 +420,13 @@ def train(args):
     return finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus)
 
 
-def end_of_epoch(args, accelerator, model, optimizer, state, sums, valid_loader):
+def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
     """Validate, apply the plateau rule, record history. Returns True when training should stop."""
     unwrapped = accelerator.unwrap_model(model)
     average_bn_statistics(unwrapped, accelerator)  # every rank validates and keeps the same model
     metrics = evaluate_language_model(unwrapped, valid_loader, accelerator, seed=args.seed)
     lr = optimizer.param_groups[0]["lr"]
+    sums = state.epoch_sums
     entry = {
         "epoch": state.epoch,
         "lr": lr,
@@ -478,7 +479,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
         unwrapped.load_state_dict(state.best_weights)
     training_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None}
     results = {
-        "method": args.method,
+        "method": args.recipe.name,
         "method_label": args.recipe.label,
         "preset": args.preset,
         "kl_lower_bound": unwrapped.kl_lower_bound,
