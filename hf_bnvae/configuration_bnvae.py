@@ -34,22 +34,34 @@ class BNVAEConfig(PretrainedConfig):
         latent_size (`int`, defaults to 32): dimension n of z.
         gamma (`float`, defaults to 0.6): fixed BatchNorm scale of the posterior mean. The expected KL over
             the data is then >= n * gamma^2 / 2 nats per sentence. 0 means no BN (a plain VAE).
-        bn_eps (`float`, defaults to 1e-16): BatchNorm epsilon. BN sets the batch std of mu to
-            gamma * sqrt(v / (v + eps)), v the batch variance of the raw mean, which is 1e-11 to 1e-7 at
-            initialisation (tiny to yahoo sizes). PyTorch's 1e-5 (the reference code) leaves mu's std at a few
-            percent of gamma until the encoder grows, so the KL bound does not hold early in training; 1e-16
-            keeps it from the first step. BN runs in fp32 whatever the autocast dtype.
+        bn_eps (`float`, defaults to 1e-5): BatchNorm epsilon (PyTorch's, as the official code). BN sets the
+            batch std of mu to gamma * sqrt(v / (v + eps)), v the batch variance of the raw mean: with the
+            encoder's default initialisation v is about 1e-3 to 1e-2 from the first step, so the std is within
+            1% of gamma. (An encoder initialised at +-0.01 gives v ~ 1e-8, which needs eps ~ 1e-16 to keep
+            the bound early in training.) BN runs in fp32 whatever the autocast dtype.
         bn_momentum (`float`, defaults to 0.1): BatchNorm running-statistics momentum (PyTorch convention).
         decoder_dropout_in (`float`, defaults to 0.5): dropout on the decoder's input embeddings.
         decoder_dropout_out (`float`, defaults to 0.5): dropout on the decoder's LSTM outputs.
         use_latent (`bool`, defaults to True): False gives the LSTM language-model baseline (no encoder, no z).
-        delta_rate (`float`, defaults to 0.0): delta-VAE committed rate in nats per latent dimension; > 0
-            bounds the posterior variance so that KL >= delta_rate per dimension. 0 disables it.
+        delta_rate (`float`, defaults to 0.0): delta-VAE committed rate delta in nats per latent dimension
+            (official construction): the posterior std is kept inside the two roots of KL(sigma) = delta and
+            the mean is built so that each dimension's KL is exactly delta + relu(m) / 2, m the raw mean.
+            0 disables it.
         free_bits (`float`, defaults to 0.0): free-bits target of the training loss, in nats per sentence
-            (or per dimension with free_bits_per_dimension): the KL is not penalised below it. 0 disables it.
-        free_bits_per_dimension (`bool`, defaults to False): the free-bits target applies to each dimension.
-        init_range (`float`, defaults to 0.01): weights are initialised uniform(-init_range, init_range).
-        embedding_init_range (`float`, defaults to 0.1): embeddings are initialised uniform(-r, r).
+            (official semantics): the KL term of each sentence whose KL is at most the target is switched off.
+            0 disables it.
+        free_bits_per_dimension (`bool`, defaults to False): instead, switch off each dimension of each
+            sentence whose KL is at most free_bits / latent_size.
+        init_range (`float`, defaults to 0.01): decoder weights are initialised uniform(-init_range, init_range).
+        embedding_init_range (`float`, defaults to 0.1): the decoder's embedding is initialised uniform(-r, r).
+        encoder_init_range (`float`, *optional*): None (the default, as the official BN-VAE code) keeps
+            PyTorch's default initialisation of the encoder (LSTM and linear weights uniform(+-1/sqrt(fan)),
+            embedding N(0, 1)); a number r initialises every encoder weight uniform(-r, r) and its embedding
+            uniform(-embedding_init_range, embedding_init_range), as He et al.'s encoder and the official
+            delta-VAE encoder (r = 0.01).
+        output_layer_bias (`bool`, defaults to False): the decoder's output layer has a bias (the official
+            decoder has none). Checkpoints saved before this field existed (hf_bnvae <= 0.2.0) had one, and
+            load with it.
         pad_token_id, bos_token_id, eos_token_id, unk_token_id (`int`, defaults 0, 1, 2, 3): special ids.
     """
 
@@ -63,7 +75,7 @@ class BNVAEConfig(PretrainedConfig):
         decoder_hidden_size=256,
         latent_size=32,
         gamma=0.6,
-        bn_eps=1e-16,
+        bn_eps=1e-5,
         bn_momentum=0.1,
         decoder_dropout_in=0.5,
         decoder_dropout_out=0.5,
@@ -73,6 +85,8 @@ class BNVAEConfig(PretrainedConfig):
         free_bits_per_dimension=False,
         init_range=0.01,
         embedding_init_range=0.1,
+        encoder_init_range=None,
+        output_layer_bias=None,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
@@ -95,6 +109,12 @@ class BNVAEConfig(PretrainedConfig):
         self.free_bits_per_dimension = free_bits_per_dimension
         self.init_range = init_range
         self.embedding_init_range = embedding_init_range
+        self.encoder_init_range = encoder_init_range
+        if output_layer_bias is None:
+            # A config.json written before the field existed (it carries transformers_version) comes from a
+            # model whose output layer had a bias; a new config follows the official decoder (no bias).
+            output_layer_bias = "transformers_version" in kwargs
+        self.output_layer_bias = output_layer_bias
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
@@ -131,6 +151,10 @@ class BNVAEConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 fail(field, value, "must be a finite number >= 0")
+        if self.encoder_init_range is not None and not (
+            isinstance(self.encoder_init_range, (int, float)) and self.encoder_init_range > 0
+        ):
+            fail("encoder_init_range", self.encoder_init_range, "must be None (PyTorch's default) or a number > 0")
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             fail("bn_eps", self.bn_eps, "must be > 0")
         if not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum <= 1):
@@ -143,8 +167,9 @@ class BNVAEConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:
                 fail(field, value, f"must be a token id in [0, vocab_size={self.vocab_size})")
-        if not isinstance(self.free_bits_per_dimension, bool):
-            fail("free_bits_per_dimension", self.free_bits_per_dimension, "must be True or False")
+        for field in ("free_bits_per_dimension", "output_layer_bias"):
+            if not isinstance(getattr(self, field), bool):
+                fail(field, getattr(self, field), "must be True or False")
         if self.delta_rate > 0 and self.gamma > 0:
             # Not invalid maths, but the paper compares them separately; refuse to mix silently.
             fail("delta_rate", self.delta_rate, "delta-VAE is a separate baseline; set gamma=0 to use it")

@@ -145,8 +145,12 @@ def importance_weighted_log_likelihood(
 
 
 def perplexity(total_nll, total_tokens):
-    """exp(total NLL / total tokens); tokens count the words and the end token, not the start token."""
-    return math.exp(total_nll / total_tokens)
+    """exp(total NLL / total tokens); tokens count the words and the end token, not the start token.
+    inf when that overflows (a diverged model), nan for a nan NLL."""
+    try:
+        return math.exp(total_nll / total_tokens)
+    except OverflowError:
+        return math.inf
 
 
 def _gather(per_sentence, accelerator):

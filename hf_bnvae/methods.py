@@ -2,8 +2,9 @@
 
 A method is a few values, not a class: its label in tables and cards, what it fixes in the model
 config (gamma, use_latent), the flags it owns with their defaults (a flag that names a config field
-goes to the config, `beta` is the final KL weight, `cycle_epochs` the cyclical period), how its KL
-weight moves over training, and the validation metric that selects its best epoch. The objective
+goes to the config, `beta` is the constant KL weight, `cycle_epochs` the cyclical period), how its KL
+weight moves over training, whether the encoder is trained aggressively, and the plateau rule's settings
+where they differ. Every schedule and rule follows the official code (valdersoul/bn-vae, He et al.). The objective
 itself is one function, `modeling_bnvae.vae_loss`; the schedules are below.
 
 Adding a remedy is one entry here (plus, if it needs one, a config field read by the model).
@@ -24,20 +25,22 @@ CONFIG_DEFAULTS = {
 def linear_kl_weight(step, warmup_steps, final_weight=1.0):
     """KL weight rising linearly from 0 to final_weight over warmup_steps optimiser steps, then flat.
 
-    warmup_steps = 0 gives final_weight from the first step (beta-VAE without annealing, AE with 0).
+    warmup_steps = 0 gives final_weight from the first step.
     """
     if warmup_steps <= 0:
         return final_weight
     return final_weight * min(1.0, step / warmup_steps)
 
 
-def cyclical_kl_weight(step, cycle_steps, increase_fraction=0.5, final_weight=1.0):
-    """Cyclical annealing (Fu et al., 2019): every cycle of cycle_steps restarts at 0, rises linearly
-    during the first increase_fraction of the cycle, then stays at final_weight."""
-    if cycle_steps <= 0:
-        raise ValueError(f"cycle_steps={cycle_steps} must be >= 1")
-    position = (step % cycle_steps) / cycle_steps
-    return final_weight * min(1.0, position / increase_fraction)
+def cyclical_kl_weight(step, steps_per_epoch, cycle_epochs, warmup_steps, final_weight=1.0):
+    """Cyclical annealing as the official code runs it (`--cycle`): the weight rises from 0 at the
+    warm-up rate (final_weight / warmup_steps per step, capped at final_weight) and is reset to 0 at the
+    start of epochs 1, 1 + cycle_epochs, 1 + 2 cycle_epochs, ... (0-based), so the first cycle is one
+    epoch long and every later one cycle_epochs long.
+    """
+    epoch = step // steps_per_epoch
+    reset_epoch = 1 + (epoch - 1) // cycle_epochs * cycle_epochs if epoch >= 1 else 0
+    return linear_kl_weight(step - reset_epoch * steps_per_epoch, warmup_steps, final_weight)
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,10 @@ class Method:
     config: dict = field(default_factory=dict)  # fixed BNVAEConfig values
     flags: dict = field(default_factory=dict)  # flag name -> Flag; config fields among them go to the config
     final_kl_weight: float = 1.0
-    schedule: str = "linear"  # "linear" (0 -> final over the warm-up) or "cyclical"
-    # validation metric for model selection and the plateau rule: the -ELBO at KL weight 1 (the paper's
-    # protocol), except for the autoencoder, which never trains its KL: its reconstruction
-    selection_metric: str = "nelbo"
+    # "linear" (0 -> final over the warm-up), "cyclical" (restarts, see cyclical_kl_weight) or "constant"
+    schedule: str = "linear"
+    aggressive: bool = False  # He et al.'s aggressive inference-network training (train.py's burn-in loop)
+    plateau: dict = field(default_factory=dict)  # the plateau rule's settings where they differ (PlateauRule)
 
 
 PLAIN = {"gamma": 0.0}  # no BN: the plain VAE posterior every baseline starts from
@@ -65,26 +68,34 @@ METHODS = {
         flags={"gamma": Flag(CONFIG_DEFAULTS["gamma"], "fixed BN scale of the posterior mean (> 0)")},
     ),
     "vae": Method("VAE", PLAIN),
-    "lm": Method("LSTM-LM", {"use_latent": False, "gamma": 0.0}, final_kl_weight=0.0),
-    "ae": Method("autoencoder", PLAIN, final_kl_weight=0.0, selection_metric="reconstruction"),
-    "beta_vae": Method("beta-VAE ({beta:g})", PLAIN, flags={"beta": Flag(0.4, "final KL weight")}),
+    # the official LM script: decay after 2 epochs without improvement, from the first epoch on
+    "lm": Method(
+        "LSTM-LM", {"use_latent": False, "gamma": 0.0}, final_kl_weight=0.0, plateau={"patience": 2, "start_epoch": 0}
+    ),
+    "ae": Method("autoencoder", PLAIN, final_kl_weight=0.0, schedule="constant"),
+    "beta_vae": Method(
+        "beta-VAE ({beta:g})", PLAIN, flags={"beta": Flag(0.4, "constant KL weight")}, schedule="constant"
+    ),
     "cyclical": Method(
         "cyclical annealing",
         PLAIN,
-        flags={"cycle_epochs": Flag(2.0, "cycle length in epochs (KL weight 0 -> 1 over its first half)")},
+        flags={"cycle_epochs": Flag(4, "KL weight back to 0 every this many epochs, rising at the warm-up rate")},
         schedule="cyclical",
     ),
     "free_bits": Method(
         "free bits ({free_bits:g})",
         PLAIN,
         flags={
-            "free_bits": Flag(4.0, "target KL in nats per sentence (per dimension with --free_bits_per_dimension)"),
-            "free_bits_per_dimension": Flag(False, "the free-bits target is per latent dimension"),
+            "free_bits": Flag(4.0, "target KL in nats per sentence: sentences below it get no KL term"),
+            "free_bits_per_dimension": Flag(False, "instead mask each dimension below free_bits / latent_size"),
         },
     ),
     "delta_vae": Method(
-        "delta-VAE ({delta_rate:g})", PLAIN, flags={"delta_rate": Flag(0.15, "committed rate in nats per dimension")}
+        "delta-VAE ({delta_rate:g})",
+        {**PLAIN, "encoder_init_range": 0.01},  # the official delta-VAE encoder is initialised at +-0.01
+        flags={"delta_rate": Flag(0.15, "committed rate in nats per dimension")},
     ),
+    "aggressive": Method("VAE + aggressive training", PLAIN, aggressive=True),
 }
 
 
@@ -97,16 +108,23 @@ class Recipe:
     config: dict
     final_kl_weight: float
     schedule: str
-    cycle_epochs: float | None
-    selection_metric: str
+    cycle_epochs: int | None
+    aggressive: bool
+    plateau: dict
 
     def kl_weight(self, step, warmup_steps, steps_per_epoch):
         """KL weight at optimiser step `step`."""
+        if self.schedule == "constant":
+            return self.final_kl_weight
         if self.schedule == "cyclical":
-            return cyclical_kl_weight(
-                step, round(self.cycle_epochs * steps_per_epoch), final_weight=self.final_kl_weight
-            )
+            return cyclical_kl_weight(step, steps_per_epoch, self.cycle_epochs, warmup_steps, self.final_kl_weight)
         return linear_kl_weight(step, warmup_steps, self.final_kl_weight)
+
+    def selection_loss(self, reconstruction, kl):
+        """The validation loss that selects the best epoch and drives the plateau rule, nats per sentence:
+        reconstruction + final KL weight x KL, as the official scripts (the -ELBO for the VAE-type methods,
+        the beta-weighted loss for beta-VAE, the reconstruction for the autoencoder and the LM)."""
+        return reconstruction + self.final_kl_weight * kl
 
 
 def all_flags():
@@ -139,7 +157,8 @@ def resolve_method(name, **values):
         final_kl_weight=settings.get("beta", method.final_kl_weight),
         schedule=method.schedule,
         cycle_epochs=settings.get("cycle_epochs"),
-        selection_metric=method.selection_metric,
+        aggressive=method.aggressive,
+        plateau=method.plateau,
     )
 
 

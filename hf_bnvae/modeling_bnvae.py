@@ -30,33 +30,55 @@ def gaussian_kl_per_dimension(mu, logvar):
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
-def delta_vae_variance_cap(delta_rate):
-    """Largest sigma^2 < 1 with 0.5 * (sigma^2 - 1 - log sigma^2) = delta_rate (nats per dimension).
+def delta_vae_variance_bounds(delta_rate):
+    """The two roots l < 1 < u of 0.5 * (s - 1 - log s) = delta_rate: the posterior variances s whose KL
+    from N(0, 1) at mean 0 is exactly delta_rate nats (Razavi et al. 2019, eq. 4). Returns (l, u)."""
 
-    Capping the posterior variance below it commits every dimension to a KL >= delta_rate
-    (Razavi et al. 2019), whatever the mean.
+    def bisect(lo, hi, decreasing):  # f(s) = s - 1 - log s - 2 delta changes sign once on [lo, hi]
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if (mid - 1 - math.log(mid) > 2 * delta_rate) == decreasing:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    upper = 2.0
+    while upper - 1 - math.log(upper) < 2 * delta_rate:
+        upper *= 2
+    return bisect(1e-300, 1.0, decreasing=True), bisect(1.0, upper, decreasing=False)
+
+
+DELTA_VAE_SQRT_EPS = 1e-6  # adds DELTA_VAE_SQRT_EPS / 2 nats to each dimension's KL
+
+
+def delta_vae_posterior(mu_raw, logvar_raw, delta_rate, bounds):
+    """The official delta-VAE posterior: every dimension's KL is delta_rate + relu(mu_raw) / 2 nats.
+
+    The std goes into [sqrt(l), sqrt(u)] (bounds = (l, u) from `delta_vae_variance_bounds`) through a
+    sigmoid of logvar_raw clamped at 1/50; the mean is then sqrt(2 delta + 1 + log s - s + relu(mu_raw)),
+    which is real because s - 1 - log s <= 2 delta inside the bounds (a tiny constant keeps the
+    square root's gradient finite where the radicand is 0). mu_raw, logvar_raw: (B, n). Returns mu, logvar.
     """
-    lo, hi = 1e-12, 1.0  # f(s) = s - 1 - log s decreases on (0, 1]; bisection on f(s) = 2 * delta
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if mid - 1 - math.log(mid) > 2 * delta_rate:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    low, high = (math.sqrt(b) for b in bounds)
+    std = low + (high - low) * torch.sigmoid(logvar_raw).clamp(min=1 / 50)
+    logvar = 2 * torch.log(std)
+    radicand = 2 * delta_rate + 1 + logvar - logvar.exp() + torch.relu(mu_raw)
+    return torch.sqrt(radicand.clamp(min=0) + DELTA_VAE_SQRT_EPS), logvar
 
 
 def free_bits_kl(kl_per_dimension, target, per_dimension=False):
-    """The KL term with free bits: the KL is not penalised below `target` nats.
+    """The KL term with free bits, in the official code's semantics, nats per sentence (batch mean).
 
-    kl_per_dimension: (B, n) nats. Per sentence (Li et al., 2019): max(target, batch-mean KL).
-    Per dimension (Kingma et al., 2016): sum_d max(target, batch-mean KL_d), target in nats per dimension.
-    Returns a scalar (nats per sentence).
+    kl_per_dimension: (B, n) nats. Per sentence: the KL of each sentence whose KL is at most `target`
+    is switched off (no gradient, no loss). Per dimension: each (sentence, dimension) whose KL is at
+    most target / n is switched off. Returns a scalar: the mean over sentences of the KL that remains.
     """
-    batch_kl = kl_per_dimension.mean(0)  # (n,)
     if per_dimension:
-        return batch_kl.clamp(min=target).sum()
-    return batch_kl.sum().clamp(min=target)
+        kept = kl_per_dimension * (kl_per_dimension > target / kl_per_dimension.shape[-1])
+        return kept.sum(-1).mean()
+    kl = kl_per_dimension.sum(-1)
+    return (kl * (kl > target)).mean()
 
 
 def vae_loss(reconstruction_loss, kl_per_dimension=None, kl_weight=1.0, free_bits=0.0, free_bits_per_dimension=False):
@@ -64,7 +86,7 @@ def vae_loss(reconstruction_loss, kl_per_dimension=None, kl_weight=1.0, free_bit
 
     mean(reconstruction) + kl_weight * KL term, where the KL term is the batch-mean KL, or its free-bits
     version when free_bits > 0. reconstruction_loss: (B,); kl_per_dimension: (B, n), None for the LSTM
-    LM (no latent). kl_weight carries annealing, beta-VAE (final weight beta) and the autoencoder (0);
+    LM (no latent). kl_weight carries annealing, beta-VAE (constant beta) and the autoencoder (0);
     BN-VAE and delta-VAE change the posterior, not this function. Returns a scalar.
     """
     reconstruction = reconstruction_loss.mean()
@@ -136,6 +158,8 @@ class LSTMEncoder(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
         self.lstm = nn.LSTM(config.embedding_size, config.encoder_hidden_size, batch_first=True)
         self.to_posterior = nn.Linear(config.encoder_hidden_size, 2 * config.latent_size, bias=False)
+        for module in self.children():
+            module.is_encoder_module = True  # read by _init_weights: the encoder has its own initialisation
 
     def forward(self, input_ids, lengths):
         width = int(lengths.max())  # trailing all-pad columns are never read
@@ -147,10 +171,11 @@ class LSTMEncoder(nn.Module):
 class BatchNormLatentHead(nn.Module):
     """Posterior parameters: BatchNorm1d on mu only, scale fixed at gamma, shift beta learned.
 
-    In training mode every dimension of the returned mu has batch mean beta and batch std gamma,
-    so the batch-mean KL is >= n * gamma^2 / 2 nats. In eval mode the running statistics are used,
-    so one sentence can be encoded. gamma = 0 disables BN (plain VAE); delta_rate > 0 caps the
-    posterior variance (delta-VAE). mu_raw, logvar_raw: (batch, n) -> mu, logvar (batch, n), fp32.
+    In training mode every dimension of the returned mu has batch mean beta and batch std
+    gamma * sqrt(v / (v + eps)) ~ gamma (v: the raw mean's batch variance), so the batch-mean KL is
+    >= n * gamma^2 / 2 nats. In eval mode the running statistics are used, so one sentence can be
+    encoded. gamma = 0 disables BN (plain VAE); delta_rate > 0 builds the delta-VAE posterior instead
+    (`delta_vae_posterior`). mu_raw, logvar_raw: (batch, n) -> mu, logvar (batch, n), fp32.
     """
 
     def __init__(self, config):
@@ -161,12 +186,13 @@ class BatchNormLatentHead(nn.Module):
         if config.gamma > 0:
             self.bn = nn.BatchNorm1d(config.latent_size, eps=config.bn_eps, momentum=config.bn_momentum)
             self.bn.weight.requires_grad_(False)  # gamma is fixed, never trained
-        self.log_variance_cap = math.log(delta_vae_variance_cap(config.delta_rate)) if config.delta_rate > 0 else None
+        self.delta_rate = config.delta_rate
+        self.delta_bounds = delta_vae_variance_bounds(config.delta_rate) if config.delta_rate > 0 else None
 
     def forward(self, mu_raw, logvar_raw):
         mu, logvar = mu_raw.float(), logvar_raw.float()
-        if self.log_variance_cap is not None:
-            logvar = self.log_variance_cap + nn.functional.logsigmoid(logvar)
+        if self.delta_bounds is not None:
+            mu, logvar = delta_vae_posterior(mu, logvar, self.delta_rate, self.delta_bounds)
         if self.bn is not None:
             if self.training and mu.shape[0] < 2:
                 raise ValueError(
@@ -212,7 +238,8 @@ class BatchNormLatentHead(nn.Module):
 class LSTMDecoder(nn.Module):
     """LSTM decoder p(x|z): z is concatenated to every input embedding and sets the initial state.
 
-    c0 = W z (no bias), h0 = tanh(c0); dropout on inputs and outputs; Linear(hidden, vocab).
+    c0 = W z (no bias), h0 = tanh(c0); dropout on inputs and outputs; Linear(hidden, vocab) without a
+    bias unless config.output_layer_bias.
     Without a latent (LSTM LM baseline) the state starts at zero.
     input_ids: (B, T), z: (B, n) or None, state: (h, c) each (1, B, H) or None.
     Returns hidden states (B, T, H) and the new state.
@@ -227,7 +254,7 @@ class LSTMDecoder(nn.Module):
         self.lstm = nn.LSTM(config.embedding_size + latent, config.decoder_hidden_size, batch_first=True)
         self.dropout_out = nn.Dropout(config.decoder_dropout_out)
         self.latent_to_cell = nn.Linear(latent, config.decoder_hidden_size, bias=False) if latent else None
-        self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
+        self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size, bias=config.output_layer_bias)
 
     def initial_state(self, z):
         cell = self.latent_to_cell(z).unsqueeze(0)  # (1, B, H)
@@ -258,19 +285,37 @@ class BNVAEPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """Reference initialisation: weights U(-0.01, 0.01), embeddings U(-0.1, 0.1), BN weight = gamma."""
-        if isinstance(module, nn.Embedding):
-            init.uniform_(module.weight, -self.config.embedding_init_range, self.config.embedding_init_range)
+        """The official code's initialisation. Decoder: weights U(-init_range, init_range), embedding
+        U(-embedding_init_range, embedding_init_range). Encoder (`is_encoder_module`): PyTorch's defaults,
+        or with encoder_init_range = r the decoder's rule with r. BN weight = gamma, shift 0.
+        The `init` functions leave weights loaded from a checkpoint alone.
+        """
+        config = self.config
+        if getattr(module, "is_encoder_module", False) and config.encoder_init_range is None:
+            self._init_pytorch_default(module)
+        elif isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -config.embedding_init_range, config.embedding_init_range)
         elif isinstance(module, (nn.Linear, nn.LSTM)):
+            bound = config.encoder_init_range if getattr(module, "is_encoder_module", False) else config.init_range
             for param in module.parameters(recurse=False):
-                init.uniform_(param, -self.config.init_range, self.config.init_range)
+                init.uniform_(param, -bound, bound)
         elif isinstance(module, nn.BatchNorm1d):
             # transformers' default would set the weight to 1: gamma is the whole point, so set it here.
-            init.constant_(module.weight, self.config.gamma)
+            init.constant_(module.weight, config.gamma)
             init.zeros_(module.bias)
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
+
+    @staticmethod
+    def _init_pytorch_default(module):
+        """What nn.Embedding / nn.LSTM / nn.Linear's reset_parameters draw, through `init`."""
+        if isinstance(module, nn.Embedding):
+            init.normal_(module.weight, 0.0, 1.0)
+            return
+        fan = module.hidden_size if isinstance(module, nn.LSTM) else module.weight.shape[1]
+        for param in module.parameters(recurse=False):
+            init.uniform_(param, -1 / math.sqrt(fan), 1 / math.sqrt(fan))
 
     def _output(self, output, return_dict):
         """The ModelOutput, or its tuple of non-None fields when return_dict (default config.return_dict) is False."""
@@ -674,6 +719,8 @@ __all__ = [
     "BatchNormLatentHead",
     "LSTMDecoder",
     "LSTMEncoder",
+    "delta_vae_posterior",
+    "delta_vae_variance_bounds",
     "free_bits_kl",
     "gaussian_kl_per_dimension",
     "vae_loss",

@@ -1,5 +1,5 @@
-"""Pieces of the training scripts that are not the model: the paper's plateau rule, atomic training
-checkpoints (Accelerate's save_state / load_state) and the training-curves figure."""
+"""Pieces of the training scripts that are not the model: the paper's plateau rule, the aggressive
+training loop, atomic training checkpoints (Accelerate's save_state / load_state) and the training-curves figure."""
 
 import re
 import shutil
@@ -14,9 +14,16 @@ import torch
 
 @dataclass
 class PlateauRule:
-    """The paper's learning-rate rule: from `start_epoch` on, if the validation loss has not improved for
-    `patience` epochs, multiply the lr by `factor` and go back to the best checkpoint; stop after
-    `max_decays` such decays (reference code: epoch 15, patience 5, factor 0.5, 5 decays)."""
+    """The official code's learning-rate rule, epoch by epoch on the validation loss.
+
+    The best loss so far selects the saved model. A separate reference loss counts the epochs without
+    improvement: an epoch whose loss is at most the reference becomes the new reference and resets the
+    count; a worse one adds to it. When the count reaches `patience` at an epoch >= `start_epoch`
+    (0-based), the lr is multiplied by `factor`, training goes back to the best model, the reference
+    becomes that epoch's loss and the count restarts; training stops right after the `max_decays`-th
+    such decay (0: never decay). Official VAE scripts: start 15, patience 5, factor 0.5, 5 decays; its
+    LSTM-LM script: start 0, patience 2.
+    """
 
     start_epoch: int = 15
     patience: int = 5
@@ -24,28 +31,57 @@ class PlateauRule:
     max_decays: int = 5
     best_loss: float = float("inf")
     best_epoch: int = -1
+    reference_loss: float = float("inf")
     epochs_without_improvement: int = 0
     decays: int = 0
 
     def update(self, epoch, loss):
-        """Record epoch's validation loss. Returns "improved", "wait", "decay" (halve lr, reload best)
-        or "stop" (the last allowed decay is used up)."""
-        if loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.epochs_without_improvement = loss, epoch, 0
-            return "improved"
+        """Record epoch's validation loss. Returns "improved" (a new best: save it), "wait", "decay"
+        (multiply the lr by factor, reload the best) or "stop" (the same, and the last allowed decay)."""
+        improved = loss < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = loss, epoch
+        if loss <= self.reference_loss:  # the best is never above the reference, so every new best lands here
+            self.reference_loss, self.epochs_without_improvement = loss, 0
+            return "improved" if improved else "wait"
         self.epochs_without_improvement += 1
-        if epoch >= self.start_epoch and self.epochs_without_improvement >= self.patience:
+        if self.max_decays and epoch >= self.start_epoch and self.epochs_without_improvement >= self.patience:
             self.decays += 1
-            self.epochs_without_improvement = 0
-            return "stop" if self.decays > self.max_decays else "decay"
+            self.reference_loss, self.epochs_without_improvement = loss, 0
+            return "stop" if self.decays >= self.max_decays else "decay"
         return "wait"
 
     def state_dict(self):
         """The rule's progress; its settings come from the run (so a resumed run can change them)."""
-        return {k: getattr(self, k) for k in ("best_loss", "best_epoch", "epochs_without_improvement", "decays")}
+        keys = ("best_loss", "best_epoch", "reference_loss", "epochs_without_improvement", "decays")
+        return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state):
         self.__dict__.update(state)
+
+
+# ----------------------------------------------------------------------------------------------
+# aggressive inference-network training
+
+
+def aggressive_encoder_updates(encoder_step, max_steps=100, check_every=15):
+    """He et al. (2019)'s inner loop: update the encoder alone until its objective stops improving.
+
+    encoder_step(i) takes one encoder-only optimiser step (i = 1, 2, ...) and returns (summed loss in
+    nats, predicted tokens) of its batch. Every `check_every` steps the per-token loss of the last block
+    is compared with the block before; the loop stops when it got worse, or after max_steps - 1 steps
+    (the official `sub_iter < 100`). Returns the number of steps taken.
+    """
+    previous, block_loss, block_tokens = float("inf"), 0.0, 0
+    for i in range(1, max_steps):
+        loss, tokens = encoder_step(i)
+        block_loss, block_tokens = block_loss + loss, block_tokens + tokens
+        if i % check_every == 0:
+            current = block_loss / max(block_tokens, 1)
+            if current > previous:
+                return i
+            previous, block_loss, block_tokens = current, 0.0, 0
+    return max_steps - 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,6 +206,7 @@ def plot_training_curves(history, kl_lower_bound, path, title=""):
 
 __all__ = [
     "PlateauRule",
+    "aggressive_encoder_updates",
     "average_bn_statistics",
     "check_lower_bounds",
     "list_checkpoints",

@@ -1,12 +1,19 @@
 """BNVAEModel and BNVAEForLanguageModeling: the KL, the BN head's guarantees, padding independence, the
 checks transformers' own ModelTesters make, bad input."""
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from hf_bnvae import BNVAEForLanguageModeling, BNVAEModel, gaussian_kl_per_dimension, vae_loss
-from hf_bnvae.modeling_bnvae import free_bits_kl
+from hf_bnvae import PRESETS, BNVAEForLanguageModeling, BNVAEModel, gaussian_kl_per_dimension, vae_loss
+from hf_bnvae.modeling_bnvae import (
+    DELTA_VAE_SQRT_EPS,
+    delta_vae_posterior,
+    delta_vae_variance_bounds,
+    free_bits_kl,
+)
 
 
 def test_kl_matches_torch_distributions():
@@ -36,8 +43,26 @@ def test_bn_head_normalises_mu_in_training(model, batch):
     with torch.no_grad():
         model.bnvae.latent_head.bn.bias.fill_(0.25)
     out = model(**batch)
+    mu_raw, _ = model.bnvae.encoder(batch["input_ids"], batch["attention_mask"].sum(-1))
+    v = mu_raw.var(0, unbiased=False)
     torch.testing.assert_close(out.mu.mean(0), torch.full((8,), 0.25), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.mu.std(0, unbiased=False), torch.full((8,), 0.6), atol=1e-3, rtol=0)
+    # BN's exact effect: batch std gamma * sqrt(v / (v + eps))
+    torch.testing.assert_close(out.mu.std(0, unbiased=False), 0.6 * (v / (v + 1e-5)).sqrt(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "ptb", "yahoo"])
+def test_bn_std_is_within_one_percent_of_gamma_at_initialisation(tiny_config, tokenizer, corpus, preset):
+    """The official set-up (PyTorch's default encoder init, BN eps 1e-5) keeps the bound from step 1."""
+    torch.manual_seed(0)
+    sizes = {} if preset == "tiny" else dict(PRESETS[preset])
+    config = tiny_config(**sizes)
+    assert config.bn_eps == 1e-5 and config.encoder_init_range is None
+    batch = tokenizer(corpus[:32], return_tensors="pt", padding=True)
+    std = BNVAEModel(config).train()(**batch).mu.std(0, unbiased=False)
+    assert ((std - 0.6).abs() / 0.6 < 0.01).all(), std
+    # the old +-0.01 encoder leaves the raw mean's variance ~1e-8: eps 1e-5 would shrink mu's std many-fold
+    small = BNVAEModel(tiny_config(**sizes, encoder_init_range=0.01)).train()
+    assert small(**batch).mu.std(0, unbiased=False).max() < 0.3
 
 
 def test_gamma_gets_no_gradient_and_beta_does(model, batch):
@@ -73,8 +98,13 @@ def test_batch_kl_respects_the_lower_bound(tokenizer, tiny_config, gamma):
         ids = torch.randint(4, len(tokenizer), (16, 9))
         ids[:, 0], ids[:, -1] = 1, 2
         out = model(input_ids=ids, labels=ids)
-        # exact up to BN's eps: batch var of mu = gamma^2 * v / (v + eps)
-        assert out.kl.mean().item() >= bound * (1 - 1e-4), (step, out.kl.mean().item(), bound)
+        # batch-mean KL >= sum_d (var_d + beta_d^2) / 2 >= sum_d gamma^2 v_d / (v_d + eps) / 2, v_d the raw
+        # mean's batch variance: the bound n gamma^2 / 2 up to BN's eps
+        mu_raw, _ = model.bnvae.encoder(ids, torch.full((16,), 9))
+        v = mu_raw.detach().var(0, unbiased=False)
+        eps_bound = float((gamma**2 * v / (v + model.config.bn_eps)).sum() / 2)
+        assert eps_bound <= bound
+        assert out.kl.mean().item() >= eps_bound * (1 - 1e-5), (step, out.kl.mean().item(), eps_bound)
         optimizer.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -88,12 +118,33 @@ def test_plain_vae_has_no_bn_and_no_bound(tiny_config, batch):
     assert model(**batch).kl.mean() < 0.1  # collapsed-sized at initialisation
 
 
-def test_delta_vae_commits_a_rate_per_dimension(tiny_config, batch):
-    model = BNVAEForLanguageModeling(tiny_config(gamma=0.0, delta_rate=0.15))
-    with torch.no_grad():
-        model.bnvae.encoder.to_posterior.weight.normal_(0, 3.0)  # posteriors far from anything at init
+def test_delta_vae_bounds_are_the_roots_of_kl_equals_delta():
+    for delta in (0.05, 0.15, 1.0):
+        low, high = delta_vae_variance_bounds(delta)
+        assert low < 1 < high
+        for s in (low, high):
+            assert 0.5 * (s - 1 - math.log(s)) == pytest.approx(delta, rel=1e-9)
+    # closed form: s = -W(-exp(-(1 + 2 delta))) on W's two real branches (scipy.special.lambertw, computed once)
+    low, high = delta_vae_variance_bounds(0.15)
+    assert (math.sqrt(low), math.sqrt(high)) == pytest.approx((0.64118, 1.40934), abs=1e-5)
+
+
+def test_delta_vae_kl_per_dimension_is_delta_plus_half_the_relu_of_the_raw_mean(tiny_config, batch):
+    mu_raw = torch.tensor([[-3.0, 0.0, 0.4], [2.0, -0.1, 7.0]])
+    logvar_raw = torch.tensor([[-30.0, 0.0, 5.0], [30.0, 1.0, -2.0]])  # clamped sigmoid at both ends
+    mu, logvar = delta_vae_posterior(mu_raw, logvar_raw, 0.15, delta_vae_variance_bounds(0.15))
+    expected = 0.15 + torch.relu(mu_raw) / 2 + DELTA_VAE_SQRT_EPS / 2
+    torch.testing.assert_close(gaussian_kl_per_dimension(mu, logvar), expected, atol=2e-6, rtol=0)
+    low, high = (math.sqrt(b) for b in delta_vae_variance_bounds(0.15))
+    std = (0.5 * logvar).exp()
+    assert (std >= low - 1e-6).all() and (std <= high + 1e-6).all() and (mu > 0).all()
+    # the model uses it, with the official +-0.01 encoder
+    model = BNVAEForLanguageModeling(tiny_config(gamma=0.0, delta_rate=0.15, encoder_init_range=0.01))
     out = model(**batch)
-    assert (out.kl_per_dimension >= 0.15 - 1e-5).all()
+    raw, _ = model.bnvae.encoder(batch["input_ids"], batch["attention_mask"].sum(-1))
+    torch.testing.assert_close(
+        out.kl_per_dimension, 0.15 + torch.relu(raw) / 2 + DELTA_VAE_SQRT_EPS / 2, atol=2e-6, rtol=0
+    )
 
 
 def test_single_sentence_in_eval_mode_uses_running_statistics(model, batch, tokenizer, corpus):
@@ -204,7 +255,7 @@ def test_vae_loss_weights_the_kl_and_applies_free_bits(model, batch, tiny_config
     torch.testing.assert_close(vae_loss(recon, kl, 0.4), recon.mean() + 0.4 * out.kl.mean())
     torch.testing.assert_close(vae_loss(recon, kl, 0.0), recon.mean())
     torch.testing.assert_close(vae_loss(recon, None, 0.4), recon.mean())  # the LSTM LM has no KL
-    torch.testing.assert_close(vae_loss(recon, kl, 1.0, free_bits=1e6), recon.mean() + 1e6)  # KL below the target
+    torch.testing.assert_close(vae_loss(recon, kl, 1.0, free_bits=1e6), recon.mean())  # every KL below the target
     # the model's loss is this function with the config's free bits
     fb = BNVAEForLanguageModeling(tiny_config(gamma=0.0, free_bits=3.0, free_bits_per_dimension=True)).train()
     torch.manual_seed(2)
@@ -213,14 +264,19 @@ def test_vae_loss_weights_the_kl_and_applies_free_bits(model, batch, tiny_config
     torch.testing.assert_close(out.loss, expected)
 
 
-def test_free_bits_clamp():
-    kl = torch.tensor([[0.5, 3.0], [1.5, 1.0]], requires_grad=True)  # batch means 1.0, 2.0; sum 3.0
-    per_sentence = free_bits_kl(kl, 4.0)
-    assert per_sentence.item() == 4.0
+def test_free_bits_mask_sentences_and_dimensions_below_the_target():
+    # sentence KLs 3.5, 2.5, 6.0
+    kl = torch.tensor([[0.5, 3.0], [1.5, 1.0], [4.0, 2.0]], requires_grad=True)
+    per_sentence = free_bits_kl(kl, 3.0)  # only sentences 1 and 3 (> 3.0) keep their KL: (3.5 + 0 + 6.0) / 3
+    assert per_sentence.item() == pytest.approx(9.5 / 3)
     per_sentence.backward()
-    assert kl.grad.abs().sum() == 0  # below the target: no pressure on the KL
-    assert free_bits_kl(kl, 2.0).item() == 3.0
-    assert free_bits_kl(kl, 1.5, per_dimension=True).item() == pytest.approx(1.5 + 2.0)
+    torch.testing.assert_close(kl.grad, torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 1.0]]) / 3)
+    assert free_bits_kl(kl, 6.0).item() == 0.0  # at the target counts as below, as the official `kl > target`
+    kl.grad = None
+    per_dimension = free_bits_kl(kl, 3.0, per_dimension=True)  # target 1.5 per dimension: keep 3.0, 4.0, 2.0
+    assert per_dimension.item() == pytest.approx((3.0 + 4.0 + 2.0) / 3)
+    per_dimension.backward()
+    torch.testing.assert_close(kl.grad, torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]) / 3)
 
 
 # -- what transformers' ModelTesters check -------------------------------------------------------

@@ -4,13 +4,15 @@
     accelerate launch training/train.py --method vae           # a baseline: see README for all of them
     accelerate launch --multi_gpu --num_processes 2 training/train.py   # 2 real processes (gloo on CPU)
 
-The recipe is the paper's: SGD without momentum, lr 1.0, grad-norm clip 5, KL weight 0 -> 1 over the
-warm-up epochs (per step), and the plateau rule (from epoch 15, no improvement of the validation
--ELBO for 5 epochs: lr x 0.5 and reload the best model, at most 5 times). The best model by validation
--ELBO at KL weight 1 is saved with save_pretrained, next to metrics.json and training_curves.png.
+The recipe is the official code's: SGD without momentum, lr 1.0, grad-norm clip 5, KL weight 0 -> 1 over
+the warm-up epochs (per step), and the plateau rule (hf_bnvae.trainer_utils.PlateauRule: from epoch 15,
+5 epochs without improvement of the validation loss: lr x 0.5 and reload the best model; stop at the 5th
+decay). The best model by validation loss (reconstruction + final KL weight x KL: the -ELBO for VAE-type
+methods) is saved with save_pretrained, next to metrics.json and training_curves.png.
 """
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -32,6 +34,7 @@ from hf_bnvae.methods import METHODS, all_flags, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
 from hf_bnvae.trainer_utils import (
     PlateauRule,
+    aggressive_encoder_updates,
     average_bn_statistics,
     check_lower_bounds,
     plot_training_curves,
@@ -150,7 +153,9 @@ def build_parser():
     for field in ("start_epoch", "patience", "factor", "max_decays"):
         default = PlateauRule.__dataclass_fields__[field].default
         opt.add_argument(
-            f"--plateau_{field}", type=type(default), default=default, help="the plateau rule (see README)"
+            f"--plateau_{field}",
+            type=type(default),
+            help=f"the plateau rule (see README; default {default}, the LM's {METHODS['lm'].plateau.get(field, default)})",
         )
     opt.add_argument("--seed", type=int, default=42)
 
@@ -190,8 +195,6 @@ def parse_args(argv=None):
             parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
     if args.resume_from_checkpoint not in (None, "latest") and not Path(args.resume_from_checkpoint).is_dir():
         parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint folder (or 'latest')")
-    if args.plateau_factor > 1:
-        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
     given_tokenizer = (
         "--tokenizer_name" if args.tokenizer_name else "--init_encoder_from" if args.init_encoder_from else None
     )
@@ -209,6 +212,14 @@ def parse_args(argv=None):
         args.recipe = resolve_method(args.method, **{flag: getattr(args, flag) for flag in all_flags()})
     except ValueError as error:
         parser.error(str(error))
+    for field in ("start_epoch", "patience", "factor", "max_decays"):
+        if getattr(args, f"plateau_{field}") is None:
+            default = PlateauRule.__dataclass_fields__[field].default
+            setattr(args, f"plateau_{field}", args.recipe.plateau.get(field, default))
+    if args.plateau_factor > 1:
+        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
+    if args.recipe.aggressive and args.gradient_accumulation_steps > 1:
+        parser.error("--method aggressive updates the encoder batch by batch: use --gradient_accumulation_steps 1")
     return args
 
 
@@ -289,15 +300,17 @@ def build_optimizer(args, model):
 class TrainingState:
     """Where the run is (for resuming mid-epoch), the plateau rule, the history and the best weights."""
 
-    def __init__(self, plateau):
+    def __init__(self, plateau, aggressive=False):
         self.epoch, self.batches_done, self.optimizer_steps = 0, 0, 0
         self.train_seconds = 0.0  # wall time in training steps, evaluation and checkpointing excluded
         self.epoch_sums = self.new_epoch_sums()  # this epoch's training reconstruction and KL so far
         self.plateau, self.history, self.best_weights, self.step_losses = plateau, [], None, []
+        # aggressive training: on until the validation MI stops rising (He et al. start from MI 0)
+        self.aggressive, self.previous_mi = aggressive, 0.0
 
     @staticmethod
     def new_epoch_sums():
-        return {"reconstruction": 0.0, "kl": 0.0, "sentences": 0}
+        return {"reconstruction": 0.0, "kl": 0.0, "sentences": 0, "encoder_steps": 0}
 
     def state_dict(self):
         return {**{k: v for k, v in vars(self).items() if k != "plateau"}, "plateau": self.plateau.state_dict()}
@@ -332,7 +345,18 @@ def train(args):
     valid_loader = sentence_loader(valid_set, tokenizer, args.per_device_eval_batch_size)
     model, optimizer, train_loader, valid_loader = accelerator.prepare(model, optimizer, train_loader, valid_loader)
     state = TrainingState(
-        PlateauRule(args.plateau_start_epoch, args.plateau_patience, args.plateau_factor, args.plateau_max_decays)
+        PlateauRule(args.plateau_start_epoch, args.plateau_patience, args.plateau_factor, args.plateau_max_decays),
+        aggressive=recipe.aggressive,
+    )
+    # the inner loop's extra batches: a second shuffle of the training set, cycled
+    extra_batches = (
+        endless_batches(
+            accelerator.prepare(
+                sentence_loader(train_set, tokenizer, args.per_device_train_batch_size, seed=args.seed + 1)
+            )
+        )
+        if recipe.aggressive
+        else None
     )
     accelerator.register_for_checkpointing(state)
 
@@ -373,11 +397,19 @@ def train(args):
         for batch in batches:
             batch.pop("index")
             kl_weight = recipe.kl_weight(state.optimizer_steps, warmup_steps, steps_per_epoch)
+            if state.aggressive:  # the encoder first, on this batch and then on random ones
+                sums["encoder_steps"] += aggressive_encoder_updates(
+                    lambda i, first=batch, weight=kl_weight: encoder_step(
+                        args, accelerator, model, optimizer, first if i == 1 else next(extra_batches), weight
+                    )
+                )
             with accelerator.accumulate(model):
                 outputs = model(**batch, labels=batch["input_ids"], kl_weight=kl_weight, return_logits=False)
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if state.aggressive:  # while aggressive, the outer step trains the decoder only
+                    drop_gradients(accelerator.unwrap_model(model).bnvae)
                 optimizer.step()
                 optimizer.zero_grad()
             state.batches_done += 1
@@ -420,6 +452,35 @@ def train(args):
     return finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus)
 
 
+def endless_batches(loader):
+    """The loader's batches (without their index), epoch after epoch."""
+    for epoch in itertools.count():
+        loader.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            batch.pop("index")
+            yield batch
+
+
+def drop_gradients(module):
+    """Set the gradients of module's parameters to None: the optimiser then leaves them unchanged."""
+    for param in module.parameters():
+        param.grad = None
+
+
+def encoder_step(args, accelerator, model, optimizer, batch, kl_weight):
+    """One optimiser step of the encoder alone (the decoder's gradients dropped). Returns (summed loss
+    over the batch in nats, predicted tokens), what aggressive_encoder_updates compares."""
+    outputs = model(**batch, labels=batch["input_ids"], kl_weight=kl_weight, return_logits=False)
+    accelerator.backward(outputs.loss)
+    if args.max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    drop_gradients(accelerator.unwrap_model(model).decoder)
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(outputs.loss.detach()) * len(batch["input_ids"]), int(outputs.num_tokens.sum())
+
+
 def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
     """Validate, apply the plateau rule, record history. Returns True when training should stop."""
     unwrapped = accelerator.unwrap_model(model)
@@ -433,26 +494,35 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
         "train_reconstruction": sums["reconstruction"] / max(sums["sentences"], 1),
         "train_kl": sums["kl"] / max(sums["sentences"], 1),
         **{f"valid_{k}": v for k, v in metrics.items()},
+        "valid_selection_loss": args.recipe.selection_loss(metrics["reconstruction"], metrics["kl"]),
     }
+    if args.recipe.aggressive:
+        entry.update(aggressive=state.aggressive, encoder_steps=sums["encoder_steps"])
+        if state.aggressive and metrics["mi"] < state.previous_mi:
+            state.aggressive = False
+            accelerator.print(
+                f"validation MI fell ({state.previous_mi:.2f} -> {metrics['mi']:.2f}): aggressive training ends"
+            )
+        state.previous_mi = metrics["mi"]
     state.history.append(entry)
-    selection = args.recipe.selection_metric
-    label = {"nelbo": "-ELBO", "reconstruction": "reconstruction loss"}[selection]
-    if not math.isfinite(metrics[selection]):
+    selection = entry["valid_selection_loss"]
+    label = "loss"
+    if not math.isfinite(selection):
         if state.best_weights is None:
             raise RuntimeError(
-                f"training diverged: the validation {label} is {metrics[selection]} after epoch {state.epoch + 1} "
+                f"training diverged: the validation {label} is {selection} after epoch {state.epoch + 1} "
                 "and no earlier epoch had a finite one; nothing was saved. Try a lower --learning_rate."
             )
         entry["plateau_action"] = "diverged"
         logger.warning(
-            f"training diverged: the validation {label} is {metrics[selection]} after epoch {state.epoch + 1}; "
+            f"training diverged: the validation {label} is {selection} after epoch {state.epoch + 1}; "
             f"stopping with the best model (epoch {state.plateau.best_epoch + 1})"
         )
         return True
-    action = entry["plateau_action"] = state.plateau.update(state.epoch, metrics[selection])
+    action = entry["plateau_action"] = state.plateau.update(state.epoch, selection)
     if action == "improved":
         state.best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
-    elif action == "decay":
+    elif action in ("decay", "stop"):
         unwrapped.load_state_dict(state.best_weights)
         for group in optimizer.param_groups:
             group["lr"] = lr * state.plateau.factor
