@@ -3,8 +3,9 @@
     python benchmarks/mi_noise.py training/reproduction/models/vae training/reproduction/models/bnvae_0.6
 
 For each model folder: encode the Brown test split, then run He et al. (2019)'s MI estimator
-(`hf_bnvae.evaluation.mutual_information`, one z per sentence) with --seeds different noise seeds;
-prints the mean, standard deviation and range of the estimates, in nats.
+(`hf_bnvae.evaluation.mutual_information`) with --seeds different noise seeds, with one z per
+sentence (He et al.) and with --samples_per_sentence; prints the mean, standard deviation and range
+of the estimates, in nats.
 """
 
 import argparse
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("models", nargs="+", help="save_pretrained folders or hub ids")
     parser.add_argument("--test_file", default=str(BROWN_DIR / "test.txt"))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--samples_per_sentence", type=int, default=10)
     return parser.parse_args(argv)
 
 
@@ -39,12 +41,17 @@ def main(argv=None):
     for name in args.models:
         model, tokenizer = load_pretrained(name)
         mu, logvar = posteriors(model, tokenizer, texts)
-        values = torch.tensor(
-            [mutual_information(mu, logvar, torch.Generator().manual_seed(s))[0] for s in range(args.seeds)]
-        )
-        print(
-            f"{name}: mean {values.mean():.3f}, std {values.std():.3f}, min {values.min():.3f}, max {values.max():.3f}"
-        )
+        for samples in sorted({1, args.samples_per_sentence}):
+            values = torch.tensor(
+                [
+                    mutual_information(mu, logvar, torch.Generator().manual_seed(s), samples)[0]
+                    for s in range(args.seeds)
+                ]
+            )
+            print(
+                f"{name}, {samples} z per sentence: mean {values.mean():.3f}, std {values.std():.3f}, "
+                f"min {values.min():.3f}, max {values.max():.3f}"
+            )
 
 
 if __name__ == "__main__":

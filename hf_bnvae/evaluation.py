@@ -47,16 +47,19 @@ def aggregate_posterior_log_density(z, mu, logvar, chunk_size=256):
     return torch.cat(out)
 
 
-def mutual_information(mu, logvar, generator=None):
+def mutual_information(mu, logvar, generator=None, samples_per_sentence=1):
     """I_q(x; z) and KL(q(z) || p(z)) over the evaluation set (He et al., 2019's estimator).
 
-    I_q = E_x[E_q(z|x) log q(z|x)] - E_{q(z)} log q(z), with one z_i ~ q(z|x_i) per sentence and
-    log q(z_i) a log-sum-exp over the posteriors of the whole set. KL(q(z)||p(z)) uses the same z_i.
-    mu, logvar: (N, n). Returns (mi, aggregate_kl) in nats.
+    I_q = E_x[E_q(z|x) log q(z|x)] - E_{q(z)} log q(z): the first term analytic (minus the posterior
+    entropy), the second with samples_per_sentence draws z ~ q(z|x_i) per sentence (He et al.: 1) and
+    log q(z) a log-sum-exp over the posteriors of the whole set. More draws lower the estimator's
+    sampling noise (measured by benchmarks/mi_noise.py), at samples_per_sentence times the cost.
+    KL(q(z)||p(z)) uses the same draws. mu, logvar: (N, n). Returns (mi, aggregate_kl) in nats.
     """
     mu, logvar = mu.double(), logvar.double()
-    noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device="cpu").to(mu.device)
-    z = mu + noise * (0.5 * logvar).exp()
+    shape = (samples_per_sentence, *mu.shape)
+    noise = torch.randn(shape, generator=generator, dtype=mu.dtype, device="cpu").to(mu.device)
+    z = (mu + noise * (0.5 * logvar).exp()).reshape(-1, mu.shape[1])  # (S * N, n)
     neg_entropy = (-0.5 * mu.shape[1] * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).mean()
     log_qz = aggregate_posterior_log_density(z, mu, logvar)
     mi = neg_entropy - log_qz.mean()
@@ -175,7 +178,9 @@ def _gather(per_sentence, accelerator):
 
 
 @torch.no_grad()
-def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed=0, iw_max_tokens=None, compile=False):
+def evaluate_language_model(
+    model, batches, accelerator=None, iw_samples=0, seed=0, iw_max_tokens=None, compile=False, mi_samples=1
+):
     """Dataset-level metrics of a BN-VAE (or the LSTM LM baseline) on `batches`.
 
     batches: iterable of dicts with input_ids, attention_mask (B, T) and index (B,), the sentence
@@ -183,6 +188,7 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
     kl (nats per sentence, one z sample per sentence, KL weight 1), ppl_elbo (the ELBO's perplexity
     bound), au, mi, aggregate_kl, num_sentences, num_tokens; with iw_samples > 0 also nll and ppl.
     compile=True uses `compiled_output_layer_nll` for the importance-weighted NLL (same numbers).
+    mi_samples: posterior draws per sentence in the MI estimate (1: He et al.'s estimator).
     """
     was_training = model.training
     model.eval()
@@ -242,7 +248,7 @@ def evaluate_language_model(model, batches, accelerator=None, iw_samples=0, seed
     if "mu" in per_sentence:
         metrics["au"] = active_units(per_sentence["mu"])[0]
         metrics["mi"], metrics["aggregate_kl"] = mutual_information(
-            per_sentence["mu"], per_sentence["logvar"], torch.Generator().manual_seed(seed + 2)
+            per_sentence["mu"], per_sentence["logvar"], torch.Generator().manual_seed(seed + 2), mi_samples
         )
     if "log_likelihood" in per_sentence:
         nll = -per_sentence["log_likelihood"]

@@ -434,6 +434,11 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         self.bnvae = BNVAEModel(config) if config.use_latent else None
         self.decoder = LSTMDecoder(config)
         self.post_init()
+        # Generation defaults (saved in generation_config.json, overridable per call): never emit <pad>,
+        # <s> or <unk> (skip_special_tokens would delete them silently), and no repeated trigram (greedy
+        # decoding of an LSTM loops: "the , , , ,", "of the of the").
+        self.generation_config.suppress_tokens = [config.pad_token_id, config.bos_token_id, config.unk_token_id]
+        self.generation_config.no_repeat_ngram_size = 3
 
     def get_input_embeddings(self):
         return self.decoder.embed_tokens

@@ -222,7 +222,9 @@ def test_plateau_rule_in_training_halves_lr_reloads_best_and_stops(tmp_path, tra
     for before, after in zip(history, history[1:]):
         assert after["lr"] == pytest.approx(before["lr"] * (0.5 if before["plateau_action"] == "decay" else 1.0))
     best = min(range(len(history)), key=lambda i: history[i]["valid_nelbo"])
-    assert all(h["valid_selection_loss"] == pytest.approx(h["valid_nelbo"]) for h in history)  # the VAE's loss is the -ELBO
+    assert all(
+        h["valid_selection_loss"] == pytest.approx(h["valid_nelbo"]) for h in history
+    )  # the VAE's loss is the -ELBO
     assert metrics["best_epoch"] == best
     # the saved model is the best epoch's: its validation -ELBO is that epoch's
     model = BNVAEForLanguageModeling.from_pretrained(tmp_path / "run")
