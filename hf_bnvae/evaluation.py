@@ -67,6 +67,51 @@ def mutual_information(mu, logvar, generator=None, samples_per_sentence=1):
     return float(mi), float(aggregate_kl)
 
 
+@torch.no_grad()
+def latent_usage(model, batches, seed=0):
+    """How much the decoder uses z, per sentence in nats (eval mode, z = the posterior mean).
+
+    The reconstruction NLL -log p(x|z) with each sentence's own z and with another sentence's z (a
+    seeded random derangement over the whole set), their gap (0 for a decoder that ignores z), and the
+    teacher-forced token accuracy with the own z. batches: as for `evaluate_language_model`, one
+    process. Returns {"nll_own_z", "nll_other_z", "z_gap", "token_accuracy", "num_sentences"}.
+    """
+    was_training = model.training
+    model.eval()
+    batches = list(batches)
+    means = {}
+    for batch in batches:
+        for index, mu in zip(
+            batch["index"].tolist(), model.posterior_mean(batch["input_ids"], batch["attention_mask"])
+        ):
+            means[index] = mu
+    order = sorted(means)
+    if len(order) < 2:
+        raise ValueError("latent_usage needs at least 2 sentences (a z from another sentence)")
+    shuffled = [order[i] for i in torch.randperm(len(order), generator=torch.Generator().manual_seed(seed)).tolist()]
+    other = {a: b for a, b in zip(shuffled, shuffled[1:] + shuffled[:1])}  # a cycle: never a sentence's own z
+    own_nll = other_nll = correct = tokens = 0.0
+    for batch in batches:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        indices = batch["index"].tolist()
+        own = model(input_ids, attention_mask, labels=input_ids, latent=torch.stack([means[i] for i in indices]))
+        swapped = torch.stack([means[other[i]] for i in indices])
+        own_nll += float(own.reconstruction_loss.sum())
+        other_nll += float(-model.sentence_log_likelihood(input_ids, attention_mask, swapped).sum())
+        valid = attention_mask[:, 1:].bool()
+        correct += float(((own.logits[:, :-1].argmax(-1) == input_ids[:, 1:]) & valid).sum())
+        tokens += float(valid.sum())
+    model.train(was_training)
+    n = len(order)
+    return {
+        "nll_own_z": own_nll / n,
+        "nll_other_z": other_nll / n,
+        "z_gap": (other_nll - own_nll) / n,
+        "token_accuracy": correct / tokens,
+        "num_sentences": n,
+    }
+
+
 def sentence_noise(indices, shape, seed):
     """Standard normal noise of `shape` for each sentence, drawn from a generator seeded by
     (seed, sentence index): results then do not depend on batching or on the number of processes.
@@ -265,6 +310,7 @@ __all__ = [
     "evaluate_language_model",
     "gaussian_log_density",
     "importance_weighted_log_likelihood",
+    "latent_usage",
     "mutual_information",
     "perplexity",
     "sentence_noise",

@@ -7,11 +7,12 @@ import torch
 from torch.distributions import Normal
 
 from hf_bnvae import BNVAEForLanguageModeling
-from hf_bnvae.data import sentence_loader, tokenize_texts
+from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import (
     active_units,
     evaluate_language_model,
     importance_weighted_log_likelihood,
+    latent_usage,
     mutual_information,
     perplexity,
 )
@@ -103,6 +104,44 @@ def test_mutual_information_and_aggregate_kl_on_gaussian_posteriors():
     # a posterior that ignores x carries no information
     mi_none, _ = mutual_information(torch.zeros(n, 2), torch.zeros(n, 2), torch.Generator().manual_seed(1))
     assert abs(mi_none) < 0.05
+
+
+def test_more_samples_per_sentence_lower_the_mi_estimators_noise():
+    torch.manual_seed(0)
+    mu, logvar = 1.5 * torch.randn(500, 4, dtype=torch.float64), torch.full((500, 4), math.log(0.25))
+    expected, _ = quadrature_mi_and_aggregate_kl(mu[:, 0], 0.5)  # 4 independent dimensions: 4x the 1-D MI
+
+    def spread(samples):
+        values = torch.tensor(
+            [mutual_information(mu, logvar, torch.Generator().manual_seed(s), samples)[0] for s in range(12)]
+        )
+        return values.mean(), values.std()
+
+    (mean_1, std_1), (mean_10, std_10) = spread(1), spread(10)
+    assert std_10 < std_1 / 2  # ~ 1 / sqrt(10)
+    assert mean_10 == pytest.approx(mean_1, abs=3 * std_1)
+    assert mean_10 < 4 * expected  # a log-sum-exp over 500 posteriors underestimates log q(z): biased low
+
+
+def test_latent_usage_gap_is_zero_for_a_decoder_that_ignores_z(
+    tiny_config, batch, train_steps, tokenizer, sentences_file
+):
+    model = train_steps(BNVAEForLanguageModeling(tiny_config()), batch, steps=20)
+    texts = read_text_file(sentences_file).texts[:24]
+    used = latent_usage(model, batches_of(tokenizer, texts, 8), seed=3)
+    # by hand: NLL with the own posterior mean; the other z comes from a different sentence
+    all_ids = tokenizer(texts, padding=True, return_tensors="pt")
+    own = -model.sentence_log_likelihood(
+        all_ids["input_ids"], all_ids["attention_mask"], model.posterior_mean(**all_ids)
+    ).mean()
+    assert used["nll_own_z"] == pytest.approx(own.item(), rel=1e-5) and used["num_sentences"] == 24
+    assert used["z_gap"] == pytest.approx(used["nll_other_z"] - used["nll_own_z"])
+    assert 0 < used["token_accuracy"] < 1
+    with torch.no_grad():
+        model.decoder.latent_to_cell.weight.zero_()
+        model.decoder.lstm.weight_ih_l0[:, -8:].zero_()  # the decoder no longer reads z
+    ignored = latent_usage(model, batches_of(tokenizer, texts, 8), seed=3)
+    assert ignored["z_gap"] == pytest.approx(0.0, abs=1e-4)
 
 
 def test_perplexity_counts_words_and_end_token(model, tokenizer):
