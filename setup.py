@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 
 # The version is defined once, in hf_bnvae/__init__.py (read here without importing the package).
 VERSION = re.search(r'^__version__ = "([^"]+)"', Path("hf_bnvae/__init__.py").read_text(), re.M).group(1)
-TRAIN = ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "tqdm", "matplotlib", "tensorboard"]
+TRAIN = ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "sacrebleu>=2.0", "tqdm", "matplotlib", "tensorboard"]
 
 setup(
     name="hf_bnvae",

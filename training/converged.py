@@ -15,14 +15,25 @@ every model. Writes training/reproduction/converged.json, converged.md and conve
 
 import argparse
 import json
+import math
+import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import sacrebleu
+import torch
+
+from hf_bnvae import load_pretrained
+from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.evaluation import evaluate_language_model, latent_usage
+from hf_bnvae.saving import write_atomically
 from hf_bnvae.trainer_utils import list_checkpoints
 
 HERE = Path(__file__).resolve().parent
 METHODS = {"lm": ["--method", "lm"], "vae": ["--method", "vae"], "bnvae_0.6": ["--method", "bnvae", "--gamma", "0.6"]}
+LABELS = {"lm": "LSTM-LM", "vae": "VAE", "bnvae_0.6": "BN-VAE (0.6)"}
 
 
 def parse_args(argv=None):
@@ -35,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--iw_samples", type=int, default=500)
     p.add_argument("--iw_test_sentences", type=int, default=200)
     p.add_argument("--sample_seed", type=int, default=0, help="seed of the random IW test sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise (z draws, MI)")
+    p.add_argument("--mi_samples", type=int, default=10, help="posterior draws per sentence in the MI estimate")
     p.add_argument("--train_only", action="store_true")
     return p.parse_args(argv)
 
@@ -76,11 +89,131 @@ def train_missing(args):
             subprocess.run(command, check=True)
 
 
+@torch.no_grad()
+def evaluate_run(folder, test_texts, sample, args):
+    """Test metrics of one trained run (cached in its folder as test_metrics.json)."""
+    cached = folder / "test_metrics.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    start = time.perf_counter()
+    model, tokenizer = load_pretrained(folder)
+    test_set = tokenize_texts(tokenizer, test_texts)
+    subset = test_set.select(sample)
+    metrics = evaluate_language_model(
+        model, sentence_loader(test_set, tokenizer, 64), seed=args.seed, mi_samples=args.mi_samples
+    )
+    iw = evaluate_language_model(
+        model, sentence_loader(subset, tokenizer, 16), seed=args.seed, iw_samples=args.iw_samples
+    )
+    metrics.update(nll=iw["nll"], ppl=iw["ppl"], nelbo_iw_sample=iw["nelbo"], iw_sentences=iw["num_sentences"])
+    texts = [test_texts[i] for i in sample]
+    if model.config.use_latent:
+        metrics.update(latent_usage(model, sentence_loader(subset, tokenizer, 64), seed=args.seed))
+        reconstructions = model.reconstruct(texts, tokenizer)
+        metrics["bleu"] = sacrebleu.corpus_bleu(reconstructions, [texts], tokenize="none").score
+        metrics["examples"] = [{"input": t, "reconstruction": r} for t, r in zip(texts[:5], reconstructions[:5])]
+        metrics["prior_samples"] = model.sample_prior(5, tokenizer, generator=torch.Generator().manual_seed(args.seed))
+    trained = json.loads((folder / "metrics.json").read_text())
+    metrics.update(
+        epochs=len(trained["history"]),
+        best_epoch=trained["best_epoch"] + 1,
+        decays=sum(h["plateau_action"] in ("decay", "stop") for h in trained["history"]),
+        train_seconds=trained["train_seconds"],
+        eval_seconds=time.perf_counter() - start,
+    )
+    write_atomically(cached, json.dumps(metrics, indent=2))
+    return metrics
+
+
+FIGURES = ("nll", "ppl", "nelbo", "kl", "mi", "au", "epochs", "z_gap", "token_accuracy", "bleu")
+
+
+def summarise(runs):
+    """{figure: {"mean", "std", "runs"}} over the seeds' metrics (std with the n-1 divisor; 0 for one run)."""
+    summary = {}
+    for figure in FIGURES:
+        values = [r[figure] for r in runs if figure in r]
+        if values:
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            summary[figure] = {"mean": mean, "std": std, "runs": values}
+    return summary
+
+
+def write_results(results, args, output):
+    methods = {m: summarise([results[m][s] for s in sorted(results[m])]) for m in results}
+    for m in methods:
+        methods[m]["seeds"] = sorted(results[m])
+    seconds = sum(r["train_seconds"] + r["eval_seconds"] for per_seed in results.values() for r in per_seed.values())
+    command = "python training/converged.py" + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [42, 43, 44] else ""
+    )
+    report = {"methods": methods, "command": command, "seconds": seconds, "settings": vars(args)}
+    write_atomically(output / "converged.json", json.dumps(report, indent=2))
+
+    def cell(summary, figure, digits):
+        if figure not in summary:
+            return "-"
+        s = summary[figure]
+        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if len(s["runs"]) > 1 else f"{s['mean']:.{digits}f}"
+
+    lines = [
+        "| model | seeds | NLL | PPL | -ELBO | KL | MI | AU | epochs | z gap | token acc. | BLEU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, summary in methods.items():
+        lines.append(
+            f"| {LABELS[m]} | {len(summary['seeds'])} | {cell(summary, 'nll', 2)} | {cell(summary, 'ppl', 1)} | "
+            f"{cell(summary, 'nelbo', 2)} | {cell(summary, 'kl', 2)} | {cell(summary, 'mi', 2)} | {cell(summary, 'au', 1)} | "
+            f"{cell(summary, 'epochs', 1)} | {cell(summary, 'z_gap', 2)} | {cell(summary, 'token_accuracy', 3)} | "
+            f"{cell(summary, 'bleu', 1)} |"
+        )
+    write_atomically(output / "converged.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot_curves(args, output):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):
+        for i, seed in enumerate(args.seeds):
+            path = run_dir(args, method, seed) / "metrics.json"
+            if not path.exists():
+                continue
+            history = json.loads(path.read_text())["history"]
+            epochs = [h["epoch"] + 1 for h in history]
+            label = LABELS[method] if i == 0 else None
+            axes[0].plot(epochs, [h["valid_nelbo"] for h in history], color=color, alpha=0.8, label=label)
+            axes[1].plot(epochs, [h["valid_kl"] for h in history], color=color, alpha=0.8, label=label)
+    axes[0].set(title="validation -ELBO (nats / sentence)", xlabel="epoch", ylim=(None, None))
+    axes[1].set(title="validation KL (nats / sentence)", xlabel="epoch")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(output / "converged_curves.png", dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None):
     args = parse_args(argv)
     train_missing(args)
     if args.train_only:
         return
+    output = Path(args.output_dir)
+    test_texts = read_text_file(BROWN_DIR / "test.txt").texts
+    sample = sorted(random.Random(args.sample_seed).sample(range(len(test_texts)), args.iw_test_sentences))
+    results = {}
+    for seed in args.seeds:
+        for method in METHODS:
+            folder = run_dir(args, method, seed)
+            if (folder / "metrics.json").exists():
+                print(f"[evaluate] {folder.name}", flush=True)
+                results.setdefault(method, {})[seed] = evaluate_run(folder, test_texts, sample, args)
+    write_results(results, args, output)
+    plot_curves(args, output)
 
 
 if __name__ == "__main__":
