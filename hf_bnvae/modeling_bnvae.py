@@ -434,11 +434,28 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         self.bnvae = BNVAEModel(config) if config.use_latent else None
         self.decoder = LSTMDecoder(config)
         self.post_init()
-        # Generation defaults (saved in generation_config.json, overridable per call): never emit <pad>,
-        # <s> or <unk> (skip_special_tokens would delete them silently), and no repeated trigram (greedy
-        # decoding of an LSTM loops: "the , , , ,", "of the of the").
-        self.generation_config.suppress_tokens = [config.pad_token_id, config.bos_token_id, config.unk_token_id]
-        self.generation_config.no_repeat_ngram_size = 3
+        self.generation_config.update(**self.generation_defaults())
+        self.generation_config._from_model_config = False  # saved as ours, so from_pretrained keeps it
+
+    def generation_defaults(self):
+        """The generation config's defaults (saved in generation_config.json, overridable per call): never
+        emit <pad>, <s> or <unk> (skip_special_tokens would delete them silently), and no repeated trigram
+        (greedy decoding of an LSTM loops: "the , , , ,", "he was a , but he was a , but")."""
+        config = self.config
+        return {
+            "suppress_tokens": [config.pad_token_id, config.bos_token_id, config.unk_token_id],
+            "no_repeat_ngram_size": 3,
+        }
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' from_pretrained; a generation config that transformers derived from the model
+        config (checkpoints of hf_bnvae <= 0.2.0) gets `generation_defaults`."""
+        model = super().from_pretrained(*args, **kwargs)
+        if getattr(model.generation_config, "_from_model_config", False):
+            model.generation_config.update(**model.generation_defaults())
+            model.generation_config._from_model_config = False
+        return model
 
     def get_input_embeddings(self):
         return self.decoder.embed_tokens

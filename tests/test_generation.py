@@ -1,6 +1,7 @@
 """generate() through GenerationMixin with the LSTM state as cache, the text-generation pipeline, and the
 convenience methods."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -8,6 +9,8 @@ import textwrap
 import pytest
 import torch
 from transformers import pipeline
+
+from hf_bnvae import BNVAEForLanguageModeling
 
 
 @pytest.fixture
@@ -30,7 +33,8 @@ def test_cached_and_uncached_greedy_agree(ready):
 
 def test_greedy_equals_argmax_of_forward(ready):
     z = torch.randn(4, 8)
-    out = ready.generate(input_ids=bos(ready, 4), latent=z, max_new_tokens=8, do_sample=False)
+    plain = dict(suppress_tokens=None, no_repeat_ngram_size=0)  # the model's defaults off: argmax itself
+    out = ready.generate(input_ids=bos(ready, 4), latent=z, max_new_tokens=8, do_sample=False, **plain)
     with torch.no_grad():
         predicted = ready(input_ids=out[:, :-1], latent=z).logits.argmax(-1)
     eos = ready.config.eos_token_id
@@ -138,3 +142,43 @@ def test_convenience_methods(ready, tokenizer, corpus):
     path = ready.interpolate(corpus[0], corpus[1], tokenizer, steps=4, max_new_tokens=10)
     assert len(path) == 4
     assert path[0] == texts[0] and path[-1] == texts[1]  # the ends decode the two posterior means
+
+
+def test_generation_defaults_never_emit_special_tokens_and_never_repeat_a_trigram(tiny_config, tokenizer):
+    torch.manual_seed(0)
+    model = BNVAEForLanguageModeling(tiny_config(output_layer_bias=True)).eval()
+    config = model.config
+    with torch.no_grad():  # a decoder that would say <unk>, then <pad>, over and over
+        model.decoder.lm_head.bias[config.unk_token_id] = 50.0
+        model.decoder.lm_head.bias[config.pad_token_id] = 40.0
+        model.decoder.lm_head.bias[5] = 30.0
+    z = torch.randn(3, 8)
+    looping = model.generate(latent=z, max_new_tokens=10, suppress_tokens=None, no_repeat_ngram_size=0)
+    assert (looping[:, 1:] == config.unk_token_id).all()  # what a user got before
+    out = model.generate(latent=z, max_new_tokens=30, min_new_tokens=30)
+    generated = out[:, 1:]
+    assert not torch.isin(
+        generated, torch.tensor([config.unk_token_id, config.pad_token_id, config.bos_token_id])
+    ).any()
+    for row in generated.tolist():
+        trigrams = [tuple(row[i : i + 3]) for i in range(len(row) - 2)]
+        assert len(trigrams) == len(set(trigrams))
+    texts = model.decode(z, tokenizer)  # the convenience methods use the same defaults
+    assert all(text and "<unk>" not in text for text in texts)
+
+
+def test_checkpoints_of_0_2_keep_their_output_bias_and_get_the_generation_defaults(trained, tmp_path):
+    """0.2.0 wrote no output_layer_bias (its output layer had a bias) and an automatic generation config."""
+    old = BNVAEForLanguageModeling(trained.config.__class__(**{**trained.config.to_dict(), "output_layer_bias": True}))
+    old.load_state_dict(trained.state_dict(), strict=False)
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["output_layer_bias"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    generation = {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    (tmp_path / "generation_config.json").write_text(json.dumps(generation))
+    loaded = BNVAEForLanguageModeling.from_pretrained(tmp_path)
+    assert loaded.config.output_layer_bias and loaded.decoder.lm_head.bias is not None
+    torch.testing.assert_close(loaded.decoder.lm_head.bias, old.decoder.lm_head.bias)
+    assert loaded.generation_config.no_repeat_ngram_size == 3
+    assert BNVAEForLanguageModeling(trained.config).decoder.lm_head.bias is None  # a new model: no bias
