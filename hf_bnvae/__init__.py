@@ -20,7 +20,7 @@ from .modeling_bnvae import (
 from .saving import load_pretrained, save_pretrained_atomically
 from .tokenization_bnvae import build_word_tokenizer
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 AutoConfig.register("bnvae", BNVAEConfig, exist_ok=True)
 AutoModel.register(BNVAEConfig, BNVAEModel, exist_ok=True)

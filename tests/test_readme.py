@@ -4,6 +4,7 @@ every command they show runs as written, on tiny sizes (long jobs: their argumen
 import re
 import shlex
 
+import converged
 import eval_speed
 import evaluate_model
 import generate
@@ -23,6 +24,7 @@ TINY_TRAINING = ("--max_train_samples", "16", "--iw_samples", "3", "--max_iw_eva
 # Too long to run here (the reproduction, the benchmarks, the data preparation): their arguments must parse.
 PARSED_ONLY = {
     "training/reproduce.py": reproduce.parse_args,
+    "training/converged.py": converged.parse_args,
     "training/prepare_brown.py": prepare_brown.parse_args,
     "benchmarks/train_speed.py": train_speed.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,

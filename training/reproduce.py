@@ -33,7 +33,7 @@ RUNS = [  # (name, train.py arguments); "pretrained_fb" needs "ae" first
     ("lm", ["--method", "lm"]),
     ("vae", ["--method", "vae"]),
     ("beta_vae_0.4", ["--method", "beta_vae", "--beta", "0.4"]),
-    ("cyclical", ["--method", "cyclical", "--cycle_epochs", "2"]),
+    ("cyclical", ["--method", "cyclical", "--cycle_epochs", "4"]),
     ("free_bits_4", ["--method", "free_bits", "--free_bits", "4"]),
     ("delta_vae_0.15", ["--method", "delta_vae", "--delta_rate", "0.15"]),
     ("ae", ["--method", "ae"]),
