@@ -3,9 +3,10 @@
 A method is a few values, not a class: its label in tables and cards, what it fixes in the model
 config (gamma, use_latent), the flags it owns with their defaults (a flag that names a config field
 goes to the config, `beta` is the constant KL weight, `cycle_epochs` the cyclical period), how its KL
-weight moves over training, whether the encoder is trained aggressively, and the plateau rule's settings
-where they differ. Every schedule and rule follows the official code (valdersoul/bn-vae, He et al.). The objective
-itself is one function, `modeling_bnvae.vae_loss`; the schedules are below.
+weight moves over training, whether the encoder is trained aggressively, and the plateau rule's
+settings where they differ. Every schedule and rule follows the official code (valdersoul/bn-vae;
+He et al.'s for aggressive training). The objective itself is one function,
+`modeling_bnvae.vae_loss`; the schedules are below.
 
 Adding a remedy is one entry here (plus, if it needs one, a config field read by the model).
 """

@@ -1,5 +1,6 @@
 """Is BN-VAE's NLL at or below the LSTM LM's once both have converged? LM, VAE and BN-VAE (0.6) on Brown,
-trained with the official recipe until the plateau rule stops them or an epoch cap, over several seeds.
+trained with the official recipe until the plateau rule stops them or an epoch cap, over several seeds
+(and an autoencoder with the first seed, to compare how much the decoders use z).
 
     python training/converged.py                 # trains what is missing (resumes), evaluates, writes results
     python training/converged.py --train_only    # the training part only (run it in parts: it resumes)
@@ -33,7 +34,17 @@ from hf_bnvae.trainer_utils import list_checkpoints
 
 HERE = Path(__file__).resolve().parent
 METHODS = {"lm": ["--method", "lm"], "vae": ["--method", "vae"], "bnvae_0.6": ["--method", "bnvae", "--gamma", "0.6"]}
-LABELS = {"lm": "LSTM-LM", "vae": "VAE", "bnvae_0.6": "BN-VAE (0.6)"}
+# trained with the first seed only, for the "how much is z used" comparison (an AE uses z most)
+FIRST_SEED_ONLY = {"ae": ["--method", "ae"]}
+LABELS = {"lm": "LSTM-LM", "vae": "VAE", "bnvae_0.6": "BN-VAE (0.6)", "ae": "autoencoder"}
+
+
+def runs(args):
+    """(seed, method, train.py flags) of every run, seed by seed."""
+    for seed in args.seeds:
+        extra = FIRST_SEED_ONLY if seed == args.seeds[0] else {}
+        for method, flags in {**METHODS, **extra}.items():
+            yield seed, method, flags
 
 
 def parse_args(argv=None):
@@ -58,35 +69,34 @@ def run_dir(args, method, seed):
 
 def train_missing(args):
     """Train every (seed, method) run without a metrics.json, seed by seed, resuming from checkpoints."""
-    for seed in args.seeds:
-        for method, flags in METHODS.items():
-            folder = run_dir(args, method, seed)
-            if (folder / "metrics.json").exists():
-                print(f"[skip] {folder.name}: done", flush=True)
-                continue
-            resume = ["--resume_from_checkpoint", "latest"] if list_checkpoints(folder / "checkpoints") else []
-            command = [
-                sys.executable,
-                str(HERE / "train.py"),
-                *flags,
-                "--output_dir",
-                str(folder),
-                "--max_train_samples",
-                str(args.max_train_samples),
-                "--num_train_epochs",
-                str(args.num_train_epochs),
-                "--kl_warmup_epochs",
-                str(args.kl_warmup_epochs),
-                "--seed",
-                str(seed),
-                "--iw_samples",
-                "0",
-                "--checkpointing_steps",
-                "epoch",
-                *resume,
-            ]
-            print(f"[train] {folder.name}: {' '.join(command[1:])}", flush=True)
-            subprocess.run(command, check=True)
+    for seed, method, flags in runs(args):
+        folder = run_dir(args, method, seed)
+        if (folder / "metrics.json").exists():
+            print(f"[skip] {folder.name}: done", flush=True)
+            continue
+        resume = ["--resume_from_checkpoint", "latest"] if list_checkpoints(folder / "checkpoints") else []
+        command = [
+            sys.executable,
+            str(HERE / "train.py"),
+            *flags,
+            "--output_dir",
+            str(folder),
+            "--max_train_samples",
+            str(args.max_train_samples),
+            "--num_train_epochs",
+            str(args.num_train_epochs),
+            "--kl_warmup_epochs",
+            str(args.kl_warmup_epochs),
+            "--seed",
+            str(seed),
+            "--iw_samples",
+            "0",
+            "--checkpointing_steps",
+            "epoch",
+            *resume,
+        ]
+        print(f"[train] {folder.name}: {' '.join(command[1:])}", flush=True)
+        subprocess.run(command, check=True)
 
 
 @torch.no_grad()
@@ -179,7 +189,7 @@ def plot_curves(args, output):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):
+    for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):  # the AE's -ELBO is off the scale
         for i, seed in enumerate(args.seeds):
             path = run_dir(args, method, seed) / "metrics.json"
             if not path.exists():
@@ -206,12 +216,11 @@ def main(argv=None):
     test_texts = read_text_file(BROWN_DIR / "test.txt").texts
     sample = sorted(random.Random(args.sample_seed).sample(range(len(test_texts)), args.iw_test_sentences))
     results = {}
-    for seed in args.seeds:
-        for method in METHODS:
-            folder = run_dir(args, method, seed)
-            if (folder / "metrics.json").exists():
-                print(f"[evaluate] {folder.name}", flush=True)
-                results.setdefault(method, {})[seed] = evaluate_run(folder, test_texts, sample, args)
+    for seed, method, _ in runs(args):
+        folder = run_dir(args, method, seed)
+        if (folder / "metrics.json").exists():
+            print(f"[evaluate] {folder.name}", flush=True)
+            results.setdefault(method, {})[seed] = evaluate_run(folder, test_texts, sample, args)
     write_results(results, args, output)
     plot_curves(args, output)
 

@@ -349,15 +349,10 @@ def train(args):
         aggressive=recipe.aggressive,
     )
     # the inner loop's extra batches: a second shuffle of the training set, cycled
-    extra_batches = (
-        endless_batches(
-            accelerator.prepare(
-                sentence_loader(train_set, tokenizer, args.per_device_train_batch_size, seed=args.seed + 1)
-            )
-        )
-        if recipe.aggressive
-        else None
-    )
+    extra_batches = None
+    if recipe.aggressive:
+        extra_loader = sentence_loader(train_set, tokenizer, args.per_device_train_batch_size, seed=args.seed + 1)
+        extra_batches = endless_batches(accelerator.prepare(extra_loader), extra_loader.batch_sampler)
     accelerator.register_for_checkpointing(state)
 
     # Accelerate also steps at the end of the loader, so a last partial accumulation is a step
@@ -452,11 +447,12 @@ def train(args):
     return finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus)
 
 
-def endless_batches(loader):
-    """The loader's batches (without their index), epoch after epoch."""
+def endless_batches(loader, batch_sampler):
+    """The (prepared) loader's batches without their index, epoch after epoch; batch_sampler is ours,
+    which Accelerate may have wrapped in a per-process shard."""
     for epoch in itertools.count():
         loader.set_epoch(epoch)
-        loader.batch_sampler.set_epoch(epoch)
+        batch_sampler.set_epoch(epoch)
         for batch in loader:
             batch.pop("index")
             yield batch
