@@ -8,12 +8,13 @@ import train
 
 if __name__ == "__main__":
     output_dir = sys.argv[1]
-    seen = []
+    seen, training_loaders = [], []
     make_loader = train.sentence_loader
 
     def recording_loader(dataset, tokenizer, batch_size, seed=None):
         loader = make_loader(dataset, tokenizer, batch_size, seed)
-        if seed is not None:  # the training loader: record the sentence indices of each batch it collates
+        if seed is not None and not training_loaders:  # the training loader (the first seeded one; aggressive
+            training_loaders.append(loader)  # training makes a second): record the indices of each batch
             inner = loader.collate_fn
 
             def record(features):

@@ -1,7 +1,8 @@
-"""training/evaluate_model.py and training/generate.py on a tiny checkpoint."""
+"""training/evaluate_model.py and training/generate.py on a tiny checkpoint; converged.py's plan and summary."""
 
 import json
 
+import converged
 import evaluate_model
 import generate
 import pytest
@@ -71,3 +72,17 @@ def test_scripts_name_a_missing_model_folder(tmp_path):
     for script, extra in ((evaluate_model, []), (generate, ["sample"])):
         with pytest.raises(FileNotFoundError, match="no such model folder"):
             script.main(["--model_name_or_path", str(tmp_path / "missing"), *extra])
+
+
+def test_converged_summary_is_mean_and_sample_std_over_seeds():
+    runs = [{"nll": 100.0, "kl": 5.0}, {"nll": 102.0, "kl": 7.0}, {"nll": 104.0, "kl": 6.0}]
+    summary = converged.summarise(runs)
+    assert summary["nll"] == {"mean": 102.0, "std": 2.0, "runs": [100.0, 102.0, 104.0]}
+    assert summary["kl"]["std"] == pytest.approx(1.0) and "mi" not in summary
+    assert converged.summarise(runs[:1])["nll"]["std"] == 0.0  # one seed: no spread claimed
+
+
+def test_converged_trains_the_autoencoder_with_the_first_seed_only():
+    args = converged.parse_args(["--seeds", "7", "8"])
+    planned = [(seed, method) for seed, method, _ in converged.runs(args)]
+    assert planned == [(7, "lm"), (7, "vae"), (7, "bnvae_0.6"), (7, "ae"), (8, "lm"), (8, "vae"), (8, "bnvae_0.6")]

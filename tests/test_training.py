@@ -28,8 +28,11 @@ from hf_bnvae.trainer_utils import (
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sync_bn", [(), ("--sync_bn",)], ids=["per-process-bn", "sync-bn"])
+@pytest.mark.parametrize(
+    "sync_bn", [(), ("--sync_bn",), ("--method", "aggressive")], ids=["per-process-bn", "sync-bn", "aggressive"]
+)
 def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args, sync_bn):
+    """Also with aggressive training, whose inner loop must stop at the same step on every process."""
     env = {**os.environ, "PYTHONPATH": f"{root / 'training'}:{root / 'tests'}"}
     command = [
         sys.executable,

@@ -466,7 +466,7 @@ def drop_gradients(module):
 
 def encoder_step(args, accelerator, model, optimizer, batch, kl_weight):
     """One optimiser step of the encoder alone (the decoder's gradients dropped). Returns (summed loss
-    over the batch in nats, predicted tokens), what aggressive_encoder_updates compares."""
+    over the batch in nats, predicted tokens), over all processes: what aggressive_encoder_updates compares."""
     outputs = model(**batch, labels=batch["input_ids"], kl_weight=kl_weight, return_logits=False)
     accelerator.backward(outputs.loss)
     if args.max_grad_norm:
@@ -474,7 +474,10 @@ def encoder_step(args, accelerator, model, optimizer, batch, kl_weight):
     drop_gradients(accelerator.unwrap_model(model).decoder)
     optimizer.step()
     optimizer.zero_grad()
-    return float(outputs.loss.detach()) * len(batch["input_ids"]), int(outputs.num_tokens.sum())
+    # summed over the processes, so that every process stops the inner loop at the same step
+    local = torch.tensor([float(outputs.loss.detach()) * len(batch["input_ids"]), float(outputs.num_tokens.sum())])
+    loss, tokens = accelerator.reduce(local.to(accelerator.device), reduction="sum").tolist()
+    return loss, int(tokens)
 
 
 def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
