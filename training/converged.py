@@ -4,6 +4,7 @@ trained with the official recipe until the plateau rule stops them or an epoch c
 
     python training/converged.py                 # trains what is missing (resumes), evaluates, writes results
     python training/converged.py --train_only    # the training part only (run it in parts: it resumes)
+    python training/converged.py --evaluate_only # evaluate the finished runs, write the results so far
 
 Budget (chosen so that the 9 runs of 3 seeds take about 3 hours of 2 CPU cores, in parts): the first
 10,000 Brown training sentences, at most 30 epochs, KL warm-up over 10 epochs and the plateau rule
@@ -60,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise (z draws, MI)")
     p.add_argument("--mi_samples", type=int, default=10, help="posterior draws per sentence in the MI estimate")
     p.add_argument("--train_only", action="store_true")
+    p.add_argument(
+        "--evaluate_only", action="store_true", help="evaluate the finished runs and write the results; train nothing"
+    )
     return p.parse_args(argv)
 
 
@@ -209,7 +213,10 @@ def plot_curves(args, output):
 
 def main(argv=None):
     args = parse_args(argv)
-    train_missing(args)
+    if args.train_only and args.evaluate_only:
+        raise SystemExit("--train_only and --evaluate_only exclude each other")
+    if not args.evaluate_only:
+        train_missing(args)
     if args.train_only:
         return
     output = Path(args.output_dir)
