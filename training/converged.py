@@ -12,7 +12,8 @@ Budget (chosen so that the 9 runs of 3 seeds take about 3 hours of 2 CPU cores, 
 all 3,000 validation sentences each epoch. Each run checkpoints every epoch and resumes from its last
 checkpoint; a run with a metrics.json is done. Test: -ELBO, KL, MI and AU on all 3,000 test sentences;
 the importance-weighted NLL (K = 500) on a seeded random sample of 200 test sentences, the same for
-every model. Writes training/reproduction/converged.json, converged.md and converged_curves.png.
+every model. Writes training/reproduction/converged.json, converged.md and converged_curves.png, and
+each run's record (validation history and test metrics) in training/reproduction/converged_runs/.
 """
 
 import argparse
@@ -68,7 +69,13 @@ def parse_args(argv=None):
 
 
 def run_dir(args, method, seed):
+    """The run's model and checkpoints (not in git)."""
     return Path(args.output_dir) / "converged_models" / f"{method}_seed{seed}"
+
+
+def record_path(args, method, seed):
+    """The run's record (in git): its per-epoch validation history and its test metrics."""
+    return Path(args.output_dir) / "converged_runs" / f"{method}_seed{seed}.json"
 
 
 def train_missing(args):
@@ -104,11 +111,10 @@ def train_missing(args):
 
 
 @torch.no_grad()
-def evaluate_run(folder, test_texts, sample, args):
-    """Test metrics of one trained run (cached in its folder as test_metrics.json)."""
-    cached = folder / "test_metrics.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+def evaluate_run(folder, record, test_texts, sample, args):
+    """Test metrics of one trained run, written with its validation history to `record` (reused if there)."""
+    if record.exists():
+        return json.loads(record.read_text())["test"]
     start = time.perf_counter()
     model, tokenizer = load_pretrained(folder)
     test_set = tokenize_texts(tokenizer, test_texts)
@@ -135,7 +141,8 @@ def evaluate_run(folder, test_texts, sample, args):
         train_seconds=trained["train_seconds"],
         eval_seconds=time.perf_counter() - start,
     )
-    write_atomically(cached, json.dumps(metrics, indent=2))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(record, json.dumps({"test": metrics, "history": trained["history"]}, indent=2))
     return metrics
 
 
@@ -195,7 +202,7 @@ def plot_curves(args, output):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):  # the AE's -ELBO is off the scale
         for i, seed in enumerate(args.seeds):
-            path = run_dir(args, method, seed) / "metrics.json"
+            path = record_path(args, method, seed)
             if not path.exists():
                 continue
             history = json.loads(path.read_text())["history"]
@@ -224,10 +231,10 @@ def main(argv=None):
     sample = sorted(random.Random(args.sample_seed).sample(range(len(test_texts)), args.iw_test_sentences))
     results = {}
     for seed, method, _ in runs(args):
-        folder = run_dir(args, method, seed)
-        if (folder / "metrics.json").exists():
+        folder, record = run_dir(args, method, seed), record_path(args, method, seed)
+        if record.exists() or (folder / "metrics.json").exists():
             print(f"[evaluate] {folder.name}", flush=True)
-            results.setdefault(method, {})[seed] = evaluate_run(folder, test_texts, sample, args)
+            results.setdefault(method, {})[seed] = evaluate_run(folder, record, test_texts, sample, args)
     write_results(results, args, output)
     plot_curves(args, output)
 
