@@ -1,12 +1,14 @@
 """BNVAEForSequenceClassification: the loss, what trains, loading a language-model checkpoint, the Auto
 classes, remote code and the text-classification pipeline."""
 
+import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+import train_classifier
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from hf_bnvae import BNVAEForSequenceClassification
@@ -113,3 +115,83 @@ def test_remote_code_classifies_without_the_package(classifier, tokenizer, corpu
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str([classifier.config.id2label[i] for i in expected])
+
+
+# -- training/train_classifier.py ------------------------------------------------------------------
+
+
+def test_label_subsets_are_stratified_deterministic_and_independent_of_the_model():
+    labels = [0] * 60 + [1] * 30 + [2] * 10
+    subset = train_classifier.stratified_subset(labels, 20, seed=3)
+    assert len(subset) == 20 and len(set(subset)) == 20
+    assert [sum(labels[i] == c for i in subset) for c in (0, 1, 2)] == [12, 6, 2]  # the pool's 6 : 3 : 1
+    assert train_classifier.stratified_subset(labels, 20, seed=3) == subset  # it depends on labels, budget, seed only
+    assert train_classifier.stratified_subset(labels, 20, seed=4) != subset
+    assert [sum(labels[i] == c for i in train_classifier.stratified_subset(labels, 3, 0)) for c in (0, 1, 2)] == [
+        1,
+        1,
+        1,
+    ]
+    with pytest.raises(ValueError, match="larger than the training pool"):
+        train_classifier.stratified_subset(labels, 101, 0)
+    with pytest.raises(ValueError, match="smaller than the number of classes"):
+        train_classifier.stratified_subset(labels, 2, 0)
+
+
+@pytest.fixture
+def labelled_files(tmp_path, sentences_file):
+    texts = sentences_file.read_text().splitlines()[:90]
+    files = {}
+    for name, rows in (("train", texts[:60]), ("valid", texts[60:75]), ("test", texts[75:])):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("".join(f"{'good' if i % 3 else 'bad'}\t{t}\n" for i, t in enumerate(rows)))
+    return files
+
+
+def classifier_args(saved, files, output, *extra):
+    return [
+        "--model_name_or_path", str(saved), "--train_file", str(files["train"]),
+        "--validation_file", str(files["valid"]), "--test_file", str(files["test"]),
+        "--output_dir", str(output), "--num_train_epochs", "2", "--per_device_train_batch_size", "8", *extra,
+    ]  # fmt: skip
+
+
+def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_epoch(saved, labelled_files, tmp_path):
+    model, results = train_classifier.main(
+        classifier_args(saved, labelled_files, tmp_path / "out", "--max_train_samples", "12")
+    )
+    written = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert (
+        written["label_budget"] == 12
+        and 0 <= written["test_accuracy"] <= 1
+        and written["num_validation_sentences"] == 15
+    )
+    assert written["eval_accuracy"] == max(h["valid_accuracy"] for h in written["history"])
+    assert model.config.id2label == {0: "bad", 1: "good"}
+    loaded = BNVAEForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert loaded.config.id2label[1] == "good"
+    # frozen encoder: the encoder's weights are those of the checkpoint
+    frozen, _ = train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "probe", "--freeze_encoder"))
+    start = BNVAEForSequenceClassification.from_pretrained(saved, num_labels=2)
+    torch.testing.assert_close(frozen.bnvae.encoder.lstm.weight_hh_l0, start.bnvae.encoder.lstm.weight_hh_l0)
+
+
+def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labelled_files, tmp_path):
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("good\tfine .\nugly\tnot a label of the pool .\n")
+    with pytest.raises(ValueError, match="unknown label\\(s\\) \\['ugly'\\]"):
+        train_classifier.main(classifier_args(saved, {**labelled_files, "valid": unknown}, tmp_path / "a"))
+    no_tab = tmp_path / "no_tab.txt"
+    no_tab.write_text("good\tfine .\na line without a label\n")
+    with pytest.raises(ValueError, match="some lines have a `label<TAB>` prefix and some do not"):
+        train_classifier.main(classifier_args(saved, {**labelled_files, "test": no_tab}, tmp_path / "b"))
+    with pytest.raises(ValueError, match="larger than the training pool"):
+        train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "c", "--max_train_samples", "61"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (saved / name).exists():
+            (other / name).write_bytes((saved / name).read_bytes())
+    with pytest.raises(ValueError, match="is a 'gpt2' checkpoint, not one of this package"):
+        train_classifier.main(classifier_args(other, labelled_files, tmp_path / "d"))
