@@ -5,11 +5,12 @@ scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are i
 `data` and `hub` need the `train` extra (datasets).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from .configuration_bnvae import PRESETS, BNVAEConfig
 from .modeling_bnvae import (
     BNVAEForLanguageModeling,
+    BNVAEForSequenceClassification,
     BNVAELanguageModelingOutput,
     BNVAEModel,
     BNVAEModelOutput,
@@ -25,15 +26,18 @@ __version__ = "0.3.0"
 AutoConfig.register("bnvae", BNVAEConfig, exist_ok=True)
 AutoModel.register(BNVAEConfig, BNVAEModel, exist_ok=True)
 AutoModelForCausalLM.register(BNVAEConfig, BNVAEForLanguageModeling, exist_ok=True)
+AutoModelForSequenceClassification.register(BNVAEConfig, BNVAEForSequenceClassification, exist_ok=True)
 # save_pretrained then copies the code next to the weights; the config's auto_map names every class.
 BNVAEConfig.register_for_auto_class()
 BNVAEModel.register_for_auto_class("AutoModel")
 BNVAEForLanguageModeling.register_for_auto_class("AutoModelForCausalLM")
+BNVAEForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
     "PRESETS",
     "BNVAEConfig",
     "BNVAEForLanguageModeling",
+    "BNVAEForSequenceClassification",
     "BNVAELanguageModelingOutput",
     "BNVAEModel",
     "BNVAEModelOutput",

@@ -20,6 +20,7 @@ AUTO_MAP = {
     "AutoConfig": "configuration_bnvae.BNVAEConfig",
     "AutoModel": "modeling_bnvae.BNVAEModel",
     "AutoModelForCausalLM": "modeling_bnvae.BNVAEForLanguageModeling",
+    "AutoModelForSequenceClassification": "modeling_bnvae.BNVAEForSequenceClassification",
 }
 
 
@@ -59,6 +60,8 @@ class BNVAEConfig(PretrainedConfig):
             embedding N(0, 1)); a number r initialises every encoder weight uniform(-r, r) and its embedding
             uniform(-embedding_init_range, embedding_init_range), as He et al.'s encoder and the official
             delta-VAE encoder (r = 0.01).
+        classifier_dropout (`float`, defaults to 0.5): dropout on the posterior mean before the classifier of
+            [`BNVAEForSequenceClassification`] (the paper's).
         output_layer_bias (`bool`, defaults to False): the decoder's output layer has a bias (the official
             decoder has none). Checkpoints saved before this field existed (hf_bnvae <= 0.2.0) had one, and
             load with it.
@@ -86,6 +89,7 @@ class BNVAEConfig(PretrainedConfig):
         init_range=0.01,
         embedding_init_range=0.1,
         encoder_init_range=None,
+        classifier_dropout=0.5,
         output_layer_bias=None,
         pad_token_id=0,
         bos_token_id=1,
@@ -110,6 +114,7 @@ class BNVAEConfig(PretrainedConfig):
         self.init_range = init_range
         self.embedding_init_range = embedding_init_range
         self.encoder_init_range = encoder_init_range
+        self.classifier_dropout = classifier_dropout
         if output_layer_bias is None:
             # A config.json written before the field existed (it carries transformers_version) comes from a
             # model whose output layer had a bias; a new config follows the official decoder (no bias).
@@ -159,7 +164,7 @@ class BNVAEConfig(PretrainedConfig):
             fail("bn_eps", self.bn_eps, "must be > 0")
         if not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum <= 1):
             fail("bn_momentum", self.bn_momentum, "must be in (0, 1]")
-        for field in ("decoder_dropout_in", "decoder_dropout_out"):
+        for field in ("decoder_dropout_in", "decoder_dropout_out", "classifier_dropout"):
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 fail(field, value, "must be in [0, 1)")

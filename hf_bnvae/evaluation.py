@@ -201,9 +201,10 @@ def perplexity(total_nll, total_tokens):
         return math.inf
 
 
-def _gather(per_sentence, accelerator):
+def gather_sentences(per_sentence, accelerator):
     """Concatenate per-sentence results across processes, ordered by sentence index. A sentence seen twice
-    (Accelerate repeats a few batches so that every process gets as many) is kept once."""
+    (Accelerate repeats a few batches so that every process gets as many) is kept once.
+    per_sentence: {name: (B, ...) tensor}, with the sentence indices under "index"."""
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -274,7 +275,7 @@ def evaluate_language_model(
         for key, value in values.items():
             collected.setdefault(key, []).append(value)
     model.train(was_training)
-    per_sentence = _gather({key: torch.cat(value) for key, value in collected.items()}, accelerator)
+    per_sentence = gather_sentences({key: torch.cat(value) for key, value in collected.items()}, accelerator)
 
     sentences, tokens = len(per_sentence["index"]), int(per_sentence["num_tokens"].sum())
     kl = per_sentence.get("kl", torch.zeros(sentences, dtype=torch.double))
@@ -310,6 +311,7 @@ __all__ = [
     "evaluate_language_model",
     "gaussian_log_density",
     "importance_weighted_log_likelihood",
+    "gather_sentences",
     "latent_usage",
     "mutual_information",
     "perplexity",

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_bnvae import BNVAEConfig
@@ -732,8 +733,84 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         return self.decode((1 - weights) * ends[0] + weights * ends[1], tokenizer, **generate_kwargs)
 
 
+# ----------------------------------------------------------------------------------------------
+# sequence-classification head
+
+
+class BNVAEForSequenceClassification(BNVAEPreTrainedModel):
+    """The paper's semi-supervised classifier: the base model's posterior mean (after BN), dropout
+    (config.classifier_dropout), then a linear layer to config.num_labels.
+
+    `from_pretrained(<language-model checkpoint>, num_labels=k)` takes the pretrained encoder and BN
+    head (gamma included) and initialises the classifier. In eval mode BN uses its running statistics,
+    so one sentence classifies; in training a batch needs 2 sentences (BN). `freeze_encoder()` trains
+    the classifier alone (a linear probe); by default everything but gamma is fine-tuned, as the paper.
+    Follows transformers' `problem_type` conventions (regression, single- and multi-label).
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bnvae = BNVAEModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.latent_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.bnvae.encoder.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.bnvae.encoder.embed_tokens = value
+
+    def freeze_encoder(self):
+        """Train the classifier only (a linear probe on the posterior mean); BN's statistics still update
+        in training mode unless the model is put in eval mode."""
+        self.bnvae.requires_grad_(False)
+        return self
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ):
+        r"""
+        input_ids, attention_mask (`(B, T)`): `<s> w_1 ... w_m </s>`, right-padded.
+        labels (`(B,)`): class ids in [0, num_labels) (float targets for regression, `(B, num_labels)`
+            multi-hot for multi-label). Returns `SequenceClassifierOutput` with logits `(B, num_labels)`
+            and, with labels, the loss (mean over the batch, nats for the classification losses).
+        """
+        mu = self.bnvae(input_ids, attention_mask, sample_latent=False).mu  # (B, n), BN'd posterior mean
+        logits = self.classifier(self.dropout(mu))
+        loss = self._classification_loss(logits, labels) if labels is not None else None
+        return self._output(SequenceClassifierOutput(loss=loss, logits=logits), return_dict)
+
+    def _classification_loss(self, logits, labels):
+        """transformers' problem_type rules: regression for one label, single-label for integer labels,
+        multi-label otherwise; the problem type is stored in the config the first time."""
+        config = self.config
+        if config.problem_type is None:
+            if self.num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        if config.problem_type == "regression":
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+        if config.problem_type == "single_label_classification":
+            labels = labels.view(-1)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_labels):
+                bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+                raise ValueError(f"label {bad} is outside [0, num_labels={self.num_labels})")
+            return nn.functional.cross_entropy(logits.float(), labels)
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
+
+
 __all__ = [
     "BNVAEForLanguageModeling",
+    "BNVAEForSequenceClassification",
     "BNVAELanguageModelingOutput",
     "BNVAEModel",
     "BNVAEModelOutput",

@@ -27,6 +27,7 @@ def test_save_and_load_give_identical_outputs(trained, batch, tokenizer, corpus,
         "AutoConfig": "configuration_bnvae.BNVAEConfig",
         "AutoModel": "modeling_bnvae.BNVAEModel",
         "AutoModelForCausalLM": "modeling_bnvae.BNVAEForLanguageModeling",
+        "AutoModelForSequenceClassification": "modeling_bnvae.BNVAEForSequenceClassification",
     }
     for loader in (BNVAEForLanguageModeling, AutoModelForCausalLM):
         loaded = loader.from_pretrained(saved)

@@ -11,9 +11,11 @@ import generate
 import mi_noise
 import precision
 import prepare_brown
+import prepare_rotten_tomatoes
 import pytest
 import reproduce
 import train
+import train_classifier
 import train_speed
 
 from hf_bnvae import hub
@@ -26,6 +28,8 @@ PARSED_ONLY = {
     "training/reproduce.py": reproduce.parse_args,
     "training/converged.py": converged.parse_args,
     "training/prepare_brown.py": prepare_brown.parse_args,
+    "training/prepare_rotten_tomatoes.py": prepare_rotten_tomatoes.parse_args,
+    "training/train_classifier.py": train_classifier.parse_args,
     "benchmarks/train_speed.py": train_speed.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,

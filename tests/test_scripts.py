@@ -86,3 +86,39 @@ def test_converged_trains_the_autoencoder_with_the_first_seed_only():
     args = converged.parse_args(["--seeds", "7", "8"])
     planned = [(seed, method) for seed, method, _ in converged.runs(args)]
     assert planned == [(7, "lm"), (7, "vae"), (7, "bnvae_0.6"), (7, "ae"), (8, "lm"), (8, "vae"), (8, "bnvae_0.6")]
+
+
+def test_rotten_tomatoes_preparation_drops_plots_and_duplicates_and_splits_by_seed(tmp_path):
+    import bz2
+    import csv
+
+    import prepare_rotten_tomatoes
+
+    rows = [
+        ("plot", "A synopsis."),
+        ("fresh", "Isn't it GREAT?"),
+        ("rotten", "Dull, dull."),
+        ("fresh", "isn't it great ?"),
+    ]
+    rows += [("fresh" if i % 2 else "rotten", f"Review number {i}.") for i in range(20)] + [
+        ("rotten", "  "),
+        ("meh", "x"),
+    ]
+    source = tmp_path / "rt.csv.bz2"
+    with bz2.open(source, "wt", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["category", "text", "movie_name", "has_plot_and_reviews"])
+        writer.writerows([(c, t, "film", "False") for c, t in rows])
+    out = tmp_path / "out"
+    argv = ["--source_file", str(source), "--output_dir", str(out), "--test_size", "4", "--valid_size", "3"]
+    prepare_rotten_tomatoes.main(argv)
+    splits = {name: (out / f"{name}.txt").read_text().splitlines() for name in ("train", "valid", "test")}
+    assert [len(lines) for lines in splits.values()] == [15, 3, 4]  # 22 usable: 1 plot, 1 duplicate, 1 empty, 1 unknown
+    every = [line for lines in splits.values() for line in lines]
+    assert "fresh\tisn't it great ?" in every and all(line.split("\t")[0] in ("fresh", "rotten") for line in every)
+    assert "Apache License" in (out / "NOTICE").read_text()
+    first = {name: list(lines) for name, lines in splits.items()}
+    prepare_rotten_tomatoes.main(argv)  # the same splits every time
+    assert {name: (out / f"{name}.txt").read_text().splitlines() for name in first} == first
+    with pytest.raises(ValueError, match="not more than test \\+ validation"):
+        prepare_rotten_tomatoes.main([*argv[:4], "--test_size", "20", "--valid_size", "3"])

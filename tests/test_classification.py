@@ -1,0 +1,197 @@
+"""BNVAEForSequenceClassification: the loss, what trains, loading a language-model checkpoint, the Auto
+classes, remote code and the text-classification pipeline."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import train_classifier
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from hf_bnvae import BNVAEForSequenceClassification
+
+
+@pytest.fixture
+def classifier(tiny_config):
+    torch.manual_seed(0)
+    config = tiny_config(num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"})
+    return BNVAEForSequenceClassification(config)
+
+
+def test_loss_is_the_cross_entropy_of_the_logits(classifier, batch):
+    classifier.eval()  # no dropout: the logits are a function of the input
+    labels = torch.tensor([0, 2, 1, 2, 0, 1, 1, 0])[: len(batch["input_ids"])]
+    out = classifier(**batch, labels=labels)
+    assert out.logits.shape == (len(labels), 3)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    mu = classifier.bnvae(**batch).mu
+    torch.testing.assert_close(out.logits, classifier.classifier(mu))  # a linear layer on the BN'd mean
+    assert classifier.config.problem_type == "single_label_classification"
+    assert classifier(**batch, return_dict=False)[0].shape == (len(labels), 3)
+
+
+def test_gradients_reach_the_encoder_unless_frozen_and_never_gamma(classifier, batch):
+    labels = torch.zeros(len(batch["input_ids"]), dtype=torch.long)
+    classifier.train()
+    classifier(**batch, labels=labels).loss.backward()
+    assert classifier.bnvae.encoder.lstm.weight_hh_l0.grad.abs().sum() > 0
+    assert classifier.bnvae.latent_head.bn.weight.grad is None
+    classifier.zero_grad(set_to_none=True)
+    classifier.freeze_encoder()
+    classifier(**batch, labels=labels).loss.backward()
+    assert all(p.grad is None for p in classifier.bnvae.parameters())
+    assert classifier.classifier.weight.grad.abs().sum() > 0
+
+
+def test_bad_labels_and_a_training_batch_of_one_fail_clearly(classifier, batch):
+    with pytest.raises(ValueError, match="label 3 is outside \\[0, num_labels=3\\)"):
+        classifier(**batch, labels=torch.full((len(batch["input_ids"]),), 3))
+    one = {k: v[:1] for k, v in batch.items()}
+    with pytest.raises(ValueError, match="batch of one sentence"):
+        classifier.train()(**one)
+    assert classifier.eval()(**one).logits.shape == (1, 3)  # eval mode: BN's running statistics
+
+
+def test_regression_and_multi_label_follow_problem_type(tiny_config, batch):
+    n = len(batch["input_ids"])
+    regression = BNVAEForSequenceClassification(tiny_config(num_labels=1)).eval()
+    targets = torch.linspace(0, 1, n)
+    out = regression(**batch, labels=targets)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), targets))
+    multi = BNVAEForSequenceClassification(tiny_config(num_labels=2)).eval()
+    hot = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).repeat(n, 1)[:n]
+    out = multi(**batch, labels=hot)
+    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, hot))
+    assert multi.config.problem_type == "multi_label_classification"
+
+
+def test_a_language_model_checkpoint_gives_the_encoder_and_bn_head(trained, saved):
+    classifier, info = BNVAEForSequenceClassification.from_pretrained(saved, num_labels=2, output_loading_info=True)
+    for key, value in trained.bnvae.state_dict().items():  # gamma and BN statistics included
+        torch.testing.assert_close(classifier.bnvae.state_dict()[key], value, rtol=0, atol=0)
+    assert float(classifier.bnvae.latent_head.bn.weight[0]) == pytest.approx(trained.config.gamma)
+    assert not classifier.bnvae.latent_head.bn.weight.requires_grad
+    # transformers' load report: the decoder is unused, the classifier newly initialised
+    assert info["unexpected_keys"] and all(key.startswith("decoder.") for key in info["unexpected_keys"])
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
+    auto = AutoModelForSequenceClassification.from_pretrained(saved, num_labels=2)
+    assert isinstance(auto, BNVAEForSequenceClassification)
+
+
+def test_save_load_round_trip_and_the_pipeline(classifier, tokenizer, corpus, tmp_path):
+    classifier.eval()
+    classifier.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    batch = tokenizer(corpus[:4], padding=True, return_tensors="pt")
+    loaded = BNVAEForSequenceClassification.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded(**batch).logits, classifier(**batch).logits, rtol=0, atol=0)
+    assert loaded.config.id2label[2] == "positive"
+    classify = pipeline("text-classification", model=str(tmp_path))
+    results = classify(corpus[:2])
+    assert [r["label"] for r in results] == [
+        classifier.config.id2label[int(i)]
+        for i in classifier(**tokenizer(corpus[:2], padding=True, return_tensors="pt")).logits.argmax(-1)
+    ]
+    assert all(0 < r["score"] <= 1 for r in results)
+
+
+def test_remote_code_classifies_without_the_package(classifier, tokenizer, corpus, tmp_path):
+    classifier.eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    expected = classifier(**tokenizer(corpus[:3], padding=True, return_tensors="pt")).logits.argmax(-1).tolist()
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hf_bnvae"] = None  # the package cannot be imported in this process
+        from transformers import pipeline
+        classify = pipeline("text-classification", model={str(tmp_path)!r}, trust_remote_code=True)
+        assert type(classify.model).__module__.startswith("transformers_modules"), type(classify.model).__module__
+        print([r["label"] for r in classify({corpus[:3]!r})])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str([classifier.config.id2label[i] for i in expected])
+
+
+# -- training/train_classifier.py ------------------------------------------------------------------
+
+
+def test_label_subsets_are_stratified_deterministic_and_independent_of_the_model():
+    labels = [0] * 60 + [1] * 30 + [2] * 10
+    subset = train_classifier.stratified_subset(labels, 20, seed=3)
+    assert len(subset) == 20 and len(set(subset)) == 20
+    assert [sum(labels[i] == c for i in subset) for c in (0, 1, 2)] == [12, 6, 2]  # the pool's 6 : 3 : 1
+    assert train_classifier.stratified_subset(labels, 20, seed=3) == subset  # it depends on labels, budget, seed only
+    assert train_classifier.stratified_subset(labels, 20, seed=4) != subset
+    assert [sum(labels[i] == c for i in train_classifier.stratified_subset(labels, 3, 0)) for c in (0, 1, 2)] == [
+        1,
+        1,
+        1,
+    ]
+    with pytest.raises(ValueError, match="larger than the training pool"):
+        train_classifier.stratified_subset(labels, 101, 0)
+    with pytest.raises(ValueError, match="smaller than the number of classes"):
+        train_classifier.stratified_subset(labels, 2, 0)
+
+
+@pytest.fixture
+def labelled_files(tmp_path, sentences_file):
+    texts = sentences_file.read_text().splitlines()[:90]
+    files = {}
+    for name, rows in (("train", texts[:60]), ("valid", texts[60:75]), ("test", texts[75:])):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("".join(f"{'good' if i % 3 else 'bad'}\t{t}\n" for i, t in enumerate(rows)))
+    return files
+
+
+def classifier_args(saved, files, output, *extra):
+    return [
+        "--model_name_or_path", str(saved), "--train_file", str(files["train"]),
+        "--validation_file", str(files["valid"]), "--test_file", str(files["test"]),
+        "--output_dir", str(output), "--num_train_epochs", "2", "--per_device_train_batch_size", "8", *extra,
+    ]  # fmt: skip
+
+
+def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_epoch(saved, labelled_files, tmp_path):
+    model, results = train_classifier.main(
+        classifier_args(saved, labelled_files, tmp_path / "out", "--max_train_samples", "12")
+    )
+    written = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert (
+        written["label_budget"] == 12
+        and 0 <= written["test_accuracy"] <= 1
+        and written["num_validation_sentences"] == 15
+    )
+    assert written["eval_accuracy"] == max(h["valid_accuracy"] for h in written["history"])
+    assert model.config.id2label == {0: "bad", 1: "good"}
+    loaded = BNVAEForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert loaded.config.id2label[1] == "good"
+    # frozen encoder: the encoder's weights are those of the checkpoint
+    frozen, _ = train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "probe", "--freeze_encoder"))
+    start = BNVAEForSequenceClassification.from_pretrained(saved, num_labels=2)
+    torch.testing.assert_close(frozen.bnvae.encoder.lstm.weight_hh_l0, start.bnvae.encoder.lstm.weight_hh_l0)
+
+
+def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labelled_files, tmp_path):
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("good\tfine .\nugly\tnot a label of the pool .\n")
+    with pytest.raises(ValueError, match="unknown label\\(s\\) \\['ugly'\\]"):
+        train_classifier.main(classifier_args(saved, {**labelled_files, "valid": unknown}, tmp_path / "a"))
+    no_tab = tmp_path / "no_tab.txt"
+    no_tab.write_text("good\tfine .\na line without a label\n")
+    with pytest.raises(ValueError, match="some lines have a `label<TAB>` prefix and some do not"):
+        train_classifier.main(classifier_args(saved, {**labelled_files, "test": no_tab}, tmp_path / "b"))
+    with pytest.raises(ValueError, match="larger than the training pool"):
+        train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "c", "--max_train_samples", "61"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (saved / name).exists():
+            (other / name).write_bytes((saved / name).read_bytes())
+    with pytest.raises(ValueError, match="is a 'gpt2' checkpoint, not one of this package"):
+        train_classifier.main(classifier_args(other, labelled_files, tmp_path / "d"))

@@ -1,0 +1,243 @@
+"""Fine-tune BNVAEForSequenceClassification on a label budget (the paper's semi-supervised experiment).
+
+    accelerate launch training/train_classifier.py --model_name_or_path outputs/bnvae-rt \
+        --max_train_samples 100 --seed 1 --output_dir outputs/classifier-100
+
+Argument names follow transformers' `run_glue_no_trainer.py`. The encoder and BN head come from
+`--model_name_or_path` (a language-model checkpoint of this package, or a classifier); with
+`--from_scratch` only its configuration and tokenizer are used and the encoder starts untrained.
+`--max_train_samples` is the label budget: a stratified subset of the training pool drawn with the
+seed (the same for every checkpoint at the same seed and budget). Files hold `label<TAB>text` lines.
+Every epoch the validation accuracy and macro F1 are computed (the local `evaluate` module
+`classification`); the best epoch by validation accuracy is saved with save_pretrained, and
+`all_results.json` holds its validation and test figures. The paper's recipe: SGD, batch 16. The
+validation set (1,000 labelled sentences by default) is the same for every budget, so with 100
+labels it holds more labels than the training set, as in the paper's protocol.
+"""
+
+import argparse
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import evaluate
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer
+
+from hf_bnvae import BNVAEForSequenceClassification
+from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.evaluate_modules import path_of
+from hf_bnvae.evaluation import gather_sentences
+from hf_bnvae.saving import save_pretrained_atomically, write_atomically
+from hf_bnvae.trainer_utils import check_lower_bounds
+
+logger = get_logger(__name__)
+DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
+LOWER_BOUNDS = {
+    "max_train_samples": (1, False, "labelled sentences"),
+    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one sentence"),
+    "per_device_eval_batch_size": (1, False, "sentences"),
+    "learning_rate": (0, True, "step size"),
+    "num_train_epochs": (1, False, "epochs"),
+    "max_grad_norm": (0, False, "0 turns clipping off"),
+}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_name_or_path", required=True, help="a checkpoint of this package (folder or hub id)")
+    p.add_argument("--from_scratch", action="store_true", help="use only the checkpoint's config and tokenizer")
+    p.add_argument("--train_file", default=str(DATA / "train.txt"), help="label<TAB>text lines: the labelled pool")
+    p.add_argument("--validation_file", default=str(DATA / "valid.txt"))
+    p.add_argument("--test_file", default=str(DATA / "test.txt"))
+    p.add_argument("--max_train_samples", type=int, default=None, help="the label budget (default: the whole pool)")
+    p.add_argument("--per_device_train_batch_size", type=int, default=16)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--learning_rate", type=float, default=None, help="default: 0.1 for SGD, 1e-3 for Adam")
+    p.add_argument("--max_grad_norm", type=float, default=5.0)
+    p.add_argument("--num_train_epochs", type=int, default=10)
+    p.add_argument("--freeze_encoder", action="store_true", help="train the classifier only (a linear probe)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output_dir", required=True)
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.learning_rate is None:
+        args.learning_rate = 0.1 if args.optimizer == "sgd" else 1e-3
+    check_lower_bounds(parser, args, LOWER_BOUNDS)
+    for flag in ("train_file", "validation_file", "test_file"):
+        if not Path(getattr(args, flag)).is_file():
+            parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
+    return args
+
+
+def labelled(path, label2id=None):
+    """(texts, label ids, label2id) of a `label<TAB>text` file; label2id is built from it (sorted names)
+    when None, else every label must be in it."""
+    corpus = read_text_file(path)
+    if len(corpus.labels) != len(corpus.texts):
+        raise ValueError(f"{path}: every line needs a `label<TAB>text` form")
+    if label2id is None:
+        label2id = {name: i for i, name in enumerate(sorted(set(corpus.labels)))}
+    unknown = sorted(set(corpus.labels) - set(label2id))
+    if unknown:
+        raise ValueError(f"{path}: unknown label(s) {unknown}; the training pool's labels are {sorted(label2id)}")
+    return corpus.texts, [label2id[name] for name in corpus.labels], label2id
+
+
+def stratified_subset(labels, budget, seed):
+    """Indices of a label budget drawn from the pool with the class proportions kept (largest remainders),
+    deterministic for (labels, budget, seed). Every class gets at least one example."""
+    classes = sorted(set(labels))
+    if budget > len(labels):
+        raise ValueError(f"label budget {budget} is larger than the training pool ({len(labels)} sentences)")
+    if budget < len(classes):
+        raise ValueError(f"label budget {budget} is smaller than the number of classes ({len(classes)})")
+    by_class = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    exact = {c: budget * len(members) / len(labels) for c, members in by_class.items()}
+    counts = {c: max(1, math.floor(value)) for c, value in exact.items()}
+    for c in sorted(classes, key=lambda c: exact[c] - math.floor(exact[c]), reverse=True):
+        if sum(counts.values()) >= budget:
+            break
+        counts[c] += 1
+    while sum(counts.values()) > budget:  # the at-least-one rule overshot: take from the largest class
+        counts[max(counts, key=counts.get)] -= 1
+    rng = random.Random(seed)
+    return sorted(i for c in classes for i in rng.sample(by_class[c], counts[c]))
+
+
+def load_model(args, label2id):
+    id2label = {i: name for name, i in label2id.items()}
+    config = AutoConfig.from_pretrained(args.model_name_or_path, num_labels=len(label2id), id2label=id2label)
+    if config.model_type != "bnvae":
+        raise ValueError(
+            f"{args.model_name_or_path} is a {config.model_type!r} checkpoint, not one of this package (bnvae)"
+        )
+    if args.from_scratch:
+        return BNVAEForSequenceClassification(config)
+    return BNVAEForSequenceClassification.from_pretrained(
+        args.model_name_or_path, num_labels=len(label2id), id2label=id2label, label2id=label2id
+    )
+
+
+def dataset_of(tokenizer, texts, labels):
+    return tokenize_texts(tokenizer, texts).add_column("labels", labels)
+
+
+@torch.no_grad()
+def evaluate_split(model, loader, accelerator, num_labels):
+    """Accuracy and macro F1 (fractions) over the loader's sentences, through the local evaluate module."""
+    model.eval()
+    parts = {"index": [], "prediction": [], "reference": []}
+    for batch in loader:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        for key, value in (
+            ("index", batch["index"]),
+            ("prediction", logits.argmax(-1)),
+            ("reference", batch["labels"]),
+        ):
+            parts[key].append(value.cpu())
+    gathered = gather_sentences({key: torch.cat(values) for key, values in parts.items()}, accelerator)
+    metric = evaluate.load(path_of("classification"))
+    return metric.compute(
+        predictions=gathered["prediction"].tolist(), references=gathered["reference"].tolist(), num_labels=num_labels
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    set_seed(args.seed)
+    pool_texts, pool_labels, label2id = labelled(args.train_file)
+    budget = args.max_train_samples or len(pool_labels)
+    chosen = stratified_subset(pool_labels, budget, args.seed)
+    valid_texts, valid_labels, _ = labelled(args.validation_file, label2id)
+    test_texts, test_labels, _ = labelled(args.test_file, label2id)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model = load_model(args, label2id)
+    if args.freeze_encoder:
+        model.freeze_encoder()
+    train_set = dataset_of(tokenizer, [pool_texts[i] for i in chosen], [pool_labels[i] for i in chosen])
+    batch_size = min(args.per_device_train_batch_size, len(train_set))
+    train_loader = sentence_loader(train_set, tokenizer, batch_size, seed=args.seed)
+    batch_sampler = train_loader.batch_sampler
+    valid_loader = sentence_loader(
+        dataset_of(tokenizer, valid_texts, valid_labels), tokenizer, args.per_device_eval_batch_size
+    )
+    test_loader = sentence_loader(
+        dataset_of(tokenizer, test_texts, test_labels), tokenizer, args.per_device_eval_batch_size
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = (
+        torch.optim.SGD(params, lr=args.learning_rate)
+        if args.optimizer == "sgd"
+        else torch.optim.Adam(params, lr=args.learning_rate)
+    )
+    model, optimizer, train_loader, valid_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, valid_loader, test_loader
+    )
+    accelerator.print(
+        f"{len(train_set)} labelled sentences (budget {budget}, seed {args.seed}), {len(label2id)} classes, "
+        f"{'frozen' if args.freeze_encoder else 'fine-tuned'} encoder from {args.model_name_or_path}"
+        f"{' (config only)' if args.from_scratch else ''}"
+    )
+    history, best, best_weights = [], None, None
+    for epoch in tqdm(range(args.num_train_epochs), desc="epochs", disable=not accelerator.is_local_main_process):
+        model.train()
+        batch_sampler.set_epoch(epoch)
+        for batch in train_loader:
+            batch.pop("index")
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        scores = evaluate_split(model, valid_loader, accelerator, len(label2id))
+        history.append({"epoch": epoch, **{f"valid_{k}": v for k, v in scores.items()}})
+        if best is None or scores["accuracy"] > history[best]["valid_accuracy"]:
+            best = epoch
+            best_weights = {
+                k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()
+            }
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(best_weights)
+    test = evaluate_split(model, test_loader, accelerator, len(label2id))
+    results = {
+        "model_name_or_path": args.model_name_or_path,
+        "from_scratch": args.from_scratch,
+        "label_budget": budget,
+        "seed": args.seed,
+        "best_epoch": best,
+        "eval_accuracy": history[best]["valid_accuracy"],
+        "eval_f1": history[best]["valid_f1"],
+        "test_accuracy": test["accuracy"],
+        "test_f1": test["f1"],
+        "num_validation_sentences": len(valid_texts),
+        "history": history,
+    }
+    if accelerator.is_main_process:
+        output = Path(args.output_dir)
+        save_pretrained_atomically(unwrapped, tokenizer, output)
+        write_atomically(output / "all_results.json", json.dumps(results, indent=2))
+        accelerator.print(
+            f"best epoch {best + 1}: validation accuracy {results['eval_accuracy']:.4f}; "
+            f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; saved to {output}"
+        )
+    return unwrapped, results
+
+
+if __name__ == "__main__":
+    main()
