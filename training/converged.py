@@ -128,7 +128,8 @@ def evaluate_run(folder, record, test_texts, sample, args):
     metrics.update(nll=iw["nll"], ppl=iw["ppl"], nelbo_iw_sample=iw["nelbo"], iw_sentences=iw["num_sentences"])
     texts = [test_texts[i] for i in sample]
     if model.config.use_latent:
-        metrics.update(latent_usage(model, sentence_loader(subset, tokenizer, 64), seed=args.seed))
+        usage = latent_usage(model, sentence_loader(subset, tokenizer, 64), seed=args.seed)
+        metrics.update({k: v for k, v in usage.items() if k != "num_sentences"})  # the IW sample's size is iw_sentences
         reconstructions = model.reconstruct(texts, tokenizer)
         metrics["bleu"] = sacrebleu.corpus_bleu(reconstructions, [texts], tokenize="none").score
         metrics["examples"] = [{"input": t, "reconstruction": r} for t, r in zip(texts[:5], reconstructions[:5])]
