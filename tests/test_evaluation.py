@@ -115,7 +115,7 @@ def test_more_samples_per_sentence_lower_the_mi_estimators_noise():
         values = torch.tensor(
             [mutual_information(mu, logvar, torch.Generator().manual_seed(s), samples)[0] for s in range(12)]
         )
-        return values.mean(), values.std()
+        return values.mean().item(), values.std().item()
 
     (mean_1, std_1), (mean_10, std_10) = spread(1), spread(10)
     assert std_10 < std_1 / 2  # ~ 1 / sqrt(10)
