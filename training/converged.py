@@ -20,13 +20,12 @@ import argparse
 import json
 import math
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import sacrebleu
 import torch
+from reproduce import run_train_script  # training/ is on the path when a training script runs
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
@@ -86,28 +85,7 @@ def train_missing(args):
             print(f"[skip] {folder.name}: done", flush=True)
             continue
         resume = ["--resume_from_checkpoint", "latest"] if list_checkpoints(folder / "checkpoints") else []
-        command = [
-            sys.executable,
-            str(HERE / "train.py"),
-            *flags,
-            "--output_dir",
-            str(folder),
-            "--max_train_samples",
-            str(args.max_train_samples),
-            "--num_train_epochs",
-            str(args.num_train_epochs),
-            "--kl_warmup_epochs",
-            str(args.kl_warmup_epochs),
-            "--seed",
-            str(seed),
-            "--iw_samples",
-            "0",
-            "--checkpointing_steps",
-            "epoch",
-            *resume,
-        ]
-        print(f"[train] {folder.name}: {' '.join(command[1:])}", flush=True)
-        subprocess.run(command, check=True)
+        run_train_script(folder, args, seed, [*flags, "--checkpointing_steps", "epoch", *resume])
 
 
 @torch.no_grad()

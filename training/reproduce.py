@@ -63,6 +63,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def run_train_script(output_dir, args, seed, flags):
+    """Run train.py for one model of a comparison: the Brown preset, args' training budget
+    (max_train_samples, num_train_epochs, kl_warmup_epochs), no final IW-NLL, plus `flags`."""
+    command = [
+        sys.executable,
+        str(HERE / "train.py"),
+        "--preset",
+        "brown",
+        "--output_dir",
+        str(output_dir),
+        "--max_train_samples",
+        str(args.max_train_samples),
+        "--num_train_epochs",
+        str(args.num_train_epochs),
+        "--kl_warmup_epochs",
+        str(args.kl_warmup_epochs),
+        "--seed",
+        str(seed),
+        "--iw_samples",
+        "0",
+        *flags,
+    ]
+    print(f"[train] {Path(output_dir).name}: {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, check=True)
+
+
 def train_missing(args, models):
     for name, extra in RUNS:
         if args.only and name not in args.only:
@@ -70,27 +96,7 @@ def train_missing(args, models):
         if (models / name / "metrics.json").exists():
             print(f"[skip] {name}: already trained")
             continue
-        command = [
-            sys.executable,
-            str(HERE / "train.py"),
-            "--preset",
-            "brown",
-            "--output_dir",
-            str(models / name),
-            "--max_train_samples",
-            str(args.max_train_samples),
-            "--num_train_epochs",
-            str(args.num_train_epochs),
-            "--kl_warmup_epochs",
-            str(args.kl_warmup_epochs),
-            "--seed",
-            str(args.seed),
-            "--iw_samples",
-            "0",
-            *[a.format(models=models) for a in extra],
-        ]
-        print(f"[train] {name}: {' '.join(command[1:])}", flush=True)
-        subprocess.run(command, check=True)
+        run_train_script(models / name, args, args.seed, [a.format(models=models) for a in extra])
 
 
 @torch.no_grad()

@@ -505,16 +505,15 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
         state.previous_mi = metrics["mi"]
     state.history.append(entry)
     selection = entry["valid_selection_loss"]
-    label = "loss"
     if not math.isfinite(selection):
         if state.best_weights is None:
             raise RuntimeError(
-                f"training diverged: the validation {label} is {selection} after epoch {state.epoch + 1} "
+                f"training diverged: the validation loss is {selection} after epoch {state.epoch + 1} "
                 "and no earlier epoch had a finite one; nothing was saved. Try a lower --learning_rate."
             )
         entry["plateau_action"] = "diverged"
         logger.warning(
-            f"training diverged: the validation {label} is {selection} after epoch {state.epoch + 1}; "
+            f"training diverged: the validation loss is {selection} after epoch {state.epoch + 1}; "
             f"stopping with the best model (epoch {state.plateau.best_epoch + 1})"
         )
         return True
