@@ -3,8 +3,9 @@
 Files hold one sentence per line (the PTB / Yahoo / Yelp format); `label<TAB>text` lines are accepted
 and the label is kept. Blank lines are dropped and counted. Batches group sentences of similar length
 (little padding), their order is shuffled per epoch with a fixed seed, and no batch holds a single
-sentence (BN cannot normalise it). The DataLoader pads with transformers' DataCollatorWithPadding and
-is meant to go through `accelerator.prepare`, which shards the batches over processes.
+sentence (BN cannot normalise it). The token ids are read out of the dataset once and `collate` pads
+each batch from them (torch's `pad_sequence`). The DataLoader is meant to go through
+`accelerator.prepare`, which shards the batches over processes.
 """
 
 import random
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import datasets
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Sampler
-from transformers import DataCollatorWithPadding
 
 # The Brown corpus splits that ship with the repository (training/prepare_brown.py): every script's default
 # data. Only a source checkout (pip install -e .) has them.
@@ -138,21 +139,46 @@ class LengthGroupedBatchSampler(Sampler):
         return self.num_batches
 
 
-def sentence_loader(dataset, tokenizer, batch_size, seed=None):
-    """DataLoader of right-padded batches {input_ids, attention_mask (B, T), index (B,)} over a
-    `tokenize_texts` dataset, grouped by length (shuffled per epoch with seed; length order without)."""
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed)
+def collate(sequences, indices, pad_token_id, columns=None):
+    """The right-padded batch of the sentences `sequences[i]` for i in indices.
+
+    sequences: token-id lists (`<s> w_1 ... w_m </s>`); columns: optional {name: one value per sentence}
+    gathered alongside (e.g. the dataset's `index` and `labels`). Returns input_ids and attention_mask
+    (B, T) with T the batch's longest sentence, `index` (B,) (the positions unless columns has its own)
+    and each column (B,), all long tensors.
+    """
+    rows = [torch.tensor(sequences[i]) for i in indices]
+    batch = {
+        "input_ids": pad_sequence(rows, batch_first=True, padding_value=pad_token_id),
+        "attention_mask": pad_sequence([torch.ones_like(r) for r in rows], batch_first=True),
+        "index": torch.tensor(indices),
+    }
+    for name, values in (columns or {}).items():
+        batch[name] = torch.tensor([values[i] for i in indices])
+    return batch
+
+
+def sentence_loader(dataset, tokenizer, batch_size, seed=None, collate_fn=None):
+    """DataLoader of right-padded batches {input_ids, attention_mask (B, T), index (B,), labels (B,) if the
+    dataset has them} over a `tokenize_texts` dataset, grouped by length (shuffled per epoch with seed;
+    length order without). collate_fn(indices) replaces `collate` over the dataset's own columns."""
+    sequences = dataset["input_ids"]  # read once: batches are padded from Python lists, not Arrow rows
+    sampler = LengthGroupedBatchSampler([len(ids) for ids in sequences], batch_size, seed)
+    if collate_fn is None:
+        columns = {name: dataset[name] for name in ("index", "labels") if name in dataset.column_names}
+
+        def collate_fn(indices):
+            return collate(sequences, indices, tokenizer.pad_token_id, columns)
+
     # A private generator: creating the loader's iterator draws a seed from it, not from torch's global
     # RNG, so batching never shifts the dropout masks and z samples of training.
-    return DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer), generator=torch.Generator()
-    )
+    return DataLoader(range(len(sequences)), batch_sampler=sampler, collate_fn=collate_fn, generator=torch.Generator())
 
 
 __all__ = [
     "BROWN_DIR",
     "Corpus",
+    "collate",
     "LengthGroupedBatchSampler",
     "length_grouped_batches",
     "read_hub_dataset",

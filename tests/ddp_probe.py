@@ -11,15 +11,15 @@ if __name__ == "__main__":
     seen, training_loaders = [], []
     make_loader = train.sentence_loader
 
-    def recording_loader(dataset, tokenizer, batch_size, seed=None):
-        loader = make_loader(dataset, tokenizer, batch_size, seed)
+    def recording_loader(dataset, tokenizer, batch_size, seed=None, collate_fn=None):
+        loader = make_loader(dataset, tokenizer, batch_size, seed, collate_fn)
         if seed is not None and not training_loaders:  # the training loader (the first seeded one; aggressive
             training_loaders.append(loader)  # training makes a second): record the indices of each batch
             inner = loader.collate_fn
 
-            def record(features):
-                seen.extend(f["index"] for f in features)
-                return inner(features)
+            def record(indices):
+                seen.extend(indices)
+                return inner(indices)
 
             loader.collate_fn = record
         return loader

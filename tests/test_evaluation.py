@@ -197,7 +197,7 @@ def test_compiled_output_layer_gives_the_same_nll(trained, tokenizer, corpus):
 
 
 def test_metrics_from_the_data_loader_match_hand_made_batches(trained, tokenizer, corpus):
-    """The loader every script uses (datasets.map, length-grouped batches, DataCollatorWithPadding)."""
+    """The loader every script uses (datasets.map, length-grouped batches, collate)."""
     texts = corpus * 2
     loader = sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, batch_size=5)
     assert sorted(i for batch in loader for i in batch["index"].tolist()) == list(range(len(texts)))

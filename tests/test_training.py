@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from hf_bnvae import BNVAEForLanguageModeling
-from hf_bnvae.data import length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import collate, length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, cyclical_kl_weight, linear_kl_weight, resolve_method
 from hf_bnvae.trainer_utils import (
@@ -404,6 +404,37 @@ def test_loader_pads_groups_and_keeps_the_global_rng(tokenizer, corpus):
         assert (b["input_ids"][b["attention_mask"] == 0] == tokenizer.pad_token_id).all()
     again = list(sentence_loader(dataset, tokenizer, batch_size=4, seed=3))  # epoch 0
     assert [b["index"].tolist() for b in again] != [b["index"].tolist() for b in batches]
+
+
+def test_collate_pads_right_and_gathers_columns():
+    sequences = [[1, 5, 2], [1, 6, 7, 8, 2], [1, 9, 2]]
+    batch = collate(sequences, [1, 2], pad_token_id=0, columns={"labels": [3, 4, 5]})
+    assert batch["input_ids"].tolist() == [[1, 6, 7, 8, 2], [1, 9, 2, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert batch["index"].tolist() == [1, 2] and batch["labels"].tolist() == [4, 5]
+
+
+def test_loader_keeps_the_dataset_index_of_a_selection(tokenizer, corpus):
+    subset = tokenize_texts(tokenizer, corpus).select([6, 1, 3])
+    batches = list(sentence_loader(subset, tokenizer, batch_size=3))
+    assert sorted(i for b in batches for i in b["index"].tolist()) == [1, 3, 6]
+    for b in batches:  # each row is the sentence its index names
+        for row, i in enumerate(b["index"].tolist()):
+            length = int(b["attention_mask"][row].sum())
+            assert b["input_ids"][row, :length].tolist() == tokenizer(corpus[i])["input_ids"]
+
+
+def test_every_training_step_starts_with_one_collate_call(train_run, monkeypatch):
+    """The hook ../shared/official_bench times steps by: train.collate(token-id lists, indices, pad id)."""
+    calls = []
+
+    def counting(sequences, indices, pad_token_id):
+        calls.append(sum(len(sequences[i]) - 1 for i in indices))  # words + </s>, the official token count
+        return collate(sequences, indices, pad_token_id)
+
+    monkeypatch.setattr(train, "collate", counting)
+    _, results = train_run("--num_train_epochs", "1", "--iw_samples", "0")
+    assert len(calls) == results["optimizer_steps"] > 0 and min(calls) > 0
 
 
 def test_max_seq_length_keeps_the_end_token(tokenizer):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
-from hf_bnvae.data import BROWN_DIR, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, collate, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, all_flags, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
@@ -340,7 +340,16 @@ def train(args):
     if model.bnvae is not None:
         model.bnvae.latent_head.synchronize_statistics = args.sync_bn
     optimizer = build_optimizer(args, model)
-    train_loader = sentence_loader(train_set, tokenizer, args.per_device_train_batch_size, seed=args.seed)
+    train_ids = train_set["input_ids"]
+    # Every training step starts with one call of this module's `collate`, looked up per batch, so that a
+    # profiler can wrap `train.collate` to timestamp the steps (../shared/official_bench does).
+    train_loader = sentence_loader(
+        train_set,
+        tokenizer,
+        args.per_device_train_batch_size,
+        seed=args.seed,
+        collate_fn=lambda indices: collate(train_ids, indices, tokenizer.pad_token_id),
+    )
     batch_sampler = train_loader.batch_sampler  # ours; Accelerate may wrap it in a per-process shard
     valid_loader = sentence_loader(valid_set, tokenizer, args.per_device_eval_batch_size)
     model, optimizer, train_loader, valid_loader = accelerator.prepare(model, optimizer, train_loader, valid_loader)
