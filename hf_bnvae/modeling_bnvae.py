@@ -354,7 +354,8 @@ class BNVAELanguageModelingOutput(ModelOutput):
     kl, kl_per_dimension, mu, logvar, latent: as in [`BNVAEModelOutput`] (None when decoding a given z).
     logits (`(B, T, V)`): next-token logits for every position of input_ids (None with return_logits=False).
     num_tokens (`(B,)`): number of predicted tokens per sentence (words + end token).
-    state (`tuple` of two `(1, B, H)`): decoder LSTM state after the last input token (generation cache).
+    state (`tuple` of two `(1, B, H)`): decoder LSTM state after the last input token (generation cache;
+        None on the loss-only path, labels with return_logits=False, which stops one token short).
     """
 
     loss: torch.FloatTensor | None = None
@@ -564,7 +565,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         sample_latent (`bool`): draw z = mu + sigma * eps (default in training) or use z = mu
             (default in eval mode, so eval outputs are deterministic).
         return_logits (`bool`): False skips the (B, T, V) logits and computes the loss on the real
-            tokens only (what training needs; markedly faster).
+            tokens only, without decoding past the last token (what training needs; markedly faster).
         state (`tuple` of two `(1, B, H)`): decoder LSTM state to continue from (generation cache).
         """
         check_input_ids(input_ids, self.config.vocab_size)
@@ -577,7 +578,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         elif latent is not None:
             check_latent(latent, input_ids.shape[0], self.config.latent_size)
 
-        hidden, new_state = self.decoder(input_ids, latent, state)
+        loss_only = labels is not None and not return_logits
+        # the loss never reads the prediction after the last token: the loss-only path does not compute it
+        hidden, new_state = self.decoder(input_ids[:, :-1] if loss_only else input_ids, latent, state)
         logits = self.decoder.lm_head(hidden) if return_logits else None  # (B, T, V)
 
         loss = reconstruction_loss = num_tokens = None
@@ -592,7 +595,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
                 )  # (B, T-1), fp32
                 reconstruction_loss = (token_nll * valid).sum(-1)
             else:  # training: the output layer only on the tokens that count
-                reconstruction_loss = self._sentence_nll(hidden[:, :-1], targets, valid)
+                reconstruction_loss = self._sentence_nll(hidden, targets, valid)
             num_tokens = valid.sum(-1)
             loss = vae_loss(
                 reconstruction_loss,
@@ -612,7 +615,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
             latent=latent,
             logits=logits,
             num_tokens=num_tokens,
-            state=new_state if use_cache is not False else None,
+            state=new_state if use_cache is not False and not loss_only else None,
         )
         return self._output(output, return_dict)
 
