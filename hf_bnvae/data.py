@@ -139,6 +139,11 @@ class LengthGroupedBatchSampler(Sampler):
         return self.num_batches
 
 
+def column(dataset, name="input_ids"):
+    """A dataset column as a Python list, read at once (indexing a `datasets` Column reads Arrow row by row)."""
+    return dataset[name][:]
+
+
 def collate(sequences, indices, pad_token_id, columns=None):
     """The right-padded batch of the sentences `sequences[i]` for i in indices.
 
@@ -162,10 +167,10 @@ def sentence_loader(dataset, tokenizer, batch_size, seed=None, collate_fn=None):
     """DataLoader of right-padded batches {input_ids, attention_mask (B, T), index (B,), labels (B,) if the
     dataset has them} over a `tokenize_texts` dataset, grouped by length (shuffled per epoch with seed;
     length order without). collate_fn(indices) replaces `collate` over the dataset's own columns."""
-    sequences = dataset["input_ids"]  # read once: batches are padded from Python lists, not Arrow rows
+    sequences = column(dataset)  # read once: batches are padded from Python lists, not Arrow rows
     sampler = LengthGroupedBatchSampler([len(ids) for ids in sequences], batch_size, seed)
     if collate_fn is None:
-        columns = {name: dataset[name] for name in ("index", "labels") if name in dataset.column_names}
+        columns = {name: column(dataset, name) for name in ("index", "labels") if name in dataset.column_names}
 
         def collate_fn(indices):
             return collate(sequences, indices, tokenizer.pad_token_id, columns)
@@ -179,6 +184,7 @@ __all__ = [
     "BROWN_DIR",
     "Corpus",
     "collate",
+    "column",
     "LengthGroupedBatchSampler",
     "length_grouped_batches",
     "read_hub_dataset",

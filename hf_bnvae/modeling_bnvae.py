@@ -523,15 +523,17 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         """Summed token NLL per sentence (nats, fp32) over the positions where `valid` is True.
 
         hidden: (N, T, H) decoder outputs, targets: (N, T) next tokens, valid: (N, T) bool. The output
-        layer, where the time goes, runs only on valid positions and in chunks of chunk_tokens rows, so
-        the (chunk, V) logits stay in cache for the log-softmax (measured: 256 rows is ~1.6x faster than
-        1024 at V = 10k on these CPUs). Returns (N,).
+        layer, where the time goes, runs only on valid positions and in chunks of chunk_tokens rows
+        (None: all at once). Without gradients, chunks of 256 rows keep the (chunk, V) logits in cache
+        for the log-softmax (measured 1.6x faster than 1024 at V = 10k on these CPUs); with gradients,
+        one chunk gives the backward pass large matrix multiplies (benchmarks/official_step.py). Returns (N,).
         """
         token_nll = token_nll or self.output_layer_nll
         rows = valid.nonzero()[:, 0]
         states, labels = hidden[valid], targets[valid]  # (M, H), (M,)
         if states.shape[0] == 0:
             return hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
+        chunk_tokens = chunk_tokens or states.shape[0]
         per_token = torch.cat(
             [
                 token_nll(states[i : i + chunk_tokens], labels[i : i + chunk_tokens])
@@ -595,7 +597,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
                 )  # (B, T-1), fp32
                 reconstruction_loss = (token_nll * valid).sum(-1)
             else:  # training: the output layer only on the tokens that count
-                reconstruction_loss = self._sentence_nll(hidden, targets, valid)
+                reconstruction_loss = self._sentence_nll(hidden, targets, valid, chunk_tokens=None)
             num_tokens = valid.sum(-1)
             loss = vae_loss(
                 reconstruction_loss,

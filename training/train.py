@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
-from hf_bnvae.data import BROWN_DIR, collate, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, all_flags, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
@@ -340,7 +340,7 @@ def train(args):
     if model.bnvae is not None:
         model.bnvae.latent_head.synchronize_statistics = args.sync_bn
     optimizer = build_optimizer(args, model)
-    train_ids = train_set["input_ids"]
+    train_ids = column(train_set)
     # Every training step starts with one call of this module's `collate`, looked up per batch, so that a
     # profiler can wrap `train.collate` to timestamp the steps (../shared/official_bench does).
     train_loader = sentence_loader(
