@@ -52,7 +52,10 @@ class OfficialStepModel(nn.Module):
         self.decoder = nn.LSTM(e + n, d, batch_first=True)
         self.latent_to_cell = nn.Linear(n, d, bias=False)
         self.output = nn.Linear(d, v, bias=False)
-        self.dropout_in, self.dropout_out = nn.Dropout(config.decoder_dropout_in), nn.Dropout(config.decoder_dropout_out)
+        self.dropout_in, self.dropout_out = (
+            nn.Dropout(config.decoder_dropout_in),
+            nn.Dropout(config.decoder_dropout_out),
+        )
 
     def forward(self, x, kl_weight=1.0):
         _, (last, _) = self.encoder(self.encoder_embedding(x))
@@ -66,7 +69,9 @@ class OfficialStepModel(nn.Module):
         cell = self.latent_to_cell(z)[None]
         hidden, _ = self.decoder(inputs, (cell.tanh(), cell))
         logits = self.output(self.dropout_out(hidden))
-        token_nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+        token_nll = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none"
+        )
         return (token_nll.view(target.shape).sum(-1) + kl_weight * kl).mean()
 
 
@@ -82,7 +87,13 @@ def exact_length_batches(lengths, batch_size, seed):
     return [b for b in batches if len(b) > 1]
 
 
-def sgd_step(model, optimizer, loss):
+def step(side, model, optimizer, batch):
+    """One training step of either side on a collated batch."""
+    if side == "official":
+        loss = model(batch["input_ids"])
+    else:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids, return_logits=False).loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -129,15 +140,6 @@ def main(argv=None):
             side: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0) for side, m in models.items()
         }
 
-        def step(side, indices):
-            batch = collate(sequences, indices, pad)
-            if side == "official":
-                loss = models[side](batch["input_ids"])
-            else:
-                ids, mask = batch["input_ids"], batch["attention_mask"]
-                loss = models[side](input_ids=ids, attention_mask=mask, labels=ids, return_logits=False).loss
-            sgd_step(models[side], optimizers[side], loss)
-
         seconds, tokens, steps = dict.fromkeys(plans, 0.0), dict.fromkeys(plans, 0), dict.fromkeys(plans, 0)
         longest = max(len(b) for b in plans.values())
         limit = min(longest, args.max_steps + args.warmup) if args.max_steps else longest
@@ -146,7 +148,7 @@ def main(argv=None):
                 if i >= len(batches):
                     continue
                 start = time.perf_counter()
-                step(side, batches[i])
+                step(side, models[side], optimizers[side], collate(sequences, batches[i], pad))
                 if i >= args.warmup:
                     seconds[side] += time.perf_counter() - start
                     tokens[side] += sum(lengths[j] - 1 for j in batches[i])
