@@ -158,8 +158,9 @@ def classifier_args(saved, files, output, *extra):
 
 def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_epoch(saved, labelled_files, tmp_path):
     model, results = train_classifier.main(
-        classifier_args(saved, labelled_files, tmp_path / "out", "--max_train_samples", "12")
+        classifier_args(saved, labelled_files, tmp_path / "out", "--max_train_samples", "12", "--max_train_steps", "3")
     )
+    assert results["optimizer_steps"] == 3 and len(results["history"]) == 2  # 2 steps per epoch: the 2nd ends early
     written = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert (
         written["label_budget"] == 12
@@ -195,3 +196,32 @@ def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labe
             (other / name).write_bytes((saved / name).read_bytes())
     with pytest.raises(ValueError, match="is a 'gpt2' checkpoint, not one of this package"):
         train_classifier.main(classifier_args(other, labelled_files, tmp_path / "d"))
+
+
+@pytest.mark.slow
+def test_the_semi_supervised_experiment_writes_its_table_and_resumes(tmp_path, labelled_files, monkeypatch):
+    import semi_supervised
+
+    tiny = "--embedding_size 16 --encoder_hidden_size 24 --decoder_hidden_size 24 --latent_size 8 "
+    tiny += "--per_device_train_batch_size 8 --per_device_eval_batch_size 16"
+    argv = [
+        *("--output_dir", str(tmp_path), "--train_file", str(labelled_files["train"])),
+        *("--validation_file", str(labelled_files["valid"]), "--test_file", str(labelled_files["test"])),
+        *("--pretrain_epochs", "1", "--budgets", "6", "all", "--seeds", "1", "2", "--num_train_epochs", "2"),
+        *("--max_train_steps", "3", "--train_args", tiny),
+    ]  # fmt: skip
+    runs = semi_supervised.main(argv)
+    assert len(runs) == 5 * 2 * 2 and all(0 <= r["test_accuracy"] <= 100 for r in runs.values())
+    pretrained = json.loads((tmp_path / "classification_models" / "ae_free_bits" / "metrics.json").read_text())
+    assert pretrained["training_args"]["init_encoder_from"].endswith("ae") and pretrained["method"] == "free_bits"
+    report = json.loads((tmp_path / "classification.json").read_text())
+    assert report["budgets"] == [6, "all"] and set(report["methods"]) == set(semi_supervised.METHODS)
+    cell = report["methods"]["bnvae_0.7"]["6"]
+    assert len(cell["runs"]) == 2 and cell["mean"] == pytest.approx(sum(cell["runs"]) / 2)
+    assert "BN-VAE (0.7)" in (tmp_path / "classification.md").read_text()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(semi_supervised, "fine_tune", fail)
+    assert semi_supervised.main(argv) == runs  # everything is in the record: nothing retrains

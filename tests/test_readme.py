@@ -13,7 +13,9 @@ import precision
 import prepare_brown
 import prepare_rotten_tomatoes
 import pytest
+import official_step
 import reproduce
+import semi_supervised
 import train
 import train_classifier
 import train_speed
@@ -30,7 +32,9 @@ PARSED_ONLY = {
     "training/prepare_brown.py": prepare_brown.parse_args,
     "training/prepare_rotten_tomatoes.py": prepare_rotten_tomatoes.parse_args,
     "training/train_classifier.py": train_classifier.parse_args,
+    "training/semi_supervised.py": semi_supervised.parse_args,
     "benchmarks/train_speed.py": train_speed.parse_args,
+    "benchmarks/official_step.py": official_step.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/precision.py": precision.parse_args,

@@ -63,9 +63,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_train_script(output_dir, args, seed, flags):
-    """Run train.py for one model of a comparison: the Brown preset, args' training budget
-    (max_train_samples, num_train_epochs, kl_warmup_epochs), no final IW-NLL, plus `flags`."""
+def run_train_script(output_dir, budget, seed, flags):
+    """Run train.py for one model of a comparison: the Brown preset (flags may name another), the training
+    budget's num_train_epochs, kl_warmup_epochs and max_train_samples (None: every sentence), no final
+    IW-NLL, plus `flags`."""
     command = [
         sys.executable,
         str(HERE / "train.py"),
@@ -73,16 +74,15 @@ def run_train_script(output_dir, args, seed, flags):
         "brown",
         "--output_dir",
         str(output_dir),
-        "--max_train_samples",
-        str(args.max_train_samples),
         "--num_train_epochs",
-        str(args.num_train_epochs),
+        str(budget.num_train_epochs),
         "--kl_warmup_epochs",
-        str(args.kl_warmup_epochs),
+        str(budget.kl_warmup_epochs),
         "--seed",
         str(seed),
         "--iw_samples",
         "0",
+        *(["--max_train_samples", str(budget.max_train_samples)] if budget.max_train_samples else []),
         *flags,
     ]
     print(f"[train] {Path(output_dir).name}: {' '.join(command[1:])}", flush=True)

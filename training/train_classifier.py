@@ -45,6 +45,7 @@ LOWER_BOUNDS = {
     "per_device_eval_batch_size": (1, False, "sentences"),
     "learning_rate": (0, True, "step size"),
     "num_train_epochs": (1, False, "epochs"),
+    "max_train_steps": (1, False, "optimiser steps"),
     "max_grad_norm": (0, False, "0 turns clipping off"),
 }
 
@@ -63,6 +64,7 @@ def build_parser():
     p.add_argument("--learning_rate", type=float, default=None, help="default: 0.1 for SGD, 1e-3 for Adam")
     p.add_argument("--max_grad_norm", type=float, default=5.0)
     p.add_argument("--num_train_epochs", type=int, default=10)
+    p.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps (ends an epoch early)")
     p.add_argument("--freeze_encoder", action="store_true", help="train the classifier only (a linear probe)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output_dir", required=True)
@@ -193,8 +195,10 @@ def main(argv=None):
         f"{'frozen' if args.freeze_encoder else 'fine-tuned'} encoder from {args.model_name_or_path}"
         f"{' (config only)' if args.from_scratch else ''}"
     )
-    history, best, best_weights = [], None, None
+    history, best, best_weights, steps = [], None, None, 0
     for epoch in tqdm(range(args.num_train_epochs), desc="epochs", disable=not accelerator.is_local_main_process):
+        if args.max_train_steps and steps >= args.max_train_steps:
+            break
         model.train()
         batch_sampler.set_epoch(epoch)
         for batch in train_loader:
@@ -205,6 +209,9 @@ def main(argv=None):
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
+            steps += 1
+            if args.max_train_steps and steps >= args.max_train_steps:
+                break
         scores = evaluate_split(model, valid_loader, accelerator, len(label2id))
         history.append({"epoch": epoch, **{f"valid_{k}": v for k, v in scores.items()}})
         if best is None or scores["accuracy"] > history[best]["valid_accuracy"]:
@@ -221,6 +228,7 @@ def main(argv=None):
         "label_budget": budget,
         "seed": args.seed,
         "best_epoch": best,
+        "optimizer_steps": steps,
         "eval_accuracy": history[best]["valid_accuracy"],
         "eval_f1": history[best]["valid_f1"],
         "test_accuracy": test["accuracy"],
