@@ -9,11 +9,11 @@ import eval_speed
 import evaluate_model
 import generate
 import mi_noise
+import official_step
 import precision
 import prepare_brown
 import prepare_rotten_tomatoes
 import pytest
-import official_step
 import reproduce
 import semi_supervised
 import train
