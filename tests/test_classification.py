@@ -11,7 +11,7 @@ import torch
 import train_classifier
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from hf_bnvae import BNVAEForSequenceClassification
+from hf_bnvae import BNVAEForSequenceClassification, hub
 
 
 @pytest.fixture
@@ -171,6 +171,13 @@ def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_ep
     assert model.config.id2label == {0: "bad", 1: "good"}
     loaded = BNVAEForSequenceClassification.from_pretrained(tmp_path / "out")
     assert loaded.config.id2label[1] == "good"
+    # the hub card, by the language model's card code: a model-index with test accuracy and the budget
+    card = hub.build_model_card(tmp_path / "out", "org/bnvae-classifier")
+    index = card.data.eval_results
+    assert card.data.pipeline_tag == "text-classification" and {r.metric_type for r in index} == {"accuracy", "f1"}
+    accuracy = next(r for r in index if r.metric_type == "accuracy")
+    assert accuracy.metric_value == round(100 * written["test_accuracy"], 1) and accuracy.metric_config == "12 labels"
+    assert accuracy.dataset_split == "test" and "12 labelled sentences" in card.text and "NLL" not in card.text
     # frozen encoder: the encoder's weights are those of the checkpoint
     frozen, _ = train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "probe", "--freeze_encoder"))
     start = BNVAEForSequenceClassification.from_pretrained(saved, num_labels=2)

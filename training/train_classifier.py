@@ -225,6 +225,7 @@ def main(argv=None):
     results = {
         "model_name_or_path": args.model_name_or_path,
         "from_scratch": args.from_scratch,
+        "train_file": args.train_file,
         "label_budget": budget,
         "seed": args.seed,
         "best_epoch": best,
