@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 import train_classifier
+from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from hf_bnvae import BNVAEForSequenceClassification, hub
@@ -232,3 +233,16 @@ def test_the_semi_supervised_experiment_writes_its_table_and_resumes(tmp_path, l
 
     monkeypatch.setattr(semi_supervised, "fine_tune", fail)
     assert semi_supervised.main(argv) == runs  # everything is in the record: nothing retrains
+
+
+def test_the_script_pushes_the_classifier_with_its_card(saved, labelled_files, tmp_path, fake_hub):
+    train_classifier.main(
+        classifier_args(saved, labelled_files, tmp_path / "out", "--push_to_hub", "--hub_model_id", "org/rt-cls")
+    )
+    snapshot = fake_hub.snapshot("org/rt-cls")
+    for name in ("model.safetensors", "config.json", "modeling_bnvae.py", "tokenizer.json", "all_results.json"):
+        assert (snapshot / name).exists(), name
+    card = ModelCard.load(snapshot / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.eval_results[0].metric_config == "60 labels"
+    with pytest.raises(SystemExit):
+        train_classifier.parse_args(classifier_args(saved, labelled_files, tmp_path / "x", "--push_to_hub"))

@@ -68,6 +68,8 @@ def build_parser():
     p.add_argument("--freeze_encoder", action="store_true", help="train the classifier only (a linear probe)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--push_to_hub", action="store_true", help="upload the saved classifier with its model card")
+    p.add_argument("--hub_model_id", default=None, help="org/name on the hub")
     return p
 
 
@@ -77,6 +79,8 @@ def parse_args(argv=None):
     if args.learning_rate is None:
         args.learning_rate = 0.1 if args.optimizer == "sgd" else 1e-3
     check_lower_bounds(parser, args, LOWER_BOUNDS)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id org/name")
     for flag in ("train_file", "validation_file", "test_file"):
         if not Path(getattr(args, flag)).is_file():
             parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
@@ -245,6 +249,11 @@ def main(argv=None):
             f"best epoch {best + 1}: validation accuracy {results['eval_accuracy']:.4f}; "
             f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; saved to {output}"
         )
+        if args.push_to_hub:
+            from hf_bnvae.hub import push_to_hub
+
+            commit = push_to_hub(output, args.hub_model_id)
+            accelerator.print(f"pushed to {args.hub_model_id}: {getattr(commit, 'commit_url', commit)}")
     return unwrapped, results
 
 
