@@ -87,12 +87,13 @@ def test_resume_across_an_epoch_boundary_keeps_the_epoch_order(tmp_path, train_r
     _, straight = train_run(*flags, name="straight")
     # stopped in epoch 2 (step 12), and at the last batch of epoch 1 (step 8: the epoch's end is still to do)
     for stop, every in (("12", "4"), ("8", "8")):
-        train_run(*flags, "--max_train_steps", stop, "--checkpointing_steps", every, name=f"parts{stop}")
+        _, part = train_run(*flags, "--max_train_steps", stop, "--checkpointing_steps", every, name=f"parts{stop}")
         _, resumed = train_run(*flags, "--resume_from_checkpoint", "latest", name=f"parts{stop}")
         assert resumed["train_step_losses"] == pytest.approx(straight["train_step_losses"], abs=1e-6)
         for key in ("valid_nelbo", "valid_kl", "train_reconstruction", "train_kl"):  # the epoch's sums survive
             assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]]), key
-        assert resumed["train_seconds"] > straight["train_seconds"] / 3  # the time before the checkpoint is kept
+        # the time before the checkpoint (taken at the part's last step) is kept, whatever the machine's load
+        assert resumed["train_seconds"] > part["train_seconds"] > 0
 
 
 @pytest.mark.slow
