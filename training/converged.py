@@ -18,14 +18,13 @@ each run's record (validation history and test metrics) in training/reproduction
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
 
 import sacrebleu
 import torch
-from reproduce import run_train_script  # training/ is on the path when a training script runs
+from reproduce import mean_std, run_train_script  # training/ is on the path when a training script runs
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
@@ -129,14 +128,12 @@ FIGURES = ("nll", "ppl", "nelbo", "kl", "mi", "au", "epochs", "z_gap", "token_ac
 
 
 def summarise(runs):
-    """{figure: {"mean", "std", "runs"}} over the seeds' metrics (std with the n-1 divisor; 0 for one run)."""
+    """{figure: mean_std over the seeds' metrics} for each figure the runs have."""
     summary = {}
     for figure in FIGURES:
         values = [r[figure] for r in runs if figure in r]
         if values:
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-            summary[figure] = {"mean": mean, "std": std, "runs": values}
+            summary[figure] = mean_std(values)
     return summary
 
 

@@ -17,6 +17,7 @@ NLL (K = 500) on the first 200 test sentences.
 import argparse
 import datetime
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,15 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only", nargs="*", help="train only these runs")
     return p.parse_args(argv)
+
+
+def mean_std(values):
+    """{"mean", "std", "runs"} of a figure over seeds: the sample std (n-1 divisor), 0 for one run."""
+    return {
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "runs": values,
+    }
 
 
 def run_train_script(output_dir, budget, seed, flags):

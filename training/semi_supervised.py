@@ -23,14 +23,13 @@ Writes training/reproduction/classification.json and classification.md.
 
 import argparse
 import json
-import math
 import shlex
 import tempfile
 import time
 from pathlib import Path
 
 import train_classifier  # training/ is on the path when a training script runs
-from reproduce import run_train_script
+from reproduce import mean_std, run_train_script
 
 from hf_bnvae.saving import write_atomically
 
@@ -128,12 +127,6 @@ def fine_tune(args, checkpoint, method, budget, seed):
     return {"test_accuracy": 100 * results["test_accuracy"], "best_epoch": results["best_epoch"] + 1}
 
 
-def summarise(values):
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "runs": values}
-
-
 def write_results(args, runs, seconds):
     output = Path(args.output_dir)
     budgets = [b if b == "all" else int(b) for b in args.budgets]
@@ -142,7 +135,7 @@ def write_results(args, runs, seconds):
         for budget in budgets:
             values = [r["test_accuracy"] for r in runs.values() if r["method"] == method and r["budget"] == budget]
             if values:
-                methods.setdefault(method, {})[str(budget)] = summarise(values)
+                methods.setdefault(method, {})[str(budget)] = mean_std(values)
     command = "python training/semi_supervised.py"
     report = {"budgets": budgets, "methods": methods, "command": command, "seconds": seconds, "settings": vars(args)}
     write_atomically(output / "classification.json", json.dumps(report, indent=2))
