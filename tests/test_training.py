@@ -71,6 +71,16 @@ def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args, sync_bn):
 # -- resuming mid-epoch ---------------------------------------------------------------------------
 
 
+def test_threads_follow_omp_num_threads_except_under_accelerate_launch():
+    cores = os.cpu_count() or 1
+    assert train.default_num_threads(1, environ={"OMP_NUM_THREADS": "1"}) == 1  # two jobs sharing the cores
+    assert train.default_num_threads(1, environ={}) == cores
+    # accelerate launch sets OMP_NUM_THREADS=1 for one process too: the cores are shared among its processes
+    launched = {"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "True", "LOCAL_WORLD_SIZE": "1"}
+    assert train.default_num_threads(1, environ=launched) == cores
+    assert train.default_num_threads(2, environ={**launched, "LOCAL_WORLD_SIZE": "2"}) == max(1, cores // 2)
+
+
 def test_resume_reaches_the_same_losses(tmp_path, train_run):
     _, straight = train_run("--max_train_steps", "8", name="straight")
     _, first = train_run("--max_train_steps", "4", "--checkpointing_steps", "2", name="parts")

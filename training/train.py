@@ -173,7 +173,10 @@ def build_parser():
     run.add_argument("--iw_samples", type=int, default=500, help="K for the final importance-weighted NLL (0: skip)")
     run.add_argument("--max_iw_eval_samples", type=int, default=200, help="sentences scored with the IW-NLL at the end")
     run.add_argument(
-        "--num_threads", type=int, default=None, help="CPU threads per process (default: cores / processes)"
+        "--num_threads",
+        type=int,
+        default=None,
+        help="CPU threads per process (default: OMP_NUM_THREADS if set outside accelerate launch, else cores / processes)",
     )
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None)
@@ -240,10 +243,18 @@ def make_accelerator(args):
             f"launched {launched} processes but Accelerate joined {accelerator.num_processes}: they would train independently"
         )
     if accelerator.device.type == "cpu":
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-        # accelerate launch sets OMP_NUM_THREADS=1 even for one process; use the cores we have.
-        torch.set_num_threads(args.num_threads or max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(args.num_threads or default_num_threads(accelerator.num_processes))
     return accelerator
+
+
+def default_num_threads(num_processes, environ=os.environ):
+    """CPU threads per process: the user's OMP_NUM_THREADS (e.g. two jobs sharing the cores), except that
+    accelerate launch (which marks its processes with ACCELERATE_USE_CPU) sets it to 1 even for one
+    process, so there the cores are shared among the processes on this machine."""
+    if environ.get("OMP_NUM_THREADS", "").isdigit() and "ACCELERATE_USE_CPU" not in environ:
+        return max(1, int(environ["OMP_NUM_THREADS"]))
+    local = int(environ.get("LOCAL_WORLD_SIZE", num_processes))
+    return max(1, (os.cpu_count() or 1) // local)
 
 
 def load_corpora(args):
