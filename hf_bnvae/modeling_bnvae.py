@@ -690,6 +690,15 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
             input_ids = input_ids[:, -1:]  # the state already holds everything before the last token
         return {"input_ids": input_ids, "state": state, "latent": latent, "use_cache": use_cache}
 
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        """transformers' update, plus the LSTM state: transformers 5 carries only an output named `cache`
+        from step to step, so without this every step would decode the whole prefix again."""
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
+        )
+        model_kwargs["state"] = outputs.state
+        return model_kwargs
+
     def _reorder_cache(self, state, beam_idx):
         return tuple(s.index_select(1, beam_idx.to(s.device)) for s in state)
 

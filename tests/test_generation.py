@@ -25,10 +25,19 @@ def bos(model, n):
 def test_cached_and_uncached_greedy_agree(ready):
     z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
     kwargs = dict(input_ids=bos(ready, 4), latent=z, max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    steps = []  # (state given, tokens fed) of every decoder call
+    hook = ready.register_forward_pre_hook(
+        lambda module, args, kw: steps.append((kw["state"] is not None, kw["input_ids"].shape[1])), with_kwargs=True
+    )
     cached = ready.generate(**kwargs, use_cache=True)
+    cached_steps, steps[:] = list(steps), []
     uncached = ready.generate(**kwargs, use_cache=False)
+    hook.remove()
     assert cached.shape == (4, 13)
     assert torch.equal(cached, uncached)
+    # the cache is used: after the first step one new token is fed with the state; without it, the prefix
+    assert cached_steps == [(False, 1)] + [(True, 1)] * 11
+    assert steps == [(False, n) for n in range(1, 13)]
 
 
 def test_greedy_equals_argmax_of_forward(ready):
