@@ -5,9 +5,17 @@ scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are i
 `data` and `hub` need the `train` extra (datasets).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+)
 
+from .configuration_bncvae import DIALOGUE_PRESETS, BNCVAEConfig
 from .configuration_bnvae import PRESETS, BNVAEConfig
+from .modeling_bncvae import BNCVAEForConditionalGeneration, BNCVAEOutput
 from .modeling_bnvae import (
     BNVAEForLanguageModeling,
     BNVAEForSequenceClassification,
@@ -33,8 +41,18 @@ BNVAEModel.register_for_auto_class("AutoModel")
 BNVAEForLanguageModeling.register_for_auto_class("AutoModelForCausalLM")
 BNVAEForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
+AutoConfig.register("bncvae", BNCVAEConfig, exist_ok=True)
+AutoModel.register(BNCVAEConfig, BNCVAEForConditionalGeneration, exist_ok=True)
+AutoModelForSeq2SeqLM.register(BNCVAEConfig, BNCVAEForConditionalGeneration, exist_ok=True)
+BNCVAEConfig.register_for_auto_class()
+BNCVAEForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
 __all__ = [
+    "DIALOGUE_PRESETS",
     "PRESETS",
+    "BNCVAEConfig",
+    "BNCVAEForConditionalGeneration",
+    "BNCVAEOutput",
     "BNVAEConfig",
     "BNVAEForLanguageModeling",
     "BNVAEForSequenceClassification",

@@ -187,8 +187,8 @@ class BatchNormLatentHead(nn.Module):
         if config.gamma > 0:
             self.bn = nn.BatchNorm1d(config.latent_size, eps=config.bn_eps, momentum=config.bn_momentum)
             self.bn.weight.requires_grad_(False)  # gamma is fixed, never trained
-        self.delta_rate = config.delta_rate
-        self.delta_bounds = delta_vae_variance_bounds(config.delta_rate) if config.delta_rate > 0 else None
+        self.delta_rate = getattr(config, "delta_rate", 0.0)  # BN-CVAE's config has none
+        self.delta_bounds = delta_vae_variance_bounds(self.delta_rate) if self.delta_rate > 0 else None
 
     def forward(self, mu_raw, logvar_raw):
         mu, logvar = mu_raw.float(), logvar_raw.float()
