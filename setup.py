@@ -6,6 +6,8 @@ from setuptools import find_packages, setup
 # The version is defined once, in hf_bnvae/__init__.py (read here without importing the package).
 VERSION = re.search(r'^__version__ = "([^"]+)"', Path("hf_bnvae/__init__.py").read_text(), re.M).group(1)
 TRAIN = ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "sacrebleu>=2.0", "tqdm", "matplotlib", "tensorboard"]
+# BN-CVAE's metrics (hf_bnvae.dialogue_metrics) and its data (training/prepare_chitchat.py)
+DIALOGUE = ["sacrebleu>=2.0", "gensim>=4.3", "chitchat-dataset==0.9.0"]
 
 setup(
     name="hf_bnvae",
@@ -28,6 +30,7 @@ setup(
     ],
     extras_require={
         "train": TRAIN,  # training/, benchmarks/, hf_bnvae.data / evaluation / hub, the evaluate modules
-        "dev": [*TRAIN, "pytest>=8", "ruff>=0.6"],
+        "dialogue": DIALOGUE,
+        "dev": [*TRAIN, *DIALOGUE, "pytest>=8", "ruff>=0.6"],
     },
 )

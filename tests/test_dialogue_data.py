@@ -1,0 +1,160 @@
+"""Dialogue data (JSON lines, pairs, batches), the chitchat preparation script and the response metrics,
+each against hand-computed examples."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
+from hf_bnvae.dialogue_metrics import bow_embeddings, distinct, response_metrics, train_word_vectors
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def conversation(cid, *turns):
+    return json.dumps({"id": cid, "turns": [{"speaker": s, "text": t} for s, t in turns]})
+
+
+def test_conversations_merge_turns_and_count_what_they_drop(tmp_path):
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            conversation("a", ("A", "hi"), ("A", "there"), ("B", "  "), ("B", "hello"), ("A", "how are you")),
+            "",
+            conversation("b", ("A", "alone")),
+            conversation("c", ("x", "one"), ("y", "two")),
+        ],
+    )
+    conversations, counts = read_conversations(path)
+    assert [c["id"] for c in conversations] == ["a", "c"]
+    assert conversations[0]["turns"] == [("A", "hi there"), ("B", "hello"), ("A", "how are you")]
+    assert counts == {
+        "consecutive turns of one speaker merged": 1,
+        "empty turns dropped": 1,
+        "blank lines": 1,
+        "conversations with fewer than 2 turns dropped": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"turns": [}\n', "line 1: not valid JSON"),
+        (b"\n[1, 2]\n", "line 2: expected an object"),
+        (b'{"turns": [{"speaker": "A"}]}\n', 'turn 0 is not an object with "speaker" and a "text"'),
+        (b'{"turns": [{"speaker": "A", "text": "caf\xe9"}]}\n', "line 1: not UTF-8"),
+        (b"\n\n", "no conversation with at least two turns"),
+    ],
+)
+def test_bad_files_are_named(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_conversations(path)
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        read_conversations(tmp_path / "missing.jsonl")
+
+
+def test_pairs_mark_the_responder_and_truncate_the_context():
+    turns = [("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2")]
+    pairs, counts = dialogue_pairs([{"id": "x", "turns": turns}], max_context_turns=2)
+    assert pairs == [(["a1"], [0], "b1"), (["a1", "b1"], [1, 0], "a2"), (["b1", "a2"], [1, 0], "b2")]
+    assert counts == {"contexts truncated": 1}
+
+
+def test_dataset_drops_responses_of_unknown_words_and_collates(tokenizer):
+    pairs = [
+        (["the cat sat"], [0], "a dog ran"),
+        (["the dog"], [0], "zebra quokka"),
+        (["hi", "the mat"], [1, 0], "on the log"),
+    ]
+    data = DialogueDataset(pairs, tokenizer, max_utterance_length=2)
+    assert len(data) == 2 and data.counts == {"responses of unknown words only dropped": 1}
+    batch = dialogue_collate([data[0], data[1]], tokenizer.pad_token_id)
+    assert batch["context_input_ids"].shape == (2, 2, 4)  # 2 words + <s> </s>; the second context has 2 turns
+    assert batch["input_ids"].shape == (2, 4) and torch.equal(batch["labels"], batch["input_ids"])
+    assert batch["context_speakers"].tolist() == [[0, 0], [1, 0]]
+    assert batch["attention_mask"].sum().item() == 8
+    with pytest.raises(ValueError, match="no \\(context, response\\) pair"):
+        DialogueDataset(pairs[1:2], tokenizer, max_utterance_length=40)
+
+
+def test_prepare_chitchat_splits_by_conversation(tmp_path):
+    import prepare_chitchat
+
+    source = {
+        f"c{i}": {
+            "messages": [
+                [{"text": f"Hello {i}!", "sender": "u"}, {"text": "How are you?", "sender": "u"}],
+                [{"text": "Fine, THANKS", "sender": "v"}],
+                [{"text": "", "sender": "u"}],
+            ]
+        }
+        for i in range(10)
+    }
+    source["short"] = {"messages": [[{"text": "anyone?", "sender": "u"}]]}
+    (tmp_path / "dataset.json").write_text(json.dumps(source))
+    argv = ["--source_file", str(tmp_path / "dataset.json"), "--output_dir", str(tmp_path / "out")]
+    prepare_chitchat.main([*argv, "--test_size", "2", "--valid_size", "3"])
+    splits = {name: read_conversations(tmp_path / "out" / f"{name}.jsonl")[0] for name in ("train", "valid", "test")}
+    assert [len(rows) for rows in splits.values()] == [5, 3, 2]
+    ids = [c["id"] for rows in splits.values() for c in rows]
+    assert sorted(ids) == sorted(f"c{i}" for i in range(10))  # each conversation in exactly one split
+    assert splits["train"][0]["turns"][1] == ("v", "fine , thanks")
+    assert splits["train"][0]["turns"][0][1].endswith("! how are you ?")
+    first = (tmp_path / "out" / "train.jsonl").read_text()
+    prepare_chitchat.main([*argv, "--test_size", "2", "--valid_size", "3"])
+    assert (tmp_path / "out" / "train.jsonl").read_text() == first  # fixed, seeded splits
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def test_bleu_precision_is_the_mean_and_recall_the_max_over_samples():
+    reference = "the cat sat on the mat"
+    samples = [[reference, "the cat sat on a mat"]]
+    metrics = response_metrics(samples, [reference], vectors={})
+    # BLEU-1 of the second: 5 of 6 words match, brevity 1; BLEU-2: sqrt(5/6 * 3/5)
+    second = [100 * 5 / 6, 100 * math.sqrt(5 / 6 * 3 / 5)]
+    assert metrics["bleu_recall"][:2] == pytest.approx([100, 100])
+    assert metrics["bleu_precision"][:2] == pytest.approx([(100 + second[0]) / 2, (100 + second[1]) / 2], rel=1e-4)
+    assert metrics["a_bow_precision"] == 0 and metrics["num_samples"] == 2
+
+
+def test_bag_of_words_embeddings_by_hand():
+    vectors = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 2.0]), "c": np.array([-3.0, 1.0])}
+    average, extrema = bow_embeddings(["a", "c", "unknown"], vectors)
+    np.testing.assert_allclose(average, [-1.0, 0.5])
+    np.testing.assert_allclose(extrema, [-3.0, 1.0])  # per dimension the value of largest magnitude
+    assert bow_embeddings(["unknown"], vectors) is None
+    metrics = response_metrics([["a", "b"]], ["a b"], vectors)
+    # reference average (0.5, 1) against (1, 0): cos = 0.5 / sqrt(1.25); against (0, 2): 2 / (2 sqrt(1.25))
+    cosines = [0.5 / math.sqrt(1.25), 1 / math.sqrt(1.25)]
+    assert metrics["a_bow_precision"] == pytest.approx(sum(cosines) / 2)
+    assert metrics["a_bow_recall"] == pytest.approx(max(cosines))
+    # reference extrema (1, 2): against (1, 0) and (0, 2)
+    extrema_cosines = [1 / math.sqrt(5), 2 / math.sqrt(5)]
+    assert metrics["e_bow_precision"] == pytest.approx(sum(extrema_cosines) / 2)
+    assert metrics["e_bow_recall"] == pytest.approx(max(extrema_cosines))
+
+
+def test_distinct_counts_ngrams_over_all_samples():
+    hypotheses = [["i", "am", "fine"], ["i", "am", "ok"]]
+    assert distinct(hypotheses, 1) == pytest.approx(4 / 6)
+    assert distinct(hypotheses, 2) == pytest.approx(3 / 4)
+    assert distinct([["one"]], 2) == 0.0
+    with pytest.raises(ValueError, match="sample lists"):
+        response_metrics([["x"]], ["x", "y"], {})
+
+
+def test_word2vec_vectors_are_deterministic():
+    sentences = [["the", "cat", "sat"], ["the", "dog", "ran"]] * 20
+    first, second = train_word_vectors(sentences, vector_size=8), train_word_vectors(sentences, vector_size=8)
+    np.testing.assert_array_equal(first["cat"], second["cat"])
+    assert first.vector_size == 8 and "dog" in first
