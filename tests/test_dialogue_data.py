@@ -158,3 +158,74 @@ def test_word2vec_vectors_are_deterministic():
     first, second = train_word_vectors(sentences, vector_size=8), train_word_vectors(sentences, vector_size=8)
     np.testing.assert_array_equal(first["cat"], second["cat"])
     assert first.vector_size == 8 and "dog" in first
+
+
+# -- training/train_dialogue.py ----------------------------------------------------------------------
+
+TINY = "embedding_size=8,utterance_hidden_size=8,context_hidden_size=12,decoder_hidden_size=12,latent_size=4"
+
+
+@pytest.fixture
+def dialogue_files(tmp_path, corpus):
+    """train / valid / test JSON-lines files of conversations made of the fixture sentences."""
+    files = {}
+    for split, count in (("train", 12), ("valid", 3), ("test", 3)):
+        lines = [
+            conversation(f"{split}{i}", *[("AB"[k % 2], corpus[(i + k) % len(corpus)]) for k in range(4)])
+            for i in range(count)
+        ]
+        files[split] = write_lines(tmp_path / f"{split}.jsonl", lines)
+    return files
+
+
+def dialogue_args(files, output, *extra):
+    return [
+        "--train_file", str(files["train"]), "--validation_file", str(files["valid"]), "--test_file", str(files["test"]),
+        "--config_overrides", TINY, "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
+        "--kl_warmup_steps", "4", "--num_samples", "3", "--max_test_contexts", "4", "--max_new_tokens", "5",
+        "--output_dir", str(output), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("method, extra", [("bncvae", ["--gamma", "0.7"]), ("cvae_bow", [])])
+def test_train_dialogue_end_to_end(tmp_path, dialogue_files, method, extra):
+    import train_dialogue
+    from transformers import AutoModelForSeq2SeqLM
+
+    model, results = train_dialogue.main(dialogue_args(dialogue_files, tmp_path / "out", "--method", method, *extra))
+    saved = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert saved["method"] == method and saved["gamma"] == (0.7 if method == "bncvae" else 0.0)
+    assert saved["use_bow"] == (method == "cvae_bow") and saved["test_num_pairs"] == 9
+    for key in (
+        "test_ppl",
+        "test_kl",
+        "test_a_bow_precision",
+        "test_e_bow_recall",
+        "test_distinct_1",
+        "test_distinct_2",
+    ):
+        assert math.isfinite(saved[key]), key
+    assert len(saved["test_bleu_precision"]) == 4 and len(saved["test_bleu_recall"]) == 4
+    assert saved["test_num_contexts"] == 4 and saved["test_num_samples"] == 12 and len(saved["history"]) == 2
+    assert len(saved["examples"]) == 4 and all(len(e["samples"]) == 3 for e in saved["examples"])
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out")
+    assert loaded.config.latent_size == 4 and loaded.config.use_bow == (method == "cvae_bow")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "cvae", "--gamma", "0.5"], "--gamma is BN-CVAE's"),
+        (["--gamma", "0"], "--gamma 0.0: must be > 0"),
+        (["--per_device_train_batch_size", "1"], "must be >= 2"),
+        (["--config_overrides", "latent=3"], "unknown BNCVAEConfig field"),
+        (["--config_overrides", "latent_size=big"], "is not field=number"),
+        (["--word_vectors", "nowhere.txt"], "--word_vectors nowhere.txt: file not found"),
+    ],
+)
+def test_train_dialogue_bad_flags(tmp_path, dialogue_files, extra, message, capsys):
+    import train_dialogue
+
+    with pytest.raises(SystemExit):
+        train_dialogue.parse_args(dialogue_args(dialogue_files, tmp_path / "out", *extra))
+    assert message in capsys.readouterr().err

@@ -12,12 +12,14 @@ import mi_noise
 import official_step
 import precision
 import prepare_brown
+import prepare_chitchat
 import prepare_rotten_tomatoes
 import pytest
 import reproduce
 import semi_supervised
 import train
 import train_classifier
+import train_dialogue
 import train_speed
 
 from hf_bnvae import hub
@@ -31,6 +33,9 @@ PARSED_ONLY = {
     "training/converged.py": converged.parse_args,
     "training/prepare_brown.py": prepare_brown.parse_args,
     "training/prepare_rotten_tomatoes.py": prepare_rotten_tomatoes.parse_args,
+    "training/prepare_chitchat.py": prepare_chitchat.parse_args,
+    # its default data files exist once prepare_chitchat.py has run: the arguments only
+    "training/train_dialogue.py": train_dialogue.build_parser().parse_args,
     "training/train_classifier.py": train_classifier.parse_args,
     "training/semi_supervised.py": semi_supervised.parse_args,
     "benchmarks/train_speed.py": train_speed.parse_args,

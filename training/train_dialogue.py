@@ -1,0 +1,305 @@
+"""Train a CVAE, CVAE + bag-of-words loss or BN-CVAE for dialogue responses, then test it.
+
+    accelerate launch training/train_dialogue.py --method bncvae --gamma 0.6 --output_dir outputs/bncvae-chitchat
+
+Data: conversations in the JSON-lines format of `hf_bnvae.dialogue_data` (default: the chitchat splits
+of `training/prepare_chitchat.py`); every turn after the first is a response to the turns before it.
+The recipe of Zhao et al. (2017): Adam (lr 1e-3), batch 30, gradient norm clipped at 5, the KL(q || p)
+weight raised linearly from 0 to 1 over --kl_warmup_steps (10,000 in the paper on Switchboard's ~200k
+pairs; default here 2,000, about two epochs of --max_train_samples 30,000), and the epoch with the
+lowest validation loss (KL weight 1, z from the recognition network) kept. Test: the reference
+response's per-word perplexity with z drawn from q(z | c, x) (words + `</s>`), the KL; then for
+--max_test_contexts test contexts, --num_samples responses each from z ~ p(z | c) (greedy decoding per
+z), scored with `hf_bnvae.dialogue_metrics` (BLEU-1..4 precision / recall, A-bow and E-bow with
+word2vec vectors trained on the training split unless --word_vectors gives a file, distinct-1/2).
+Writes the model (save_pretrained), all_results.json (metrics, history, sample responses).
+"""
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_tokenizer
+from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
+from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
+from hf_bnvae.saving import save_pretrained_atomically, write_atomically
+from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds
+
+DATA = Path(__file__).resolve().parent / "data" / "chitchat"
+METHODS = {  # method -> (gamma given?, use_bow)
+    "cvae": (False, False),
+    "cvae_bow": (False, True),
+    "bncvae": (True, False),
+}
+LOWER_BOUNDS = {
+    "gamma": (0, True, "the BN scale of BN-CVAE"),
+    "vocab_size": (5, False, "tokens, the 4 special ones included"),
+    "max_train_samples": (2, False, "pairs"),
+    "max_eval_samples": (1, False, "pairs"),
+    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one response"),
+    "per_device_eval_batch_size": (1, False, "pairs"),
+    "learning_rate": (0, True, "step size"),
+    "num_train_epochs": (1, False, "epochs"),
+    "kl_warmup_steps": (0, False, "steps (0: KL weight 1 from the start)"),
+    "max_grad_norm": (0, False, "0 turns clipping off"),
+    "num_samples": (1, False, "responses per test context"),
+    "max_test_contexts": (0, False, "contexts (0: skip the sampled metrics)"),
+}
+logger = logging.getLogger(__name__)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train_file", default=str(DATA / "train.jsonl"))
+    p.add_argument("--validation_file", default=str(DATA / "valid.jsonl"))
+    p.add_argument("--test_file", default=str(DATA / "test.jsonl"))
+    p.add_argument("--method", choices=sorted(METHODS), default="bncvae")
+    p.add_argument("--gamma", type=float, default=None, help="BN-CVAE's gamma (default 0.6); only with bncvae")
+    p.add_argument("--preset", choices=sorted(DIALOGUE_PRESETS), default="small")
+    p.add_argument(
+        "--config_overrides",
+        default=None,
+        help="config fields over the preset, as in transformers' run_clm.py: embedding_size=64,latent_size=16",
+    )
+    p.add_argument("--vocab_size", type=int, default=10000)
+    p.add_argument("--max_context_turns", type=int, default=10)
+    p.add_argument("--max_utterance_length", type=int, default=40, help="words kept per utterance")
+    p.add_argument("--max_train_samples", type=int, default=None, help="the first N training pairs")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="the first N validation and test pairs")
+    p.add_argument("--per_device_train_batch_size", type=int, default=30)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--num_train_epochs", type=int, default=5)
+    p.add_argument("--kl_warmup_steps", type=int, default=2000)
+    p.add_argument("--max_grad_norm", type=float, default=5.0)
+    p.add_argument("--num_samples", type=int, default=10, help="responses drawn per test context")
+    p.add_argument("--max_test_contexts", type=int, default=500, help="test contexts for the sampled metrics")
+    p.add_argument("--max_new_tokens", type=int, default=40)
+    p.add_argument("--word_vectors", default=None, help="word2vec-format vectors for A-bow / E-bow")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output_dir", required=True)
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.gamma is not None and args.method != "bncvae":
+        parser.error(f"--gamma is BN-CVAE's; --method {args.method} has no BN (gamma 0)")
+    if args.method == "bncvae":
+        args.gamma = 0.6 if args.gamma is None else args.gamma
+    check_lower_bounds(parser, args, LOWER_BOUNDS)
+    try:
+        args.overrides = parse_overrides(args.config_overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    for flag in ("train_file", "validation_file", "test_file", "word_vectors"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).is_file():
+            hint = " (python training/prepare_chitchat.py makes the chitchat splits)" if flag != "word_vectors" else ""
+            parser.error(f"--{flag} {path}: file not found{hint}")
+    return args
+
+
+def parse_overrides(text):
+    """{field: number} of "a=1,b=0.5" (every BNCVAEConfig size is a number); {} for None."""
+    overrides = {}
+    for item in filter(None, (text or "").split(",")):
+        field, _, value = item.partition("=")
+        try:
+            overrides[field.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise ValueError(f"--config_overrides: {item!r} is not field=number") from None
+    unknown = sorted(set(overrides) - set(BNCVAEConfig().to_dict()))
+    if unknown:
+        raise ValueError(f"--config_overrides: unknown BNCVAEConfig field(s) {unknown}")
+    return overrides
+
+
+def load_pairs(path, args, limit):
+    conversations, counts = read_conversations(path)
+    pairs, truncated = dialogue_pairs(conversations, args.max_context_turns)
+    counts.update(truncated)
+    logger.info(
+        "%s: %d conversations, %d pairs%s; %s", path, len(conversations), len(pairs),
+        f" (first {limit} used)" if limit and limit < len(pairs) else "",
+        ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "nothing dropped",
+    )  # fmt: skip
+    return pairs[:limit] if limit else pairs
+
+
+def loader(dataset, batch_size, pad_token_id, shuffle=False, seed=0):
+    """Batches of pairs; a training epoch never ends on a batch of one (BN cannot normalise it)."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=shuffle and len(dataset) % batch_size == 1,
+        collate_fn=lambda items: dialogue_collate(items, pad_token_id),
+    )
+
+
+@torch.no_grad()
+def evaluate_pairs(model, batches, accelerator, sample_latent, seed=0):
+    """Sums over the pairs (all processes): loss at KL weight 1, reconstruction, KL(q || p), tokens, pairs;
+    returns per-response means (nats), the per-word perplexity and the pair count."""
+    model.eval()
+    torch.manual_seed(seed)
+    totals = torch.zeros(5, device=accelerator.device)
+    for batch in batches:
+        out = model(**batch, sample_latent=sample_latent)
+        n = out.reconstruction_loss.shape[0]
+        loss = out.loss * n
+        totals += torch.stack(
+            [loss, out.reconstruction_loss.sum(), out.kl.sum(), out.num_tokens.sum().float(), torch.tensor(float(n))]
+        )
+    loss, reconstruction, kl, tokens, pairs = accelerator.reduce(totals, "sum").tolist()
+    return {
+        "loss": loss / pairs,
+        "reconstruction": reconstruction / pairs,
+        "kl": kl / pairs,
+        "ppl": math.exp(reconstruction / tokens),
+        "num_pairs": int(pairs),
+    }
+
+
+def sampled_metrics(model, tokenizer, pairs, args, vectors):
+    """Zhao et al.'s metrics over the first --max_test_contexts test pairs, and five examples."""
+    from hf_bnvae.dialogue_metrics import response_metrics
+
+    chosen = pairs[: args.max_test_contexts]
+    samples = []
+    for start in range(0, len(chosen), 16):
+        part = chosen[start : start + 16]
+        samples += model.sample_responses(
+            [context for context, _, _ in part],
+            tokenizer,
+            num_samples=args.num_samples,
+            speakers=[speakers for _, speakers, _ in part],
+            max_new_tokens=args.max_new_tokens,
+        )
+    metrics = response_metrics(samples, [response for _, _, response in chosen], vectors)
+    examples = [
+        {"context": context, "reference": response, "samples": hypotheses}
+        for (context, _, response), hypotheses in list(zip(chosen, samples))[:5]
+    ]
+    return metrics, examples
+
+
+def word_vectors(args, pairs):
+    from hf_bnvae.dialogue_metrics import load_word_vectors, train_word_vectors
+
+    if args.word_vectors:
+        return load_word_vectors(args.word_vectors)
+    texts = {text for context, _, response in pairs for text in (*context, response)}
+    return train_word_vectors([text.split() for text in sorted(texts)], seed=args.seed)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    set_seed(args.seed)
+    train_pairs = load_pairs(args.train_file, args, args.max_train_samples)
+    valid_pairs = load_pairs(args.validation_file, args, args.max_eval_samples)
+    test_pairs = load_pairs(args.test_file, args, args.max_eval_samples)
+    turns = [text for context, _, response in train_pairs for text in (*context, response)]
+    tokenizer = build_word_tokenizer(turns, vocab_size=args.vocab_size)
+    gamma_given, use_bow = METHODS[args.method]
+    config = BNCVAEConfig.from_preset(
+        args.preset,
+        vocab_size=len(tokenizer),
+        gamma=args.gamma if gamma_given else 0.0,
+        use_bow=use_bow,
+        max_context_turns=args.max_context_turns,
+        max_utterance_length=args.max_utterance_length,
+        **args.overrides,
+    )
+    model = BNCVAEForConditionalGeneration(config)
+    datasets = {
+        name: DialogueDataset(pairs, tokenizer, args.max_utterance_length)
+        for name, pairs in (("train", train_pairs), ("valid", valid_pairs), ("test", test_pairs))
+    }
+    for name, data in datasets.items():
+        if data.counts:
+            logger.info("%s: %s", name, ", ".join(f"{n} {reason}" for reason, n in data.counts.items()))
+    pad = tokenizer.pad_token_id
+    train_loader = loader(datasets["train"], args.per_device_train_batch_size, pad, shuffle=True, seed=args.seed)
+    valid_loader = loader(datasets["valid"], args.per_device_eval_batch_size, pad)
+    test_loader = loader(datasets["test"], args.per_device_eval_batch_size, pad)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    model, optimizer, train_loader, valid_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, valid_loader, test_loader
+    )
+    accelerator.print(
+        f"{args.method}{f' (gamma {args.gamma})' if gamma_given else ''}: {len(datasets['train'])} training pairs, "
+        f"vocabulary {len(tokenizer)}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
+    history, best, best_weights, step = [], None, None, 0
+    for epoch in range(args.num_train_epochs):
+        model.train()
+        progress = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process)
+        for batch in progress:
+            kl_weight = min(1.0, step / args.kl_warmup_steps) if args.kl_warmup_steps else 1.0
+            out = model(**batch, kl_weight=kl_weight)
+            accelerator.backward(out.loss)
+            if args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            progress.set_postfix(
+                loss=f"{out.loss.item():.2f}", kl=f"{out.kl.mean().item():.2f}", kl_w=f"{kl_weight:.2f}"
+            )
+        average_bn_statistics(model, accelerator)  # every process evaluates and keeps the same model
+        valid = evaluate_pairs(model, valid_loader, accelerator, sample_latent=False)
+        history.append({"epoch": epoch, "step": step, **{f"valid_{k}": v for k, v in valid.items()}})
+        accelerator.print(
+            f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl {valid['ppl']:.2f}, KL {valid['kl']:.3f}"
+        )
+        if best is None or valid["loss"] < history[best]["valid_loss"]:
+            best = epoch
+            unwrapped = accelerator.unwrap_model(model)
+            best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(best_weights)
+    train_seconds = time.perf_counter() - start
+    test = evaluate_pairs(model, test_loader, accelerator, sample_latent=True, seed=args.seed)
+    results = {
+        "method": args.method,
+        "gamma": config.gamma,
+        "use_bow": config.use_bow,
+        "best_epoch": best,
+        "steps": step,
+        **{f"test_{k}": v for k, v in test.items()},
+        "history": history,
+        "train_seconds": train_seconds,
+    }
+    if accelerator.is_main_process:
+        if args.max_test_contexts:
+            metrics, examples = sampled_metrics(
+                unwrapped.eval(), tokenizer, test_pairs, args, word_vectors(args, train_pairs)
+            )
+            results.update({f"test_{k}": v for k, v in metrics.items()}, examples=examples)
+        results["seconds"] = time.perf_counter() - start
+        output = Path(args.output_dir)
+        save_pretrained_atomically(unwrapped, tokenizer, output)
+        write_atomically(output / "all_results.json", json.dumps(results, indent=2))
+        accelerator.print(f"best epoch {best + 1}: test ppl {test['ppl']:.2f}, KL {test['kl']:.3f}; saved to {output}")
+    return unwrapped, results
+
+
+if __name__ == "__main__":
+    main()
