@@ -26,6 +26,8 @@ from .saving import write_atomically
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CLASSIFIER_TEMPLATE = TEMPLATE.with_name("classifier_card.md")
+DIALOGUE_TEMPLATE = TEMPLATE.with_name("dialogue_card.md")
+DIALOGUE_LABELS = {"cvae": "CVAE", "cvae_bow": "CVAE + bag-of-words loss", "bncvae": "BN-CVAE"}
 # (key in the metrics JSON, model-index metric type, name shown on the hub, decimals the estimate supports:
 # the MI estimator's seed-to-seed std is ~0.09 nats on 3,000 sentences, see RESULTS.md)
 CARD_METRICS = [
@@ -86,6 +88,8 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
     in the card's text. A classifier (train_classifier.py's folder): `classifier_card`.
     """
     model_dir = Path(model_dir)
+    if json.loads((model_dir / "config.json").read_text()).get("model_type") == "bncvae":
+        return dialogue_card(model_dir, repo_id, license, reproduce)
     config = BNVAEConfig.from_pretrained(model_dir)
     if "BNVAEForSequenceClassification" in (config.architectures or []):
         return classifier_card(model_dir, config, repo_id, license, reproduce)
@@ -202,6 +206,100 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
     )
 
 
+def dialogue_card(model_dir, repo_id, license="mit", reproduce=None):
+    """ModelCard of a BN-CVAE / CVAE checkpoint from train_dialogue.py's all_results.json: a model-index
+    with the test perplexity, KL and BLEU-4 / A-bow / distinct-2 of the sampled responses."""
+    from .configuration_bncvae import BNCVAEConfig
+
+    results_file = model_dir / "all_results.json"
+    if not results_file.exists():
+        raise ValueError(f"{model_dir} has no all_results.json (train_dialogue.py writes it): nothing measured")
+    results = json.loads(results_file.read_text())
+    config = BNCVAEConfig.from_pretrained(model_dir)
+    args = results.get("training_args", {})
+    data_name = Path(args.get("train_file", "chitchat/train.jsonl")).parent.name
+    indexed = [("test_ppl", "perplexity", "perplexity", 2), ("test_kl", "kl", "KL(q || p), nats", 2)]
+    if "test_bleu_recall" in results:
+        results["test_bleu4_precision"] = results["test_bleu_precision"][3]
+        results["test_bleu4_recall"] = results["test_bleu_recall"][3]
+        indexed += [
+            ("test_bleu4_precision", "bleu", "BLEU-4 precision (10 samples)", 2),
+            ("test_bleu4_recall", "bleu", "BLEU-4 recall (10 samples)", 2),
+            ("test_a_bow_precision", "a_bow", "A-bow precision", 4),
+            ("test_distinct_2", "distinct_2", "distinct-2", 4),
+        ]
+    eval_results = [
+        EvalResult(task_type="text-generation", task_name="Dialogue response generation", dataset_type=data_name,
+                   dataset_name=data_name, dataset_split="test", metric_type=metric, metric_name=name,
+                   metric_value=round(results[key], decimals))
+        for key, metric, name, decimals in indexed
+    ]  # fmt: skip
+    card_data = ModelCardData(
+        library_name="transformers",
+        license=license,
+        language="en",
+        model_name=repo_id.split("/")[-1],
+        tags=["bnvae", "cvae", "dialogue", "response-generation", "gru", "hf_bnvae"],
+        pipeline_tag="text-generation",
+        eval_results=eval_results,
+    )
+    method = results.get("method", "bncvae" if config.gamma > 0 else "cvae_bow" if config.use_bow else "cvae")
+
+    def pair(*keys, decimals=4):
+        return " / ".join(f"{results[k]:.{decimals}f}" if k in results else "-" for k in keys)
+
+    def series(key):
+        return " / ".join(f"{v:.2f}" for v in results[key]) if key in results else "-"
+
+    training_config = "| argument | value |\n|---|---|\n" + "\n".join(
+        f"| `--{k}` | {portable_path(v)} |" for k, v in sorted(args.items()) if v is not None
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(DIALOGUE_TEMPLATE),
+        repo_id=repo_id,
+        model_name=card_data.model_name,
+        method_label=DIALOGUE_LABELS.get(method, method),
+        bn_sentence=(
+            f", with its recognition mean batch-normalised at a fixed scale gamma = {config.gamma} (BN-CVAE, Zhu"
+            " et al., ACL 2020) and its prior network pulled towards N(0, I)."
+            if config.gamma > 0
+            else "."
+        ),
+        max_context_turns=config.max_context_turns,
+        vocab_size=config.vocab_size,
+        gamma=config.gamma,
+        use_bow="yes" if config.use_bow else "no",
+        sizes=" / ".join(
+            str(getattr(config, f))
+            for f in (
+                "embedding_size",
+                "utterance_hidden_size",
+                "context_hidden_size",
+                "decoder_hidden_size",
+                "latent_size",
+            )
+        ),
+        training_data=f"The {data_name} training conversations ({results.get('train_pairs', '?')} (context, response) pairs).",
+        best_epoch=results["best_epoch"] + 1,
+        epochs=len(results.get("history", [])),
+        training_config=training_config if args else "(no training arguments were recorded with this model)",
+        test_pairs=results["test_num_pairs"],
+        num_contexts=results.get("test_num_contexts", 0),
+        samples_per_context=results["test_num_samples"] // max(1, results.get("test_num_contexts", 1))
+        if "test_num_samples" in results
+        else 0,
+        ppl=f"{results['test_ppl']:.2f}",
+        kl=f"{results['test_kl']:.2f}",
+        bleu_precision=series("test_bleu_precision"),
+        bleu_recall=series("test_bleu_recall"),
+        a_bow=pair("test_a_bow_precision", "test_a_bow_recall"),
+        e_bow=pair("test_e_bow_precision", "test_e_bow_recall"),
+        distinct=pair("test_distinct_1", "test_distinct_2"),
+        reproduce=reproduce or "`python training/reproduce_dialogue.py` (the whole table)",
+    )
+
+
 def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, card=None,
                 commit_message="Upload BN-VAE model, tokenizer, code, metrics and model card"):  # fmt: skip
     """Write the model card into model_dir as README.md, then upload the folder with huggingface_hub's
@@ -212,6 +310,9 @@ def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, car
     """
     model_dir = Path(model_dir)
     required = ("config.json", "model.safetensors", "modeling_bnvae.py", "configuration_bnvae.py", "tokenizer.json")
+    config_file = model_dir / "config.json"
+    if config_file.exists() and json.loads(config_file.read_text()).get("model_type") == "bncvae":
+        required += ("modeling_bncvae.py", "configuration_bncvae.py")
     missing = [f for f in required if not (model_dir / f).exists()]
     if missing:
         raise FileNotFoundError(f"{model_dir} is not a complete model folder: missing {', '.join(missing)}")
@@ -232,7 +333,7 @@ def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, car
         return api.upload_folder(**upload, revision=revision)
 
 
-__all__ = ["build_model_card", "classifier_card", "measured_metrics", "portable_path", "push_to_hub"]
+__all__ = ["build_model_card", "classifier_card", "dialogue_card", "measured_metrics", "portable_path", "push_to_hub"]
 
 
 def main(argv=None):

@@ -3,6 +3,9 @@ each against hand-computed examples."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import torch
 
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
 from hf_bnvae.dialogue_metrics import bow_embeddings, distinct, response_metrics, train_word_vectors
+from hf_bnvae.hub import build_model_card, push_to_hub
 
 
 def write_lines(path, lines):
@@ -210,6 +214,35 @@ def test_train_dialogue_end_to_end(tmp_path, dialogue_files, method, extra):
     assert len(saved["examples"]) == 4 and all(len(e["samples"]) == 3 for e in saved["examples"])
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out")
     assert loaded.config.latent_size == 4 and loaded.config.use_bow == (method == "cvae_bow")
+    card = build_model_card(tmp_path / "out", "org/dialogue")
+    index = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert index[("perplexity", "perplexity")] == round(saved["test_ppl"], 2)
+    assert index[("bleu", "BLEU-4 recall (10 samples)")] == round(saved["test_bleu_recall"][3], 2)
+    assert ("BN-CVAE" in card.text) == (method == "bncvae") and f"{saved['test_kl']:.2f}" in card.text
+    assert "{{" not in card.text and "--config_overrides" in card.text
+
+
+def test_a_dialogue_model_is_pushed_and_loads_from_the_hub_cache(tmp_path, dialogue_files, fake_hub):
+    import train_dialogue
+
+    train_dialogue.main(dialogue_args(dialogue_files, tmp_path / "out", "--max_test_contexts", "0"))
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text((tmp_path / "out" / "config.json").read_text())
+    with pytest.raises(ValueError, match="no all_results.json"):
+        build_model_card(tmp_path / "bare", "org/x")
+    push_to_hub(tmp_path / "out", "org/bncvae")
+    script = (
+        "import sys; sys.modules['hf_bnvae'] = None\n"
+        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
+        "m = AutoModelForSeq2SeqLM.from_pretrained('org/bncvae', trust_remote_code=True).eval()\n"
+        "t = AutoTokenizer.from_pretrained('org/bncvae', trust_remote_code=True)\n"
+        "print(type(m).__name__, len(m.sample_responses(['the cat sat'], t, num_samples=2, max_new_tokens=3)))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(fake_hub.cache), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["BNCVAEForConditionalGeneration", "2"]
+    assert "Dialogue response generation" in (tmp_path / "out" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -283,9 +283,11 @@ def main(argv=None):
         "use_bow": config.use_bow,
         "best_epoch": best,
         "steps": step,
+        "train_pairs": len(datasets["train"]),
         **{f"test_{k}": v for k, v in test.items()},
         "history": history,
         "train_seconds": train_seconds,
+        "training_args": {k: v for k, v in vars(args).items() if k != "overrides"},
     }
     if accelerator.is_main_process:
         if args.max_test_contexts:
