@@ -262,3 +262,26 @@ def test_train_dialogue_bad_flags(tmp_path, dialogue_files, extra, message, caps
     with pytest.raises(SystemExit):
         train_dialogue.parse_args(dialogue_args(dialogue_files, tmp_path / "out", *extra))
     assert message in capsys.readouterr().err
+
+
+def test_reproduce_dialogue_writes_the_table_and_resumes(tmp_path, dialogue_files, capsys):
+    import reproduce_dialogue
+
+    train_args = f"--config_overrides {TINY} --per_device_train_batch_size 4 --num_samples 3 --max_new_tokens 5"
+    argv = [
+        "--output_dir", str(tmp_path / "repro"), "--data_dir", str(tmp_path), "--gammas", "0.5",
+        "--num_train_epochs", "1", "--max_test_contexts", "5", "--kl_warmup_steps", "2", "--train_args", train_args,
+    ]  # fmt: skip
+    report = reproduce_dialogue.main(argv)
+    assert list(report["methods"]) == ["cvae", "cvae_bow", "bncvae_0.5"]
+    for figures in report["methods"].values():
+        assert set(figures) == set(reproduce_dialogue.KEYS) and len(figures["bleu_recall"]) == 4
+    saved = json.loads((tmp_path / "repro" / "dialogue.json").read_text())
+    assert saved["methods"] == report["methods"] and saved["command"] == "python training/reproduce_dialogue.py"
+    markdown = (tmp_path / "repro" / "dialogue.md").read_text()
+    assert "| bncvae_0.5 |" in markdown and "30.67 / 5.18 / 8.64" in markdown and "**Context 5**" in markdown
+    capsys.readouterr()
+    assert reproduce_dialogue.main(argv)["seconds"] == report["seconds"]  # nothing trained again
+    assert capsys.readouterr().out.count("[skip]") == 3
+    with pytest.raises(SystemExit):
+        reproduce_dialogue.parse_args(["--gammas", "0"])

@@ -16,6 +16,7 @@ import prepare_chitchat
 import prepare_rotten_tomatoes
 import pytest
 import reproduce
+import reproduce_dialogue
 import semi_supervised
 import train
 import train_classifier
@@ -30,6 +31,7 @@ TINY_TRAINING = ("--max_train_samples", "16", "--iw_samples", "3", "--max_iw_eva
 # Too long to run here (the reproduction, the benchmarks, the data preparation): their arguments must parse.
 PARSED_ONLY = {
     "training/reproduce.py": reproduce.parse_args,
+    "training/reproduce_dialogue.py": reproduce_dialogue.parse_args,
     "training/converged.py": converged.parse_args,
     "training/prepare_brown.py": prepare_brown.parse_args,
     "training/prepare_rotten_tomatoes.py": prepare_rotten_tomatoes.parse_args,
