@@ -114,7 +114,7 @@ class DialogueDataset(torch.utils.data.Dataset):
     """Tokenised pairs: item i is (context token-id lists, context speakers, response token ids).
 
     Utterances are `<s> w_1 ... w_m </s>` with at most max_utterance_length words. Pairs whose response
-    is only unknown words are dropped and counted in `self.counts` (a model would learn to answer `<unk>`);
+    is only unknown words are dropped and counted in `self.counts` (`self.kept`: the indices of the rest) (a model would learn to answer `<unk>`);
     context utterances of unknown words only are kept (they still mark a turn).
     """
 
@@ -122,14 +122,15 @@ class DialogueDataset(torch.utils.data.Dataset):
         max_length = max_utterance_length + 2
         unk, specials = tokenizer.unk_token_id, set(tokenizer.all_special_ids)
         responses = tokenizer([response for _, _, response in pairs], truncation=True, max_length=max_length)
-        self.items, self.counts = [], Counter()
-        for (context, speakers, _), response in zip(pairs, responses["input_ids"]):
+        self.items, self.kept, self.counts = [], [], Counter()  # kept: the indices of the pairs kept
+        for index, ((context, speakers, _), response) in enumerate(zip(pairs, responses["input_ids"])):
             words = [t for t in response if t == unk or t not in specials]
             if all(t == unk for t in words):
                 self.counts["responses of unknown words only dropped"] += 1
                 continue
             context_ids = tokenizer(context, truncation=True, max_length=max_length)["input_ids"]
             self.items.append((context_ids, speakers, response))
+            self.kept.append(index)
         if not self.items:
             raise ValueError("no (context, response) pair is left after dropping responses of unknown words only")
 

@@ -219,12 +219,13 @@ def dialogue_card(model_dir, repo_id, license="mit", reproduce=None):
     args = results.get("training_args", {})
     data_name = Path(args.get("train_file", "chitchat/train.jsonl")).parent.name
     indexed = [("test_ppl", "perplexity", "perplexity", 2), ("test_kl", "kl", "KL(q || p), nats", 2)]
+    per_context = results["test_num_samples"] // results["test_num_contexts"] if "test_num_samples" in results else 0
     if "test_bleu_recall" in results:
         results["test_bleu4_precision"] = results["test_bleu_precision"][3]
         results["test_bleu4_recall"] = results["test_bleu_recall"][3]
         indexed += [
-            ("test_bleu4_precision", "bleu", "BLEU-4 precision (10 samples)", 2),
-            ("test_bleu4_recall", "bleu", "BLEU-4 recall (10 samples)", 2),
+            ("test_bleu4_precision", "bleu", f"BLEU-4 precision ({per_context} samples)", 2),
+            ("test_bleu4_recall", "bleu", f"BLEU-4 recall ({per_context} samples)", 2),
             ("test_a_bow_precision", "a_bow", "A-bow precision", 4),
             ("test_distinct_2", "distinct_2", "distinct-2", 4),
         ]
@@ -286,9 +287,8 @@ def dialogue_card(model_dir, repo_id, license="mit", reproduce=None):
         training_config=training_config if args else "(no training arguments were recorded with this model)",
         test_pairs=results["test_num_pairs"],
         num_contexts=results.get("test_num_contexts", 0),
-        samples_per_context=results["test_num_samples"] // max(1, results.get("test_num_contexts", 1))
-        if "test_num_samples" in results
-        else 0,
+        samples_per_context=per_context,
+        decoding=results.get("decoding", "greedy per z"),
         ppl=f"{results['test_ppl']:.2f}",
         kl=f"{results['test_kl']:.2f}",
         bleu_precision=series("test_bleu_precision"),

@@ -231,9 +231,16 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
             raise ValueError("context turns must be left-aligned: an empty turn may only follow the last real one")
         if context_speakers is None:  # ... speaker 1, speaker 0 | response (speaker 1)
             context_speakers = ((num_turns[:, None] - 1 - positions) % 2).long()
+        elif tuple(context_speakers.shape) != tuple(present.shape) or not bool(
+            ((context_speakers == 0) | (context_speakers == 1)).all()
+        ):
+            raise ValueError(
+                f"context_speakers must be 0/1 (1: the responder) of shape {tuple(present.shape)}, "
+                f"got shape {tuple(context_speakers.shape)}"
+            )
         vectors = self.encode_utterances(context_input_ids[present], context_attention_mask[present])
         utterances = vectors.new_zeros(*present.shape, vectors.shape[-1]).index_put((present,), vectors)
-        return self.context_encoder(utterances, context_speakers.clamp(0, 1), num_turns)
+        return self.context_encoder(utterances, context_speakers.long(), num_turns)
 
     def encode_utterances(self, input_ids, attention_mask=None):
         """Utterance vectors (N, 2U) of right-padded utterances input_ids (N, L) (the embedding is the decoder's)."""
@@ -391,7 +398,7 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
         return model_kwargs
 
     def _reorder_cache(self, state, beam_idx):
-        return state.index_select(1, beam_idx.to(state.device))
+        return None if state is None else state.index_select(1, beam_idx.to(state.device))
 
     # -- convenience ------------------------------------------------------------------------------
 
@@ -400,6 +407,9 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
         B lists of 0/1 (1: the responder), default alternating with the last turn by the other speaker.
         Keeps the last max_context_turns turns and max_utterance_length words of each."""
         contexts = [[context] if isinstance(context, str) else list(context) for context in contexts]
+        for i, turns in enumerate(contexts):
+            if any(not str(turn).strip() for turn in turns):
+                raise ValueError(f"context {i} has a blank utterance: every turn needs at least one word")
         if speakers is None:
             speakers = [[(len(turns) - 1 - k) % 2 for k in range(len(turns))] for turns in contexts]
         max_length = self.config.max_utterance_length + 2

@@ -700,6 +700,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         return model_kwargs
 
     def _reorder_cache(self, state, beam_idx):
+        if state is None:  # use_cache=False: nothing to reorder
+            return None
         return tuple(s.index_select(1, beam_idx.to(s.device)) for s in state)
 
     # -- convenience ------------------------------------------------------------------------------

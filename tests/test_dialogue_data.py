@@ -78,8 +78,12 @@ def test_dataset_drops_responses_of_unknown_words_and_collates(tokenizer):
         (["the dog"], [0], "zebra quokka"),
         (["hi", "the mat"], [1, 0], "on the log"),
     ]
+    pairs.append((["zebra quokka"], [0], "the cat"))  # a context utterance of unknown words only is kept
     data = DialogueDataset(pairs, tokenizer, max_utterance_length=2)
-    assert len(data) == 2 and data.counts == {"responses of unknown words only dropped": 1}
+    assert len(data) == 3 and data.counts == {"responses of unknown words only dropped": 1}
+    assert data.kept == [0, 2, 3] and data[2][0] == [
+        [tokenizer.bos_token_id, tokenizer.unk_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id]
+    ]
     batch = dialogue_collate([data[0], data[1]], tokenizer.pad_token_id)
     assert batch["context_input_ids"].shape == (2, 2, 4)  # 2 words + <s> </s>; the second context has 2 turns
     assert batch["input_ids"].shape == (2, 4) and torch.equal(batch["labels"], batch["input_ids"])
@@ -217,7 +221,8 @@ def test_train_dialogue_end_to_end(tmp_path, dialogue_files, method, extra):
     card = build_model_card(tmp_path / "out", "org/dialogue")
     index = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert index[("perplexity", "perplexity")] == round(saved["test_ppl"], 2)
-    assert index[("bleu", "BLEU-4 recall (10 samples)")] == round(saved["test_bleu_recall"][3], 2)
+    assert index[("bleu", "BLEU-4 recall (3 samples)")] == round(saved["test_bleu_recall"][3], 2)
+    assert saved["decoding"] in card.text
     assert ("BN-CVAE" in card.text) == (method == "bncvae") and f"{saved['test_kl']:.2f}" in card.text
     assert "{{" not in card.text and "--config_overrides" in card.text
 
@@ -277,7 +282,9 @@ def test_reproduce_dialogue_writes_the_table_and_resumes(tmp_path, dialogue_file
     for figures in report["methods"].values():
         assert set(figures) == set(reproduce_dialogue.KEYS) and len(figures["bleu_recall"]) == 4
     saved = json.loads((tmp_path / "repro" / "dialogue.json").read_text())
-    assert saved["methods"] == report["methods"] and saved["command"] == "python training/reproduce_dialogue.py"
+    assert saved["methods"] == report["methods"] and saved["command"].startswith(
+        "python training/reproduce_dialogue.py --output_dir"
+    )
     markdown = (tmp_path / "repro" / "dialogue.md").read_text()
     assert "| bncvae_0.5 |" in markdown and "30.67 / 5.18 / 8.64" in markdown and "**Context 5**" in markdown
     capsys.readouterr()

@@ -143,6 +143,20 @@ def test_bad_contexts_are_named(dialogue_config, dialogue_batch):
         pad_contexts([[[5, 6], []]], [[0, 1]], 0)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model(**dict(dialogue_batch, context_input_ids=dialogue_batch["context_input_ids"] + 1000))
+    with pytest.raises(ValueError, match="context_speakers must be 0/1"):
+        model(**dict(dialogue_batch, context_speakers=dialogue_batch["context_speakers"] + 5))
+    empty_response = dict(dialogue_batch, attention_mask=dialogue_batch["attention_mask"].clone())
+    empty_response["attention_mask"][1] = 0
+    with pytest.raises(ValueError, match="empty"):
+        model(**empty_response)
+
+
+def test_blank_or_unknown_utterances(dialogue_config, tokenizer):
+    model = seeded_model(dialogue_config()).eval()
+    with pytest.raises(ValueError, match="blank utterance"):
+        model.sample_responses(["hi", "   "], tokenizer, num_samples=1)
+    # an utterance of unknown words only is a turn of <unk>: kept, the context still answers
+    assert len(model.sample_responses(["zebra quokka"], tokenizer, num_samples=2, max_new_tokens=3)) == 2
 
 
 def test_context_window_keeps_the_last_turns():
@@ -171,8 +185,33 @@ def test_cached_and_uncached_greedy_agree_and_the_cache_is_used(dialogue_config,
     with torch.no_grad():
         logits = model(input_ids=plain[:, :-1], **context, latent=z).logits
     assert torch.equal(logits.argmax(-1)[:, -1], plain[:, -1])
-    beams = model.generate(**context, latent=z, max_new_tokens=8, num_beams=3)
-    assert beams.shape[0] == 4
+    beams = {
+        cache: model.generate(**context, latent=z, max_new_tokens=8, num_beams=3, use_cache=cache)
+        for cache in (True, False)
+    }
+    assert beams[True].shape[0] == 4 and torch.equal(beams[True], beams[False])
+
+
+def test_every_sample_of_a_context_has_its_own_z(dialogue_config, tokenizer):
+    model = seeded_model(dialogue_config(gamma=0.6)).eval()
+    seen = []
+    hook = model.decoder_init.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    model.sample_responses(CONTEXTS[:2], tokenizer, num_samples=3, max_new_tokens=2)
+    hook.remove()
+    inputs = seen[0]  # [c; z] of the 2 x 3 rows
+    c, z = inputs[:, :20], inputs[:, 20:]
+    assert torch.equal(c[0], c[2]) and not torch.equal(c[0], c[3])  # rows 0-2: context 0, rows 3-5: context 1
+    assert len({tuple(row.tolist()) for row in z}) == 6  # six different draws from the prior
+
+
+def test_bow_loss_of_the_model_predicts_the_response_words(dialogue_config, dialogue_batch):
+    model = seeded_model(dialogue_config(use_bow=True)).eval()
+    out = model(**dialogue_batch)
+    context = model.encode_context(dialogue_batch["context_input_ids"], dialogue_batch["context_attention_mask"])
+    log_probs = model.bow_head(torch.cat([context, out.latent], -1)).log_softmax(-1)
+    for i, response in enumerate(dialogue_batch["input_ids"]):
+        words = response[1 : int(dialogue_batch["attention_mask"][i].sum())]  # without <s>, with </s>
+        torch.testing.assert_close(out.bow_loss[i], -log_probs[i, words].sum())
 
 
 def test_seeded_sampling_is_reproducible(dialogue_config, tokenizer):

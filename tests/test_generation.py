@@ -68,6 +68,8 @@ def test_beam_search_runs_and_scores_at_least_greedy(ready):
     # beam search (no length penalty) never finds a worse sequence than greedy under the same model
     assert (log_prob(beams.sequences) >= log_prob(greedy.sequences) - 1e-4).all()
     torch.testing.assert_close(beams.sequences_scores, log_prob(beams.sequences), atol=1e-4, rtol=1e-4)
+    uncached = ready.generate(**kwargs, num_beams=4, use_cache=False)  # no state to reorder between steps
+    assert torch.equal(uncached, beams.sequences)
 
 
 def test_sampling_is_reproducible_with_a_seed(ready):

@@ -7,10 +7,10 @@ of `training/prepare_chitchat.py`); every turn after the first is a response to 
 The recipe of Zhao et al. (2017): Adam (lr 1e-3), batch 30, gradient norm clipped at 5, the KL(q || p)
 weight raised linearly from 0 to 1 over --kl_warmup_steps (10,000 in the paper on Switchboard's ~200k
 pairs; default here 2,000, about two epochs of --max_train_samples 30,000), and the epoch with the
-lowest validation loss (KL weight 1, z from the recognition network) kept. Test: the reference
-response's per-word perplexity with z drawn from q(z | c, x) (words + `</s>`), the KL; then for
---max_test_contexts test contexts, --num_samples responses each from z ~ p(z | c) (greedy decoding per
-z), scored with `hf_bnvae.dialogue_metrics` (BLEU-1..4 precision / recall, A-bow and E-bow with
+lowest validation loss (KL weight 1, z drawn from the recognition network with a fixed seed) kept.
+Test: the reference response's per-word perplexity with z drawn from q(z | c, x) (words + `</s>`), the
+KL; then for --max_test_contexts test contexts (a seeded random sample), --num_samples responses each
+from z ~ p(z | c) (greedy decoding per z, `METRIC_DECODING`), scored with `hf_bnvae.dialogue_metrics` (BLEU-1..4 precision / recall, A-bow and E-bow with
 word2vec vectors trained on the training split unless --word_vectors gives a file, distinct-1/2).
 Writes the model (save_pretrained), all_results.json (metrics, history, sample responses).
 """
@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import random
 import time
 from pathlib import Path
 
@@ -173,11 +174,16 @@ def evaluate_pairs(model, batches, accelerator, sample_latent, seed=0):
     }
 
 
+# How the sampled responses are decoded for the metrics: greedy per z, as Zhao et al., without the model's
+# no-repeated-trigram default; <pad>, <s> and <unk> stay suppressed (an <unk> would vanish from the text).
+METRIC_DECODING = {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 0}
+
+
 def sampled_metrics(model, tokenizer, pairs, args, vectors):
-    """Zhao et al.'s metrics over the first --max_test_contexts test pairs, and five examples."""
+    """Zhao et al.'s metrics over --max_test_contexts test pairs drawn with the seed, and five examples."""
     from hf_bnvae.dialogue_metrics import response_metrics
 
-    chosen = pairs[: args.max_test_contexts]
+    chosen = random.Random(args.seed).sample(pairs, min(args.max_test_contexts, len(pairs)))
     samples = []
     for start in range(0, len(chosen), 16):
         part = chosen[start : start + 16]
@@ -187,6 +193,7 @@ def sampled_metrics(model, tokenizer, pairs, args, vectors):
             num_samples=args.num_samples,
             speakers=[speakers for _, speakers, _ in part],
             max_new_tokens=args.max_new_tokens,
+            **METRIC_DECODING,
         )
     metrics = response_metrics(samples, [response for _, _, response in chosen], vectors)
     examples = [
@@ -264,7 +271,7 @@ def main(argv=None):
                 loss=f"{out.loss.item():.2f}", kl=f"{out.kl.mean().item():.2f}", kl_w=f"{kl_weight:.2f}"
             )
         average_bn_statistics(model, accelerator)  # every process evaluates and keeps the same model
-        valid = evaluate_pairs(model, valid_loader, accelerator, sample_latent=False)
+        valid = evaluate_pairs(model, valid_loader, accelerator, sample_latent=True, seed=args.seed)
         history.append({"epoch": epoch, "step": step, **{f"valid_{k}": v for k, v in valid.items()}})
         accelerator.print(
             f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl {valid['ppl']:.2f}, KL {valid['kl']:.3f}"
@@ -291,10 +298,12 @@ def main(argv=None):
     }
     if accelerator.is_main_process:
         if args.max_test_contexts:
+            kept = [test_pairs[i] for i in datasets["test"].kept]  # responses of unknown words only are not references
             metrics, examples = sampled_metrics(
-                unwrapped.eval(), tokenizer, test_pairs, args, word_vectors(args, train_pairs)
+                unwrapped.eval(), tokenizer, kept, args, word_vectors(args, train_pairs)
             )
-            results.update({f"test_{k}": v for k, v in metrics.items()}, examples=examples)
+            decoding = "greedy per z ~ p(z|c), <pad> <s> <unk> suppressed, no n-gram blocking"
+            results.update({f"test_{k}": v for k, v in metrics.items()}, examples=examples, decoding=decoding)
         results["seconds"] = time.perf_counter() - start
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
