@@ -4,6 +4,11 @@ trained by train_dialogue.py on the same data with the same seed, tested with th
     python training/reproduce_dialogue.py            # prepares the data if missing, trains what is missing
     python training/reproduce_dialogue.py --gammas 0.3 0.6 --max_train_samples 30000
 
+Budget (4 runs in under 2 hours of 2 CPU cores, the small preset): the first 20,000 training pairs
+(of 101,065), 3 epochs of batch 30 (2,000 steps), the KL weight raised over the first 1,000 steps
+(the paper: 10,000 steps on Switchboard), the first 2,000 validation and test pairs, and the sampled
+metrics on 300 test contexts with 10 responses each.
+
 Each run goes to training/reproduction/dialogue_models/<method>/ (not in git); a run with an
 all_results.json is done, so the script resumes run by run. Writes training/reproduction/dialogue.json
 (the issue's layout: per method ppl, kl, bleu_precision, bleu_recall (BLEU-1..4), a_bow_precision,
@@ -49,10 +54,10 @@ def parse_args(argv=None):
     p.add_argument("--output_dir", default=str(HERE / "reproduction"))
     p.add_argument("--data_dir", default=str(HERE / "data" / "chitchat"), help="train/valid/test.jsonl")
     p.add_argument("--gammas", type=float, nargs="+", default=[0.3, 0.6], help="BN-CVAE's gammas")
-    p.add_argument("--max_train_samples", type=int, default=30000, help="training pairs")
-    p.add_argument("--max_eval_samples", type=int, default=3000, help="validation and test pairs")
-    p.add_argument("--num_train_epochs", type=int, default=4)
-    p.add_argument("--kl_warmup_steps", type=int, default=2000)
+    p.add_argument("--max_train_samples", type=int, default=20000, help="training pairs")
+    p.add_argument("--max_eval_samples", type=int, default=2000, help="validation and test pairs")
+    p.add_argument("--num_train_epochs", type=int, default=3)
+    p.add_argument("--kl_warmup_steps", type=int, default=1000)
     p.add_argument("--max_test_contexts", type=int, default=300, help="test contexts for the sampled metrics")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--train_args", default="", help="more train_dialogue.py flags, in one string")
