@@ -573,3 +573,32 @@ def test_blank_lines_are_counted_in_the_log(tmp_path, train_run, sentences_file,
     with caplog.at_level(logging.INFO):
         train_run("--train_file", str(tmp_path / "with_blanks.txt"))
     assert "with_blanks.txt: dropped 2 blank lines" in caplog.text
+
+
+def test_prepare_brown_keeps_each_test_sentence_genre(tmp_path):
+    import prepare_brown
+
+    source = tmp_path / "package"
+    source.mkdir()
+    (source / "ca01").write_text("The/at jury/nn said/vbd ./.\nIt/pps rained/vbd ./.\n")
+    (source / "cr02").write_text("A/at joke/nn ./.\n\nWe/ppss laughed/vbd ./.\n")
+    (source / "README.md").write_text("not a corpus file")
+    prepare_brown.main(
+        ["--source_dir", str(source), "--output_dir", str(tmp_path / "out"), "--valid_size", "1", "--test_size", "2"]
+    )
+    test = (tmp_path / "out" / "test.txt").read_text().splitlines()
+    labelled = [line.split("\t") for line in (tmp_path / "out" / "test_genres.txt").read_text().splitlines()]
+    assert [text for _, text in labelled] == test and len(test) == 2
+    genre_of = {
+        "the jury said .": "press: reportage",
+        "it rained .": "press: reportage",
+        "a joke .": "humor",
+        "we laughed .": "humor",
+    }
+    assert all(genre == genre_of[text] for genre, text in labelled)
+    kept = (
+        test
+        + (tmp_path / "out" / "valid.txt").read_text().splitlines()
+        + (tmp_path / "out" / "train.txt").read_text().splitlines()
+    )
+    assert sorted(kept) == sorted(genre_of)

