@@ -8,6 +8,8 @@ VERSION = re.search(r'^__version__ = "([^"]+)"', Path("hf_bnvae/__init__.py").re
 TRAIN = ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "sacrebleu>=2.0", "tqdm", "matplotlib", "tensorboard"]
 # BN-CVAE's metrics (hf_bnvae.dialogue_metrics) and its data (training/prepare_chitchat.py)
 DIALOGUE = ["sacrebleu>=2.0", "gensim>=4.3", "chitchat-dataset==0.9.0"]
+# demo/app.py, and its browser test (Playwright drives the system's Chromium: apt-get install chromium)
+DEMO = ["gradio>=5.0", "matplotlib", "pandas", "playwright>=1.40"]
 
 setup(
     name="hf_bnvae",
@@ -31,6 +33,7 @@ setup(
     extras_require={
         "train": TRAIN,  # training/, benchmarks/, hf_bnvae.data / evaluation / hub, the evaluate modules
         "dialogue": DIALOGUE,
-        "dev": [*TRAIN, *DIALOGUE, "pytest>=8", "ruff>=0.6"],
+        "demo": DEMO,
+        "dev": [*TRAIN, *DIALOGUE, *DEMO, "pytest>=8", "ruff>=0.6"],
     },
 )

@@ -4,6 +4,7 @@ every command they show runs as written, on tiny sizes (long jobs: their argumen
 import re
 import shlex
 
+import app
 import converged
 import eval_speed
 import evaluate_model
@@ -45,6 +46,7 @@ PARSED_ONLY = {
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/precision.py": precision.parse_args,
+    "demo/app.py": app.parse_args,  # serves until stopped (tests/test_demo.py runs it)
 }
 
 

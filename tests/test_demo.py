@@ -1,0 +1,229 @@
+"""The latent-space explorer (demo/): the functions behind each tab, and the app itself driven in headless
+Chromium with Playwright (the browser test; screenshots of each tab in its output directory)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from explorer import MAX_WORDS, Explorer, InputError
+
+from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, BNVAEForSequenceClassification
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def map_file(tmp_path, corpus):
+    path = tmp_path / "map.txt"
+    path.write_text("".join(f"{'ab'[i % 2]}\t{sentence}\n" for i, sentence in enumerate(corpus)))
+    return path
+
+
+@pytest.fixture
+def explorer(saved, map_file):
+    return Explorer(saved, map_file)
+
+
+def test_reconstruct_sample_and_interpolate(explorer, trained):
+    mean, decoded = explorer.reconstruct("the cat sat on the mat")
+    assert len(mean) == trained.config.latent_size and set(decoded) == {"greedy", "sampled", "beam"}
+    assert all(isinstance(text, str) for text in decoded.values())
+    assert mean == pytest.approx(
+        explorer.model.encode(["the cat sat on the mat"], explorer.tokenizer)[0].tolist(), abs=1e-3
+    )
+    first, second = explorer.sample(3, 0.8, 0.9, 7), explorer.sample(3, 0.8, 0.9, 7)
+    assert len(first) == 3 and first == second  # seeded
+    assert len(explorer.interpolate("the cat sat on the mat", "a dog ran in the park", 4)) == 4
+
+
+def test_latent_map_projects_on_the_principal_components(explorer, corpus):
+    frame = explorer.latent_map("the dog sat on a log")
+    assert (
+        list(frame["label"][:-1]) == ["ab"[i % 2] for i in range(len(corpus))]
+        and frame["label"].iloc[-1] == "your sentence"
+    )
+    # the first axis carries the largest variance of the map sentences, and the projection is centred
+    points = torch.tensor(frame[["x", "y"]].to_numpy()[:-1], dtype=torch.float64)
+    torch.testing.assert_close(points.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert points[:, 0].var() >= points[:, 1].var()
+    total = (explorer.map_means - explorer.map_means.mean(0)).pow(2).sum(1).mean()
+    assert points.pow(2).sum(1).mean() <= total + 1e-5
+
+
+def test_diagnostics_are_the_kl_and_active_units(explorer):
+    from hf_bnvae.evaluation import active_units
+    from hf_bnvae.modeling_bnvae import gaussian_kl_per_dimension
+
+    d = explorer.diagnostics()
+    expected_kl = gaussian_kl_per_dimension(explorer.map_means, explorer.map_logvars).mean(0)
+    torch.testing.assert_close(torch.tensor(d["frame"]["kl"].to_numpy()), expected_kl)
+    assert d["active_units"] == active_units(explorer.map_means)[0]
+    assert d["bound_per_dimension"] == pytest.approx(explorer.model.config.gamma**2 / 2)
+    assert explorer.diagnostics_figure().axes[0].get_lines()  # the bound is drawn
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the text box is empty"),
+        ("   ", "the text box is empty"),
+        ("zebra quokka", "vocabulary"),
+        ("the " * (MAX_WORDS + 1), "at most"),
+    ],
+)
+def test_bad_input_gets_a_message(explorer, text, message):
+    with pytest.raises(InputError, match=message):
+        explorer.reconstruct(text)
+    with pytest.raises(InputError, match=message):
+        explorer.interpolate("the cat", text, 3)
+
+
+def test_a_missing_checkpoint_says_which_command_makes_one(tmp_path):
+    with pytest.raises(InputError, match="accelerate launch training/train.py"):
+        Explorer(tmp_path / "nothing-here")
+
+
+def test_classifier_and_dialogue_checkpoints_get_their_tabs(tmp_path, tiny_config, tokenizer, map_file):
+    torch.manual_seed(0)
+    classifier = BNVAEForSequenceClassification(tiny_config(num_labels=2, id2label={0: "fresh", 1: "rotten"})).eval()
+    classifier.save_pretrained(tmp_path / "classifier")
+    tokenizer.save_pretrained(tmp_path / "classifier")
+    explorer = Explorer(tmp_path / "classifier", map_file)
+    scores = explorer.classify("the cat sat")
+    assert (
+        explorer.kind == "classifier"
+        and set(scores) == {"fresh", "rotten"}
+        and sum(scores.values()) == pytest.approx(1)
+    )
+    with pytest.raises(InputError, match="this tab needs a language_model"):
+        explorer.reconstruct("the cat")
+    sizes = dict(embedding_size=8, utterance_hidden_size=8, context_hidden_size=8, decoder_hidden_size=8, latent_size=4)
+    BNCVAEForConditionalGeneration(BNCVAEConfig(vocab_size=len(tokenizer), gamma=0.5, **sizes)).save_pretrained(
+        tmp_path / "dialogue"
+    )
+    tokenizer.save_pretrained(tmp_path / "dialogue")
+    explorer = Explorer(tmp_path / "dialogue")
+    assert explorer.kind == "dialogue" and len(explorer.respond("the cat sat\nthe dog ran", 3)) == 3
+    with pytest.raises(InputError, match="Type a conversation first"):
+        explorer.respond("\n \n", 3)
+
+
+# -- the app in a browser --------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def running_app(saved, map_file, tmp_path):
+    """The app on a free port, serving the tiny saved model (or $BNVAE_DEMO_MODEL) with the fixture map."""
+    port = free_port()
+    # a real model (with the default map, Brown's test sentences and genres) for the docs/ screenshots
+    real = "BNVAE_DEMO_MODEL" in os.environ
+    model, map_args = (os.environ["BNVAE_DEMO_MODEL"], []) if real else (str(saved), ["--map_file", str(map_file)])
+    command = [sys.executable, str(ROOT / "demo" / "app.py"), "--model_name_or_path", model, *map_args,
+               "--server_port", str(port)]  # fmt: skip
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "app.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert process.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Chromium is missing: .ci/run installs Debian's chromium (apt-get install chromium)"
+    return path
+
+
+@pytest.mark.slow
+def test_the_app_in_headless_chromium(running_app, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(running_app)
+
+        def textbox(elem_id):
+            return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+        page.get_by_role("tab", name="Encode and reconstruct").click()
+        textbox("reconstruct-input").fill("the cat sat on the mat")
+        page.locator("#reconstruct-button").click()
+        expect(textbox("reconstruct-mean")).not_to_have_value("", timeout=30000)
+        assert textbox("reconstruct-mean").input_value().startswith("[")
+        page.screenshot(path=shots / "reconstruct.png")
+
+        page.get_by_role("tab", name="Sample from the prior").click()
+        page.locator("#sample-button").click()
+        expect(textbox("sample-output")).not_to_have_value("", timeout=30000)
+        page.screenshot(path=shots / "sample.png")
+
+        page.get_by_role("tab", name="Interpolate").click()
+        textbox("interpolate-a").fill("the cat sat on the mat")
+        textbox("interpolate-b").fill("a dog ran in the park")
+        page.locator("#interpolate-button").click()
+        expect(textbox("interpolate-output")).not_to_have_value("", timeout=30000)
+        assert len(textbox("interpolate-output").input_value().split("\n")) == 5  # the default 5 steps
+        page.screenshot(path=shots / "interpolate.png")
+
+        page.get_by_role("tab", name="Latent map").click()
+        textbox("map-input").fill("the dog sat on a log")
+        page.locator("#map-button").click()
+        expect(page.locator("#map-plot .vega-embed .role-mark").first).to_be_visible(timeout=30000)  # the points
+        page.screenshot(path=shots / "map.png")
+
+        page.get_by_role("tab", name="Diagnostics").click()
+        page.locator("#diagnostics-button").click()
+        expect(page.locator("#diagnostics-summary")).to_contain_text("dimensions active", timeout=30000)
+        expect(
+            page.locator("#diagnostics-plot img, #diagnostics-plot canvas, #diagnostics-plot svg").first
+        ).to_be_visible(timeout=30000)
+        page.screenshot(path=shots / "diagnostics.png")
+
+        # bad input: a message in the page, and the app keeps serving
+        page.get_by_role("tab", name="Encode and reconstruct").click()
+        textbox("reconstruct-input").fill("")
+        page.locator("#reconstruct-button").click()
+        expect(page.get_by_text("the text box is empty").first).to_be_visible(timeout=30000)
+        textbox("reconstruct-input").fill("word " * 2000)
+        page.locator("#reconstruct-button").click()
+        expect(page.get_by_text("the explorer takes at most").first).to_be_visible(timeout=30000)
+        assert "Traceback" not in page.content()
+        before = textbox("reconstruct-mean").input_value()
+        textbox("reconstruct-input").fill("the dog ran")
+        page.locator("#reconstruct-button").click()
+        expect(textbox("reconstruct-mean")).not_to_have_value(before, timeout=30000)  # still serving
+        browser.close()
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "diagnostics.png", "interpolate.png", "map.png", "reconstruct.png", "sample.png",
+    ]  # fmt: skip
+    # refresh docs/: BNVAE_DEMO_MODEL=<a trained model> BNVAE_DEMO_SCREENSHOTS=docs pytest tests/test_demo.py -k chromium
+    if os.environ.get("BNVAE_DEMO_SCREENSHOTS"):
+        target = Path(os.environ["BNVAE_DEMO_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy(shot, target / f"demo_{shot.name}")
