@@ -168,7 +168,9 @@ def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_ep
         and 0 <= written["test_accuracy"] <= 1
         and written["num_validation_sentences"] == 15
     )
-    assert written["eval_accuracy"] == max(h["valid_accuracy"] for h in written["history"])
+    # the official selection: the epoch with the lowest validation loss (the plateau rule's best)
+    assert written["eval_loss"] == min(h["valid_loss"] for h in written["history"])
+    assert written["history"][written["best_epoch"]]["valid_loss"] == written["eval_loss"]
     assert model.config.id2label == {0: "bad", 1: "good"}
     loaded = BNVAEForSequenceClassification.from_pretrained(tmp_path / "out")
     assert loaded.config.id2label[1] == "good"
@@ -183,6 +185,25 @@ def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_ep
     frozen, _ = train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "probe", "--freeze_encoder"))
     start = BNVAEForSequenceClassification.from_pretrained(saved, num_labels=2)
     torch.testing.assert_close(frozen.bnvae.encoder.lstm.weight_hh_l0, start.bnvae.encoder.lstm.weight_hh_l0)
+
+
+def test_the_plateau_rule_halves_the_lr_reloads_the_best_and_stops(saved, labelled_files, tmp_path, monkeypatch):
+    losses = iter([1.0, 0.8, 0.9, 0.95, 0.7, 0.9, 0.91, 0.92])  # validation losses of epochs 0..7
+    real = train_classifier.evaluate_split
+
+    def scripted(*args):
+        scores = real(*args)
+        return {**scores, "loss": next(losses, scores["loss"])}
+
+    monkeypatch.setattr(train_classifier, "evaluate_split", scripted)
+    argv = classifier_args(
+        saved, labelled_files, tmp_path / "out", "--num_train_epochs", "20", "--plateau_max_decays", "2"
+    )
+    _, results = train_classifier.main(argv)
+    actions = [h["plateau_action"] for h in results["history"]]
+    assert actions == ["improved", "improved", "wait", "decay", "improved", "wait", "stop"]
+    assert [h["lr"] for h in results["history"]] == [1.0] * 4 + [0.5] * 3
+    assert results["best_epoch"] == 4 and results["plateau_decays"] == 2
 
 
 def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labelled_files, tmp_path):

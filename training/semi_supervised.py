@@ -7,11 +7,11 @@ fine-tune a classifier on 100 / 500 / 1,000 / 2,000 / all labels.
 Pretraining (train.py, on the text of the training pool without its labels; validation on the
 validation file's text): an autoencoder, a VAE, AE + free bits (the autoencoder's encoder, then free
 bits of 6 nats per sentence, as reproduce.py's "pretrained encoder + free bits") and BN-VAE (gamma
-0.7). Fine-tuning (train_classifier.py, the paper's recipe: SGD lr 0.1, batch 16, dropout 0.5 before the
-linear layer, the encoder fine-tuned): each of them and a randomly initialised encoder ("scratch",
+0.7). Fine-tuning (train_classifier.py, the official recipe: SGD lr 1.0, batch 16, dropout 0.5 before the
+linear layer, the encoder fine-tuned, the plateau rule on the validation loss): each of them and a randomly initialised encoder ("scratch",
 the BN-VAE's configuration), on each label budget (a stratified subset of the pool, the same for
-every method at a given seed) with each seed; the epoch with the best validation accuracy is tested
-on the 2,000 test reviews.
+every method at a given seed) with each seed; the epoch with the lowest validation loss is tested on
+the 2,000 test reviews.
 
 Budget (chosen to fit about 2 hours of 2 CPU cores; see RESULTS.md for the measured time): the ptb
 sizes (embeddings 256, LSTMs 256, latent 32), pretraining for --pretrain_epochs epochs with the KL

@@ -8,10 +8,12 @@ Argument names follow transformers' `run_glue_no_trainer.py`. The encoder and BN
 `--from_scratch` only its configuration and tokenizer are used and the encoder starts untrained.
 `--max_train_samples` is the label budget: a stratified subset of the training pool drawn with the
 seed (the same for every checkpoint at the same seed and budget). Files hold `label<TAB>text` lines.
-Every epoch the validation accuracy and macro F1 are computed (the local `evaluate` module
-`classification`); the best epoch by validation accuracy is saved with save_pretrained, and
-`all_results.json` holds its validation and test figures. The paper's recipe: SGD, batch 16. The
-validation set (1,000 labelled sentences by default) is the same for every budget, so with 100
+Every epoch the validation loss, accuracy and macro F1 are computed (the local `evaluate` module
+`classification`). The official fine-tuning recipe (text_ss_ft.py of the paper's code): SGD with lr 1.0,
+batch 16, gradient norm clipped at 5, at most 100 epochs, and the plateau rule on the validation loss
+(`hf_bnvae.trainer_utils.PlateauRule`: after 2 epochs without improvement the lr is halved and the best
+model reloaded; training stops at the 5th decay); the epoch with the lowest validation loss is saved
+with save_pretrained, and `all_results.json` holds its validation and test figures. The validation set (1,000 labelled sentences by default) is the same for every budget, so with 100
 labels it holds more labels than the training set, as in the paper's protocol.
 """
 
@@ -35,7 +37,7 @@ from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
-from hf_bnvae.trainer_utils import check_lower_bounds
+from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
@@ -47,6 +49,9 @@ LOWER_BOUNDS = {
     "num_train_epochs": (1, False, "epochs"),
     "max_train_steps": (1, False, "optimiser steps"),
     "max_grad_norm": (0, False, "0 turns clipping off"),
+    "plateau_patience": (1, False, "epochs"),
+    "plateau_factor": (0, True, "lr multiplier"),
+    "plateau_max_decays": (0, False, "decays (0: never decay)"),
 }
 
 
@@ -61,9 +66,12 @@ def build_parser():
     p.add_argument("--per_device_train_batch_size", type=int, default=16)
     p.add_argument("--per_device_eval_batch_size", type=int, default=64)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--learning_rate", type=float, default=None, help="default: 0.1 for SGD, 1e-3 for Adam")
+    p.add_argument("--learning_rate", type=float, default=None, help="default: 1.0 for SGD, 1e-3 for Adam")
     p.add_argument("--max_grad_norm", type=float, default=5.0)
-    p.add_argument("--num_train_epochs", type=int, default=10)
+    p.add_argument("--num_train_epochs", type=int, default=100, help="at most; the plateau rule stops earlier")
+    p.add_argument("--plateau_patience", type=int, default=2, help="epochs without a better validation loss")
+    p.add_argument("--plateau_factor", type=float, default=0.5, help="lr multiplier at each decay")
+    p.add_argument("--plateau_max_decays", type=int, default=5, help="stop at this decay (0: never decay)")
     p.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps (ends an epoch early)")
     p.add_argument("--freeze_encoder", action="store_true", help="train the classifier only (a linear probe)")
     p.add_argument("--seed", type=int, default=42)
@@ -77,8 +85,10 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.learning_rate is None:
-        args.learning_rate = 0.1 if args.optimizer == "sgd" else 1e-3
+        args.learning_rate = 1.0 if args.optimizer == "sgd" else 1e-3
     check_lower_bounds(parser, args, LOWER_BOUNDS)
+    if args.plateau_factor > 1:
+        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id org/name")
     for flag in ("train_file", "validation_file", "test_file"):
@@ -142,22 +152,25 @@ def dataset_of(tokenizer, texts, labels):
 
 @torch.no_grad()
 def evaluate_split(model, loader, accelerator, num_labels):
-    """Accuracy and macro F1 (fractions) over the loader's sentences, through the local evaluate module."""
+    """Mean cross-entropy (nats per sentence), accuracy and macro F1 (fractions) over the loader's
+    sentences, every process's share gathered; accuracy and F1 through the local evaluate module."""
     model.eval()
-    parts = {"index": [], "prediction": [], "reference": []}
+    parts = {"index": [], "prediction": [], "reference": [], "loss": []}
     for batch in loader:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         for key, value in (
             ("index", batch["index"]),
             ("prediction", logits.argmax(-1)),
             ("reference", batch["labels"]),
+            ("loss", torch.nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="none")),
         ):
             parts[key].append(value.cpu())
     gathered = gather_sentences({key: torch.cat(values) for key, values in parts.items()}, accelerator)
     metric = evaluate.load(path_of("classification"))
-    return metric.compute(
+    scores = metric.compute(
         predictions=gathered["prediction"].tolist(), references=gathered["reference"].tolist(), num_labels=num_labels
     )
+    return {"loss": float(gathered["loss"].mean()), **scores}
 
 
 def main(argv=None):
@@ -199,7 +212,8 @@ def main(argv=None):
         f"{'frozen' if args.freeze_encoder else 'fine-tuned'} encoder from {args.model_name_or_path}"
         f"{' (config only)' if args.from_scratch else ''}"
     )
-    history, best, best_weights, steps = [], None, None, 0
+    plateau = PlateauRule(0, args.plateau_patience, args.plateau_factor, args.plateau_max_decays)
+    history, best_weights, steps = [], None, 0
     for epoch in tqdm(range(args.num_train_epochs), desc="epochs", disable=not accelerator.is_local_main_process):
         if args.max_train_steps and steps >= args.max_train_steps:
             break
@@ -217,12 +231,21 @@ def main(argv=None):
             if args.max_train_steps and steps >= args.max_train_steps:
                 break
         scores = evaluate_split(model, valid_loader, accelerator, len(label2id))
-        history.append({"epoch": epoch, **{f"valid_{k}": v for k, v in scores.items()}})
-        if best is None or scores["accuracy"] > history[best]["valid_accuracy"]:
-            best = epoch
-            best_weights = {
-                k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()
-            }
+        action = plateau.update(epoch, scores["loss"])
+        lr = optimizer.param_groups[0]["lr"]
+        history.append(
+            {"epoch": epoch, "lr": lr, **{f"valid_{k}": v for k, v in scores.items()}, "plateau_action": action}
+        )
+        unwrapped = accelerator.unwrap_model(model)
+        if action == "improved":
+            best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+        elif action in ("decay", "stop"):  # back to the best model with half the lr, as the official script
+            unwrapped.load_state_dict(best_weights)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * args.plateau_factor
+            if action == "stop":
+                break
+    best = plateau.best_epoch
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_weights)
     test = evaluate_split(model, test_loader, accelerator, len(label2id))
@@ -234,8 +257,10 @@ def main(argv=None):
         "seed": args.seed,
         "best_epoch": best,
         "optimizer_steps": steps,
+        "eval_loss": history[best]["valid_loss"],
         "eval_accuracy": history[best]["valid_accuracy"],
         "eval_f1": history[best]["valid_f1"],
+        "plateau_decays": plateau.decays,
         "test_accuracy": test["accuracy"],
         "test_f1": test["f1"],
         "num_validation_sentences": len(valid_texts),
