@@ -1,6 +1,7 @@
 """The latent-space explorer (demo/): the functions behind each tab, and the app itself driven in headless
 Chromium with Playwright (the browser test; screenshots of each tab in its output directory)."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -89,12 +90,21 @@ def test_a_missing_checkpoint_says_which_command_makes_one(tmp_path):
         Explorer(tmp_path / "nothing-here")
 
 
-def test_classifier_and_dialogue_checkpoints_get_their_tabs(tmp_path, tiny_config, tokenizer, map_file):
+@pytest.fixture
+def other_heads(tmp_path, tiny_config, tokenizer):
+    """Folders of a tiny classifier and a tiny BN-CVAE with the fixture tokenizer."""
     torch.manual_seed(0)
     classifier = BNVAEForSequenceClassification(tiny_config(num_labels=2, id2label={0: "fresh", 1: "rotten"})).eval()
-    classifier.save_pretrained(tmp_path / "classifier")
-    tokenizer.save_pretrained(tmp_path / "classifier")
-    explorer = Explorer(tmp_path / "classifier", map_file)
+    sizes = dict(embedding_size=8, utterance_hidden_size=8, context_hidden_size=8, decoder_hidden_size=8, latent_size=4)
+    dialogue = BNCVAEForConditionalGeneration(BNCVAEConfig(vocab_size=len(tokenizer), gamma=0.5, **sizes))
+    for name, model in (("classifier", classifier), ("dialogue", dialogue)):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    return {"classifier": tmp_path / "classifier", "dialogue": tmp_path / "dialogue"}
+
+
+def test_classifier_and_dialogue_checkpoints_get_their_tabs(other_heads, map_file):
+    explorer = Explorer(other_heads["classifier"], map_file)
     scores = explorer.classify("the cat sat")
     assert (
         explorer.kind == "classifier"
@@ -103,12 +113,7 @@ def test_classifier_and_dialogue_checkpoints_get_their_tabs(tmp_path, tiny_confi
     )
     with pytest.raises(InputError, match="this tab needs a language_model"):
         explorer.reconstruct("the cat")
-    sizes = dict(embedding_size=8, utterance_hidden_size=8, context_hidden_size=8, decoder_hidden_size=8, latent_size=4)
-    BNCVAEForConditionalGeneration(BNCVAEConfig(vocab_size=len(tokenizer), gamma=0.5, **sizes)).save_pretrained(
-        tmp_path / "dialogue"
-    )
-    tokenizer.save_pretrained(tmp_path / "dialogue")
-    explorer = Explorer(tmp_path / "dialogue")
+    explorer = Explorer(other_heads["dialogue"])
     assert explorer.kind == "dialogue" and len(explorer.respond("the cat sat\nthe dog ran", 3)) == 3
     with pytest.raises(InputError, match="Type a conversation first"):
         explorer.respond("\n \n", 3)
@@ -123,31 +128,38 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def running_app(saved, map_file, tmp_path):
-    """The app on a free port, serving the tiny saved model (or $BNVAE_DEMO_MODEL) with the fixture map."""
+@contextlib.contextmanager
+def serve(model, map_args, log_path):
+    """The app on a free port for `model`; yields its URL and stops it afterwards."""
     port = free_port()
-    # a real model (with the default map, Brown's test sentences and genres) for the docs/ screenshots
-    real = "BNVAE_DEMO_MODEL" in os.environ
-    model, map_args = (os.environ["BNVAE_DEMO_MODEL"], []) if real else (str(saved), ["--map_file", str(map_file)])
-    command = [sys.executable, str(ROOT / "demo" / "app.py"), "--model_name_or_path", model, *map_args,
+    command = [sys.executable, str(ROOT / "demo" / "app.py"), "--model_name_or_path", str(model), *map_args,
                "--server_port", str(port)]  # fmt: skip
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = open(tmp_path / "app.log", "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert process.poll() is None, Path(log_path).read_text()[-3000:]
+                    time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def running_app(saved, map_file, tmp_path):
+    """The app serving the tiny saved model with the fixture map, or $BNVAE_DEMO_MODEL (a real model) with
+    the default map, Brown's test sentences and genres (for the docs/ screenshots)."""
+    real = "BNVAE_DEMO_MODEL" in os.environ
+    model, map_args = (os.environ["BNVAE_DEMO_MODEL"], []) if real else (saved, ["--map_file", str(map_file)])
+    with serve(model, map_args, tmp_path / "app.log") as url:
+        yield url
 
 
 def chromium():
@@ -227,3 +239,30 @@ def test_the_app_in_headless_chromium(running_app, tmp_path):
         target.mkdir(parents=True, exist_ok=True)
         for shot in shots.iterdir():
             shutil.copy(shot, target / f"demo_{shot.name}")
+
+
+@pytest.mark.slow
+def test_the_classify_and_respond_tabs_in_headless_chromium(other_heads, map_file, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        with serve(other_heads["classifier"], ["--map_file", str(map_file)], tmp_path / "classifier.log") as url:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url)
+            page.get_by_role("tab", name="Classify").click()
+            page.locator("#classify-input textarea, #classify-input input").first.fill("the cat sat on the mat")
+            page.locator("#classify-button").click()
+            expect(page.locator("#classify-output")).to_contain_text("fresh", timeout=30000)
+            page.screenshot(path=tmp_path / "classify.png")
+        with serve(other_heads["dialogue"], [], tmp_path / "dialogue.log") as url:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url)
+            page.get_by_role("tab", name="Respond").click()
+            page.locator("#respond-input textarea").fill("the cat sat on the mat\na dog ran in the park")
+            page.locator("#respond-button").click()
+            output = page.locator("#respond-output textarea")
+            expect(output).not_to_have_value("", timeout=30000)
+            assert len(output.input_value().split("\n")) == 5  # the default 5 responses
+            page.screenshot(path=tmp_path / "respond.png")
+        browser.close()
