@@ -200,7 +200,9 @@ def test_every_sample_of_a_context_has_its_own_z(dialogue_config, tokenizer):
     hook.remove()
     inputs = seen[0]  # [c; z] of the 2 x 3 rows
     c, z = inputs[:, :20], inputs[:, 20:]
-    assert torch.equal(c[0], c[2]) and not torch.equal(c[0], c[3])  # rows 0-2: context 0, rows 3-5: context 1
+    # rows 0-2: context 0, rows 3-5: context 1 (equal up to the last bits a batched GEMM may change)
+    torch.testing.assert_close(c[0], c[2], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(c[0], c[3], rtol=1e-5, atol=1e-6)
     assert len({tuple(row.tolist()) for row in z}) == 6  # six different draws from the prior
 
 
