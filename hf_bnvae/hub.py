@@ -244,7 +244,7 @@ def dialogue_card(model_dir, repo_id, license="mit", reproduce=None):
         pipeline_tag="text-generation",
         eval_results=eval_results,
     )
-    method = results.get("method", "bncvae" if config.gamma > 0 else "cvae_bow" if config.use_bow else "cvae")
+    method = results["method"]
 
     def pair(*keys, decimals=4):
         return " / ".join(f"{results[k]:.{decimals}f}" if k in results else "-" for k in keys)

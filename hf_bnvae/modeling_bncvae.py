@@ -11,11 +11,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import init
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_bncvae import BNCVAEConfig
-from .modeling_bnvae import BatchNormLatentHead, check_input_ids, check_latent, sequence_lengths
+from .modeling_bnvae import (
+    BatchNormLatentHead,
+    BNVAEPreTrainedModel,
+    RecurrentStateGenerationMixin,
+    check_input_ids,
+    check_latent,
+    gaussian_kl_per_dimension,
+    sequence_lengths,
+)
 
 # ----------------------------------------------------------------------------------------------
 # maths
@@ -139,6 +147,7 @@ class BNCVAEPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     _no_split_modules = []
     _keep_in_fp32_modules_strict = ["latent_head"]
+    _output = BNVAEPreTrainedModel._output
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -154,7 +163,7 @@ class BNCVAEPreTrainedModel(PreTrainedModel):
             init.zeros_(module.num_batches_tracked)
 
 
-class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
+class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenerationMixin):
     """CVAE / CVAE + BOW / BN-CVAE for response generation.
 
     Context c: utterance BiGRU -> context GRU (with speakers). Recognition q(z | c, x) = Linear([c; x]) with
@@ -162,8 +171,6 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
     The GRU decoder starts from Linear([c; z]) and reads the response's word embeddings; the optional
     bag-of-words head predicts the response's words from [c; z].
     """
-
-    _is_stateful = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -187,9 +194,7 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
                 nn.Linear(config.bow_hidden_size, config.vocab_size),
             )
         self.post_init()
-        self.generation_config.update(
-            suppress_tokens=[config.pad_token_id, config.bos_token_id, config.unk_token_id], no_repeat_ngram_size=3
-        )
+        self.generation_config.update(**self.generation_defaults())
         self.generation_config._from_model_config = False
 
     def get_input_embeddings(self):
@@ -322,10 +327,7 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
             )
             reconstruction_loss = (token_nll * valid).sum(-1)
             num_tokens = valid.sum(-1)
-            prior_kl = gaussian_kl_between(
-                prior_mu, prior_logvar, torch.zeros_like(prior_mu), torch.zeros_like(prior_mu)
-            )
-            prior_kl = prior_kl.sum(-1)
+            prior_kl = gaussian_kl_per_dimension(prior_mu, prior_logvar).sum(-1)
             loss = reconstruction_loss
             if mu is not None:
                 kl = gaussian_kl_between(mu, logvar, prior_mu, prior_logvar).sum(-1)
@@ -355,9 +357,6 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
         )
         return self._output(output, return_dict)
 
-    def _output(self, output, return_dict):
-        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
-
     # -- generation (GenerationMixin with the GRU state as cache) -------------------------------------
 
     @torch.no_grad()
@@ -379,26 +378,12 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, GenerationMixin):
         kwargs = {"pad_token_id": self.config.pad_token_id, "eos_token_id": self.config.eos_token_id, **kwargs}
         return super().generate(input_ids=start, initial_state=self.decoder_initial_state(context, latent), **kwargs)
 
-    @classmethod
-    def _supports_default_dynamic_cache(cls):
-        return False
-
     def prepare_inputs_for_generation(self, input_ids, state=None, initial_state=None, use_cache=None, **kwargs):
         if state is None:  # the first step, or every step without the cache: the whole response so far
             state = initial_state.unsqueeze(0).contiguous()
         else:
             input_ids = input_ids[:, -1:]
         return {"input_ids": input_ids, "state": state, "use_cache": use_cache}
-
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
-        model_kwargs = super()._update_model_kwargs_for_generation(
-            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
-        )
-        model_kwargs["state"] = outputs.state  # transformers 5 carries only an output named `cache`
-        return model_kwargs
-
-    def _reorder_cache(self, state, beam_idx):
-        return None if state is None else state.index_select(1, beam_idx.to(state.device))
 
     # -- convenience ------------------------------------------------------------------------------
 

@@ -422,22 +422,11 @@ class BNVAEModel(BNVAEPreTrainedModel):
 # language-modelling head
 
 
-class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
-    """BN-VAE sentence model: the base model's q(z|x), then an LSTM decoder p(x|z).
-
-    Sentences are `<s> w_1 ... w_m </s>`, right-padded. The decoder predicts tokens 2..T from 1..T-1.
-    With use_latent=False this is the LSTM language-model baseline (no base model, no z).
-    """
+class RecurrentStateGenerationMixin(GenerationMixin):
+    """transformers' GenerationMixin for a recurrent decoder whose cache is its state, passed as `state`
+    (a tensor or a tuple of `(1, B, H)` tensors) and returned as `output.state`; shared by BN-VAE and BN-CVAE."""
 
     _is_stateful = True
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.bnvae = BNVAEModel(config) if config.use_latent else None
-        self.decoder = LSTMDecoder(config)
-        self.post_init()
-        self.generation_config.update(**self.generation_defaults())
-        self.generation_config._from_model_config = False  # saved as ours, so from_pretrained keeps it
 
     def generation_defaults(self):
         """The generation config's defaults (saved in generation_config.json, overridable per call): never
@@ -448,6 +437,42 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
             "suppress_tokens": [config.pad_token_id, config.bos_token_id, config.unk_token_id],
             "no_repeat_ngram_size": 3,
         }
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls):
+        return False
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        """transformers' update, plus the state: transformers 5 carries only an output named `cache` from
+        step to step, so without this every step would decode the whole prefix again."""
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
+        )
+        model_kwargs["state"] = outputs.state
+        return model_kwargs
+
+    def _reorder_cache(self, state, beam_idx):
+        if state is None:  # use_cache=False: nothing to reorder
+            return None
+        if isinstance(state, tuple):
+            return tuple(self._reorder_cache(s, beam_idx) for s in state)
+        return state.index_select(1, beam_idx.to(state.device))
+
+
+class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMixin):
+    """BN-VAE sentence model: the base model's q(z|x), then an LSTM decoder p(x|z).
+
+    Sentences are `<s> w_1 ... w_m </s>`, right-padded. The decoder predicts tokens 2..T from 1..T-1.
+    With use_latent=False this is the LSTM language-model baseline (no base model, no z).
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bnvae = BNVAEModel(config) if config.use_latent else None
+        self.decoder = LSTMDecoder(config)
+        self.post_init()
+        self.generation_config.update(**self.generation_defaults())
+        self.generation_config._from_model_config = False  # saved as ours, so from_pretrained keeps it
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -681,28 +706,10 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, GenerationMixin):
         # the prompt as a whole sentence, <s> prompt </s>, encoded with BN's running statistics
         return self.posterior_mean(nn.functional.pad(start, (0, 1), value=self.config.eos_token_id))
 
-    @classmethod
-    def _supports_default_dynamic_cache(cls):
-        return False
-
     def prepare_inputs_for_generation(self, input_ids, state=None, latent=None, use_cache=None, **kwargs):
         if state is not None:
             input_ids = input_ids[:, -1:]  # the state already holds everything before the last token
         return {"input_ids": input_ids, "state": state, "latent": latent, "use_cache": use_cache}
-
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
-        """transformers' update, plus the LSTM state: transformers 5 carries only an output named `cache`
-        from step to step, so without this every step would decode the whole prefix again."""
-        model_kwargs = super()._update_model_kwargs_for_generation(
-            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
-        )
-        model_kwargs["state"] = outputs.state
-        return model_kwargs
-
-    def _reorder_cache(self, state, beam_idx):
-        if state is None:  # use_cache=False: nothing to reorder
-            return None
-        return tuple(s.index_select(1, beam_idx.to(s.device)) for s in state)
 
     # -- convenience ------------------------------------------------------------------------------
 
