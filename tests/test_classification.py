@@ -267,3 +267,19 @@ def test_the_script_pushes_the_classifier_with_its_card(saved, labelled_files, t
     assert card.data.pipeline_tag == "text-classification" and card.data.eval_results[0].metric_config == "60 labels"
     with pytest.raises(SystemExit):
         train_classifier.parse_args(classifier_args(saved, labelled_files, tmp_path / "x", "--push_to_hub"))
+
+
+def test_the_experiment_caps_the_seeds_of_large_budgets_and_keeps_seed_order():
+    import semi_supervised
+
+    args = semi_supervised.parse_args(["--budgets", "100", "all", "--seeds", "1", "2", "3", "--max_seeds", "all=1"])
+    todo = semi_supervised.pending_runs(args, done={"ae/100/seed1": {}})
+    keys = [key for key, *_ in todo]
+    assert keys[:4] == ["scratch/100/seed1", "vae/100/seed1", "ae_free_bits/100/seed1", "bnvae_0.7/100/seed1"]
+    assert [k for k in keys if "/all/" in k] == [f"{m}/all/seed1" for m in semi_supervised.METHODS]
+    assert len(keys) == 4 + 5 + 5 + 5  # seed 1 (less the finished run) with all, then seeds 2 and 3 without
+    assert [seed for *_, seed in todo] == sorted(seed for *_, seed in todo)
+    with pytest.raises(SystemExit):
+        semi_supervised.parse_args(["--max_seeds", "all:3"])
+    with pytest.raises(SystemExit):
+        semi_supervised.parse_args(["--num_workers", "0"])

@@ -13,21 +13,27 @@ the BN-VAE's configuration), on each label budget (a stratified subset of the po
 every method at a given seed) with each seed; the epoch with the lowest validation loss is tested on
 the 2,000 test reviews.
 
-Budget (chosen to fit about 2 hours of 2 CPU cores; see RESULTS.md for the measured time): the ptb
-sizes (embeddings 256, LSTMs 256, latent 32), pretraining for --pretrain_epochs epochs with the KL
-warm-up over the first half, fine-tuning for --num_train_epochs epochs but at most --max_train_steps
-optimiser steps. Every finished fine-tuning run is recorded in
+Budget: the ptb sizes (embeddings 256, LSTMs 256, latent 32), pretraining for --pretrain_epochs epochs
+with the KL warm-up over the first half; fine-tuning with train_classifier.py's recipe (its epoch cap
+and the plateau rule end each run; --num_train_epochs / --max_train_steps cap it further), every
+budget with the first --seeds, except that --max_seeds caps the seeds of the expensive budgets (see
+RESULTS.md for the measured time). --num_workers fine-tuning runs go in parallel processes, each with
+an equal share of the CPU threads. Every finished fine-tuning run is recorded in
 training/reproduction/classification_runs.json (in git), so the script resumes where it stopped.
 Writes training/reproduction/classification.json and classification.md.
 """
 
 import argparse
 import json
+import multiprocessing
+import os
 import shlex
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import torch
 import train_classifier  # training/ is on the path when a training script runs
 from reproduce import mean_std, run_train_script
 
@@ -70,14 +76,30 @@ def parse_args(argv=None):
     p.add_argument("--pretrain_epochs", type=int, default=10)
     p.add_argument("--budgets", nargs="+", default=[str(b) for b in BUDGETS], help="label budgets, or 'all'")
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
-    p.add_argument("--num_train_epochs", type=int, default=10, help="fine-tuning epochs")
-    p.add_argument("--max_train_steps", type=int, default=1000, help="at most this many fine-tuning steps")
+    p.add_argument(
+        "--max_seeds",
+        nargs="*",
+        default=["2000=5", "all=3"],
+        metavar="BUDGET=K",
+        help="run these budgets with only the first K seeds (the large budgets cost the most and vary the least)",
+    )
+    p.add_argument("--num_train_epochs", type=int, default=None, help="fine-tuning epochs (default: the recipe's)")
+    p.add_argument("--max_train_steps", type=int, default=None, help="at most this many fine-tuning steps")
+    p.add_argument(
+        "--num_workers", type=int, default=os.cpu_count() or 1, help="fine-tuning runs in parallel processes"
+    )
     p.add_argument("--pretrain_only", action="store_true")
     p.add_argument("--train_args", default="", help="more train.py flags for the pretraining, in one string")
     args = p.parse_args(argv)
     for budget in args.budgets:
         if budget != "all" and not (budget.isdigit() and int(budget) > 0):
             p.error(f"--budgets: {budget!r} is neither a positive number nor 'all'")
+    if args.num_workers < 1:
+        p.error(f"--num_workers {args.num_workers}: must be at least 1")
+    try:
+        args.max_seeds = {budget: int(k) for budget, k in (item.split("=") for item in args.max_seeds)}
+    except ValueError:
+        p.error(f"--max_seeds {' '.join(args.max_seeds)}: each item must be BUDGET=K with an integer K")
     return args
 
 
@@ -110,21 +132,82 @@ def fine_tune(args, checkpoint, method, budget, seed):
             args.validation_file,
             "--test_file",
             args.test_file,
-            "--num_train_epochs",
-            str(args.num_train_epochs),
-            "--max_train_steps",
-            str(args.max_train_steps),
             "--seed",
             str(seed),
             "--output_dir",
             folder,
         ]
+        for flag in ("num_train_epochs", "max_train_steps"):
+            if getattr(args, flag) is not None:
+                argv += [f"--{flag}", str(getattr(args, flag))]
         if budget != "all":
             argv += ["--max_train_samples", str(budget)]
         if method == "scratch":
             argv.append("--from_scratch")
+        tick = time.perf_counter()
         _, results = train_classifier.main(argv)
-    return {"test_accuracy": 100 * results["test_accuracy"], "best_epoch": results["best_epoch"] + 1}
+    return {
+        "test_accuracy": 100 * results["test_accuracy"],
+        "best_epoch": results["best_epoch"] + 1,
+        "epochs": len(results["history"]),
+        "seconds": time.perf_counter() - tick,
+    }
+
+
+def pending_runs(args, done):
+    """(key, method, budget, seed) of the runs not in `done`, seed by seed, so a partial record covers
+    every budget for its first seeds."""
+    budgets = [b if b == "all" else int(b) for b in args.budgets]
+    todo = []
+    for seed_index, seed in enumerate(args.seeds):
+        for budget in budgets:
+            if seed_index >= args.max_seeds.get(str(budget), len(args.seeds)):
+                continue
+            for method in METHODS:
+                key = f"{method}/{budget}/seed{seed}"
+                if key not in done:
+                    todo.append((key, method, budget, seed))
+    return todo
+
+
+def _limit_threads(threads):
+    torch.set_num_threads(threads)
+
+
+def fine_tune_all(args, models, record):
+    """Run every pending fine-tuning, --num_workers at a time, recording each as it finishes (only this
+    process writes the record). The record holds the runs and the wall time spent on them so far."""
+    state = json.loads(record.read_text()) if record.exists() else {"runs": {}, "wall_seconds": 0.0}
+    runs, start, spent = state["runs"], time.perf_counter(), state["wall_seconds"]
+    todo = pending_runs(args, runs)
+
+    def done(key, method, budget, seed, result):
+        runs[key] = {"method": method, "budget": budget, "seed": seed, **result}
+        state["wall_seconds"] = spent + time.perf_counter() - start
+        write_atomically(record, json.dumps(state, indent=1))
+        print(f"[fine-tuned] {key}: test accuracy {result['test_accuracy']:.2f} ({len(runs)} runs)", flush=True)
+
+    def checkpoint(method):
+        return models / ("bnvae_0.7" if method == "scratch" else method)
+
+    if args.num_workers == 1 or len(todo) <= 1:
+        for key, method, budget, seed in todo:
+            done(key, method, budget, seed, fine_tune(args, checkpoint(method), method, budget, seed))
+        return state
+    threads = max(1, torch.get_num_threads() // args.num_workers)
+    with ProcessPoolExecutor(
+        args.num_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_limit_threads,
+        initargs=(threads,),
+    ) as pool:
+        futures = {
+            pool.submit(fine_tune, args, checkpoint(method), method, budget, seed): (key, method, budget, seed)
+            for key, method, budget, seed in todo
+        }
+        for future in as_completed(futures):
+            done(*futures[future], future.result())
+    return state
 
 
 def write_results(args, runs, seconds):
@@ -156,33 +239,15 @@ def write_results(args, runs, seconds):
 
 def main(argv=None):
     args = parse_args(argv)
-    start = time.perf_counter()
     models = pretrain(args)
     if args.pretrain_only:
         return None
-    record = Path(args.output_dir) / "classification_runs.json"
-    runs = json.loads(record.read_text()) if record.exists() else {}
-    spent = sum(r["seconds"] for r in runs.values())
-    for seed in args.seeds:
-        for budget in [b if b == "all" else int(b) for b in args.budgets]:
-            for method in METHODS:
-                key = f"{method}/{budget}/seed{seed}"
-                if key in runs:
-                    continue
-                tick = time.perf_counter()
-                checkpoint = models / ("bnvae_0.7" if method == "scratch" else method)
-                result = fine_tune(args, checkpoint, method, budget, seed)
-                runs[key] = {"method": method, "budget": budget, "seed": seed, **result}
-                runs[key]["seconds"] = time.perf_counter() - tick
-                write_atomically(record, json.dumps(runs, indent=1))
-                print(f"[fine-tuned] {key}: test accuracy {result['test_accuracy']:.2f}", flush=True)
+    state = fine_tune_all(args, models, Path(args.output_dir) / "classification_runs.json")
     pretrain_seconds = sum(
         json.loads((models / name / "metrics.json").read_text())["train_seconds"] for name, _ in PRETRAINED
     )
-    seconds = pretrain_seconds + sum(r["seconds"] for r in runs.values())
-    print(f"this call: {time.perf_counter() - start:.0f} s; fine-tuning before it: {spent:.0f} s")
-    write_results(args, runs, seconds)
-    return runs
+    write_results(args, state["runs"], pretrain_seconds + state["wall_seconds"])
+    return state["runs"]
 
 
 if __name__ == "__main__":
