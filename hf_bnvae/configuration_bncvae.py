@@ -1,9 +1,9 @@
 """Configuration of BN-CVAE, the conditional VAE for dialogue responses with a batch-normalised
 recognition mean (Zhu et al., ACL 2020, section 6.3), on the CVAE of Zhao et al. (ACL 2017)."""
 
-import math
-
 from transformers import PretrainedConfig
+
+from .configuration_bnvae import check_fields
 
 # "switchboard": the sizes of Zhao et al. (2017) that the paper uses; "small" (the default) fits the
 # dialogue experiment into 2 CPU cores.
@@ -118,38 +118,22 @@ class BNCVAEConfig(PretrainedConfig):
         return self.latent_size * self.gamma**2 / 2
 
     def _validate(self):
-        def fail(field, value, rule):
-            raise ValueError(f"BNCVAEConfig.{field}={value!r} is invalid: {rule}")
-
-        sizes = (
-            "vocab_size",
-            "embedding_size",
-            "utterance_hidden_size",
-            "context_hidden_size",
-            "decoder_hidden_size",
-            "latent_size",
-            "bow_hidden_size",
-            "max_context_turns",
-            "max_utterance_length",
+        check_fields(
+            self,
+            sizes=(
+                "vocab_size",
+                "embedding_size",
+                "utterance_hidden_size",
+                "context_hidden_size",
+                "decoder_hidden_size",
+                "latent_size",
+                "bow_hidden_size",
+                "max_context_turns",
+                "max_utterance_length",
+            ),
+            non_negative=("gamma", "init_range"),
+            booleans=("use_bow",),
         )
-        for field in sizes:
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                fail(field, value, "must be an integer >= 1")
-        for field in ("gamma", "init_range"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                fail(field, value, "must be a finite number >= 0")
-        if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
-            fail("bn_eps", self.bn_eps, "must be > 0")
-        if not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum <= 1):
-            fail("bn_momentum", self.bn_momentum, "must be in (0, 1]")
-        if not isinstance(self.use_bow, bool):
-            fail("use_bow", self.use_bow, "must be True or False")
-        for field in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                fail(field, value, f"must be a token id in [0, vocab_size={self.vocab_size})")
 
 
 __all__ = ["BNCVAEConfig", "DIALOGUE_PRESETS"]

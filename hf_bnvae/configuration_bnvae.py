@@ -145,39 +145,54 @@ class BNVAEConfig(PretrainedConfig):
         return self.latent_size * self.gamma**2 / 2
 
     def _validate(self):
-        def fail(field, value, rule):
-            raise ValueError(f"BNVAEConfig.{field}={value!r} is invalid: {rule}")
-
-        for field in ("vocab_size", "embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                fail(field, value, "must be an integer >= 1")
-        for field in ("gamma", "delta_rate", "free_bits", "init_range", "embedding_init_range"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                fail(field, value, "must be a finite number >= 0")
+        check_fields(
+            self,
+            sizes=("vocab_size", "embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size"),
+            non_negative=("gamma", "delta_rate", "free_bits", "init_range", "embedding_init_range"),
+            booleans=("free_bits_per_dimension", "output_layer_bias"),
+            fractions=("decoder_dropout_in", "decoder_dropout_out", "classifier_dropout"),
+        )
         if self.encoder_init_range is not None and not (
             isinstance(self.encoder_init_range, (int, float)) and self.encoder_init_range > 0
         ):
-            fail("encoder_init_range", self.encoder_init_range, "must be None (PyTorch's default) or a number > 0")
-        if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
-            fail("bn_eps", self.bn_eps, "must be > 0")
-        if not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum <= 1):
-            fail("bn_momentum", self.bn_momentum, "must be in (0, 1]")
-        for field in ("decoder_dropout_in", "decoder_dropout_out", "classifier_dropout"):
-            value = getattr(self, field)
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                fail(field, value, "must be in [0, 1)")
-        for field in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                fail(field, value, f"must be a token id in [0, vocab_size={self.vocab_size})")
-        for field in ("free_bits_per_dimension", "output_layer_bias"):
-            if not isinstance(getattr(self, field), bool):
-                fail(field, getattr(self, field), "must be True or False")
+            invalid(self, "encoder_init_range", "must be None (PyTorch's default) or a number > 0")
         if self.delta_rate > 0 and self.gamma > 0:
             # Not invalid maths, but the paper compares them separately; refuse to mix silently.
-            fail("delta_rate", self.delta_rate, "delta-VAE is a separate baseline; set gamma=0 to use it")
+            invalid(self, "delta_rate", "delta-VAE is a separate baseline; set gamma=0 to use it")
+
+
+def invalid(config, field, rule):
+    """Raise the ValueError naming `config`'s class, the field, its value and the rule it breaks."""
+    raise ValueError(f"{type(config).__name__}.{field}={getattr(config, field)!r} is invalid: {rule}")
+
+
+def check_fields(config, sizes=(), non_negative=(), booleans=(), fractions=()):
+    """The checks every config of this package shares: `sizes` are integers >= 1, `non_negative` finite
+    numbers >= 0, `booleans` True or False, `fractions` in [0, 1) (dropout rates); bn_eps > 0,
+    bn_momentum in (0, 1], and the special token ids inside the vocabulary."""
+    for field in sizes:
+        value = getattr(config, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            invalid(config, field, "must be an integer >= 1")
+    for field in non_negative:
+        value = getattr(config, field)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            invalid(config, field, "must be a finite number >= 0")
+    for field in booleans:
+        if not isinstance(getattr(config, field), bool):
+            invalid(config, field, "must be True or False")
+    for field in fractions:
+        value = getattr(config, field)
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            invalid(config, field, "must be in [0, 1)")
+    if not (isinstance(config.bn_eps, (int, float)) and config.bn_eps > 0):
+        invalid(config, "bn_eps", "must be > 0")
+    if not (isinstance(config.bn_momentum, (int, float)) and 0 < config.bn_momentum <= 1):
+        invalid(config, "bn_momentum", "must be in (0, 1]")
+    for field in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(config, field)
+        if not isinstance(value, int) or not 0 <= value < config.vocab_size:
+            invalid(config, field, f"must be a token id in [0, vocab_size={config.vocab_size})")
 
 
 __all__ = ["BNVAEConfig", "PRESETS"]
