@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 
 # The version is defined once, in hf_bnvae/__init__.py (read here without importing the package).
 VERSION = re.search(r'^__version__ = "([^"]+)"', Path("hf_bnvae/__init__.py").read_text(), re.M).group(1)
-TRAIN = ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "sacrebleu>=2.0", "tqdm", "matplotlib", "tensorboard"]
+TRACKING = ["tensorboard"]  # train.py --with_tracking --report_to tensorboard
 # BN-CVAE's metrics (hf_bnvae.dialogue_metrics) and its data (training/prepare_chitchat.py)
 DIALOGUE = ["sacrebleu>=2.0", "gensim>=4.3", "chitchat-dataset==0.9.0"]
 # demo/app.py, and its browser test (Playwright drives the system's Chromium: apt-get install chromium)
@@ -21,19 +21,26 @@ setup(
     packages=find_packages(include=["hf_bnvae", "hf_bnvae.*"]),
     package_data={"hf_bnvae": ["evaluate_modules/*/*.py", "templates/*.md"]},
     python_requires=">=3.10",
-    # What `import hf_bnvae` and loading a checkpoint need. Install torch==2.13.0 first on CPU machines
-    # (see README): a bare torch requirement pulls a multi-GB CUDA build.
+    # What loading a checkpoint and running training/ and benchmarks/ need (a plain `pip install` of the
+    # project must be able to train: ../shared/official_bench installs it that way). Install
+    # torch==2.13.0 first on CPU machines (see README): a bare torch requirement pulls a multi-GB CUDA build.
     install_requires=[
         "torch>=2.1",
         "transformers>=5.0,<6",
         "tokenizers>=0.20",
         "safetensors>=0.4",
         "huggingface_hub>=1.0",
+        "accelerate>=1.0",
+        "datasets>=3.0",
+        "evaluate>=0.4",
+        "sacrebleu>=2.0",
+        "tqdm",
+        "matplotlib",
     ],
     extras_require={
-        "train": TRAIN,  # training/, benchmarks/, hf_bnvae.data / evaluation / hub, the evaluate modules
+        "tracking": TRACKING,
         "dialogue": DIALOGUE,
         "demo": DEMO,
-        "dev": [*TRAIN, *DIALOGUE, *DEMO, "pytest>=8", "ruff>=0.6"],
+        "dev": [*TRACKING, *DIALOGUE, *DEMO, "pytest>=8", "ruff>=0.6"],
     },
 )

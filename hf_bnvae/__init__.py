@@ -1,8 +1,7 @@
 """hf_bnvae: BN-VAE (Zhu et al., ACL 2020) as a Hugging Face model package.
 
 Importing the package registers the config and models with the Auto classes. The modules for the
-scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are imported on demand;
-`data` and `hub` need the `train` extra (datasets).
+scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are imported on demand.
 """
 
 from transformers import (
