@@ -281,3 +281,22 @@ def test_the_classify_and_respond_tabs_in_headless_chromium(other_heads, map_fil
     for name, variable in (("classify", "BNVAE_DEMO_CLASSIFIER"), ("respond", "BNVAE_DEMO_DIALOGUE")):
         if target and variable in os.environ:  # only real models' screenshots go to docs/
             shutil.copy(tmp_path / f"{name}.png", Path(target) / f"demo_{name}.png")
+
+
+def test_the_latency_benchmark_times_every_tab_of_each_kind(saved, other_heads, capsys):
+    import latency
+
+    language_model = latency.main([str(saved), "--repeats", "2"])
+    assert set(language_model["actions"]) == {
+        "reconstruct",
+        "sample (5 sentences)",
+        "interpolate (5 steps)",
+        "latent map",
+        "diagnostics figure",
+    }
+    assert all(0 < median <= slowest for median, slowest in language_model["actions"].values())
+    assert set(latency.main([str(other_heads["classifier"]), "--repeats", "1"])["actions"]) == {"classify"}
+    assert set(latency.main([str(other_heads["dialogue"]), "--repeats", "1"])["actions"]) == {"respond (5 samples)"}
+    assert "| reconstruct |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        latency.parse_args([str(saved), "--repeats", "0"])

@@ -9,6 +9,7 @@ import converged
 import eval_speed
 import evaluate_model
 import generate
+import latency
 import mi_noise
 import official_step
 import precision
@@ -47,6 +48,7 @@ PARSED_ONLY = {
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/precision.py": precision.parse_args,
     "demo/app.py": app.parse_args,  # serves until stopped (tests/test_demo.py runs it)
+    "demo/latency.py": latency.parse_args,  # needs a trained model (tests/test_demo.py runs it on a tiny one)
 }
 
 
