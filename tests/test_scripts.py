@@ -145,3 +145,11 @@ def test_installed_data_file_names_what_to_install(tmp_path):
         installed_data_file("no_such_package", "data.json", "no-such-package==1.0")
     with pytest.raises(FileNotFoundError, match="the installed hf_bnvae is not hf_bnvae==9"):
         installed_data_file("hf_bnvae", "missing.json", "hf_bnvae==9")
+
+
+def test_reproduce_only_accepts_the_names_of_its_runs():
+    import reproduce
+
+    assert reproduce.parse_args(["--only", "vae", "bnvae_0.6"]).only == ["vae", "bnvae_0.6"]
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--only", "vae", "bn-vae"])

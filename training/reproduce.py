@@ -5,8 +5,10 @@
 Trains the LSTM LM, VAE, beta-VAE (0.4), cyclical annealing, free bits (4 nats per sentence),
 delta-VAE (0.15 nats per dimension), an autoencoder and then pretrained encoder + free bits, and
 BN-VAE with gamma 0.5, 0.6 and 0.7, all with the same seed, data and schedule. Finished models (a
-metrics.json in their folder) are skipped, so the script can run in parts. Writes
-training/reproduction/results.md (the table), results.json and kl_mi_curves.png.
+metrics.json in their folder) and evaluations (a test_metrics.json) are reused, so the script can run
+in parts: `--only NAME ...` trains and evaluates just those runs (two parts side by side use two
+cores), and a plain call then writes the whole table. Writes training/reproduction/results.md (the
+table), results.json and kl_mi_curves.png.
 
 Budget (chosen to fit 2 hours here): the first 16,000 Brown training sentences, 6 epochs with a
 2-epoch KL warm-up, SGD lr 1.0 (the paper's recipe otherwise; the plateau rule cannot trigger this
@@ -60,8 +62,12 @@ def parse_args(argv=None):
     p.add_argument("--iw_samples", type=int, default=500)
     p.add_argument("--iw_test_sentences", type=int, default=200)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--only", nargs="*", help="train only these runs")
-    return p.parse_args(argv)
+    p.add_argument("--only", nargs="*", help="train and evaluate only these runs (to run parts side by side)")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - {name for name, _ in RUNS})
+    if unknown:
+        p.error(f"--only: unknown run(s) {unknown}; the runs are {[name for name, _ in RUNS]}")
+    return args
 
 
 def mean_std(values):
@@ -184,7 +190,7 @@ def main(argv=None):
     test_texts = read_text_file(BROWN_DIR / "test.txt").texts
     results, histories = {}, {}
     for name, _ in RUNS:
-        if not (models / name / "metrics.json").exists():
+        if not (models / name / "metrics.json").exists() or (args.only and name not in args.only):
             continue
         trained = json.loads((models / name / "metrics.json").read_text())
         print(f"[evaluate] {name}", flush=True)
