@@ -206,6 +206,29 @@ def test_the_plateau_rule_halves_the_lr_reloads_the_best_and_stops(saved, labell
     assert results["best_epoch"] == 4 and results["plateau_decays"] == 2
 
 
+def test_the_saved_epoch_is_the_best_by_the_chosen_validation_metric(saved, labelled_files, tmp_path, monkeypatch):
+    real = train_classifier.evaluate_split
+    states = {}  # a fingerprint of the weights at each validation (test evaluation is the last call)
+
+    def scripted(model, *args):
+        scores = real(model, *args)
+        states[len(states)] = model.classifier.weight.detach().clone()
+        loss, accuracy = next(scripted_scores, (scores["loss"], scores["accuracy"]))
+        return {**scores, "loss": loss, "accuracy": accuracy}
+
+    monkeypatch.setattr(train_classifier, "evaluate_split", scripted)
+    for metric, epoch in (("accuracy", 2), ("loss", 1)):
+        states.clear()
+        scripted_scores = iter([(1.0, 0.5), (0.8, 0.6), (0.9, 0.9), (0.95, 0.7)])  # (loss, accuracy), epochs 0-3
+        argv = classifier_args(
+            saved, labelled_files, tmp_path / metric, "--num_train_epochs", "4", "--metric_for_best_model", metric
+        )
+        model, results = train_classifier.main(argv)
+        assert results["best_epoch"] == epoch and results["metric_for_best_model"] == metric
+        torch.testing.assert_close(model.classifier.weight, states[epoch])  # that epoch's weights were saved
+        assert results["eval_accuracy"] == results["history"][epoch]["valid_accuracy"]
+
+
 def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labelled_files, tmp_path):
     unknown = tmp_path / "unknown.txt"
     unknown.write_text("good\tfine .\nugly\tnot a label of the pool .\n")

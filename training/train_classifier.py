@@ -13,6 +13,7 @@ Every epoch the validation loss, accuracy and macro F1 are computed (the local `
 batch 16, gradient norm clipped at 5, at most 100 epochs, and the plateau rule on the validation loss
 (`hf_bnvae.trainer_utils.PlateauRule`: after 2 epochs without improvement the lr is halved and the best
 model reloaded; training stops at the 5th decay); the epoch with the lowest validation loss is saved
+(`--metric_for_best_model accuracy` or `f1` selects by those instead; the plateau rule still follows the loss)
 with save_pretrained, and `all_results.json` holds its validation and test figures. The validation set (1,000 labelled sentences by default) is the same for every budget, so with 100
 labels it holds more labels than the training set, as in the paper's protocol.
 """
@@ -73,6 +74,12 @@ def build_parser():
     p.add_argument("--plateau_factor", type=float, default=0.5, help="lr multiplier at each decay")
     p.add_argument("--plateau_max_decays", type=int, default=5, help="stop at this decay (0: never decay)")
     p.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps (ends an epoch early)")
+    p.add_argument(
+        "--metric_for_best_model",
+        choices=["loss", "accuracy", "f1"],
+        default="loss",
+        help="validation figure that selects the saved epoch (loss: the official recipe; the plateau rule always uses the loss)",
+    )
     p.add_argument("--freeze_encoder", action="store_true", help="train the classifier only (a linear probe)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output_dir", required=True)
@@ -173,6 +180,14 @@ def evaluate_split(model, loader, accelerator, num_labels):
     return {"loss": float(gathered["loss"].mean()), **scores}
 
 
+def is_better(scores, best_score, metric):
+    """Whether this epoch's validation `scores` beat the best `metric` value so far (None: no epoch yet):
+    a lower loss, a higher accuracy or F1."""
+    if best_score is None:
+        return True
+    return scores[metric] < best_score if metric == "loss" else scores[metric] > best_score
+
+
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -213,7 +228,8 @@ def main(argv=None):
         f"{' (config only)' if args.from_scratch else ''}"
     )
     plateau = PlateauRule(0, args.plateau_patience, args.plateau_factor, args.plateau_max_decays)
-    history, best_weights, steps = [], None, 0
+    history, best_weights, steps = [], None, 0  # best_weights: the lowest validation loss (the plateau rule's)
+    selected = {"epoch": -1, "score": None, "weights": None}  # the best by --metric_for_best_model
     for epoch in tqdm(range(args.num_train_epochs), desc="epochs", disable=not accelerator.is_local_main_process):
         if args.max_train_steps and steps >= args.max_train_steps:
             break
@@ -239,15 +255,19 @@ def main(argv=None):
         unwrapped = accelerator.unwrap_model(model)
         if action == "improved":
             best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
-        elif action in ("decay", "stop"):  # back to the best model with half the lr, as the official script
+        if is_better(scores, selected["score"], args.metric_for_best_model):
+            weights = best_weights if args.metric_for_best_model == "loss" else unwrapped.state_dict()
+            weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
+            selected = {"epoch": epoch, "score": scores[args.metric_for_best_model], "weights": weights}
+        if action in ("decay", "stop"):  # back to the best model with half the lr, as the official script
             unwrapped.load_state_dict(best_weights)
             for group in optimizer.param_groups:
                 group["lr"] = lr * args.plateau_factor
             if action == "stop":
                 break
-    best = plateau.best_epoch
+    best = selected["epoch"]
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(best_weights)
+    unwrapped.load_state_dict(selected["weights"])
     test = evaluate_split(model, test_loader, accelerator, len(label2id))
     results = {
         "model_name_or_path": args.model_name_or_path,
@@ -256,6 +276,7 @@ def main(argv=None):
         "label_budget": budget,
         "seed": args.seed,
         "best_epoch": best,
+        "metric_for_best_model": args.metric_for_best_model,
         "optimizer_steps": steps,
         "eval_loss": history[best]["valid_loss"],
         "eval_accuracy": history[best]["valid_accuracy"],
