@@ -153,3 +153,21 @@ def test_reproduce_only_accepts_the_names_of_its_runs():
     assert reproduce.parse_args(["--only", "vae", "bnvae_0.6"]).only == ["vae", "bnvae_0.6"]
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--only", "vae", "bn-vae"])
+
+
+def test_a_resumable_comparison_run_checkpoints_each_epoch_and_resumes_from_the_last(tmp_path, monkeypatch):
+    import argparse
+
+    import reproduce
+
+    commands = []
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, check: commands.append(command))
+    budget = argparse.Namespace(num_train_epochs=3, kl_warmup_epochs=1, max_train_samples=None)
+    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
+    (tmp_path / "run" / "checkpoints" / "step_40").mkdir(parents=True)
+    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
+    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"])
+    fresh, resumed, plain = (" ".join(command) for command in commands)
+    assert "--checkpointing_steps epoch" in fresh and "--resume_from_checkpoint" not in fresh
+    assert "--checkpointing_steps epoch --resume_from_checkpoint latest" in resumed
+    assert "--checkpointing_steps" not in plain and "--resume_from_checkpoint" not in plain

@@ -30,7 +30,6 @@ from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
 from hf_bnvae.saving import write_atomically
-from hf_bnvae.trainer_utils import list_checkpoints
 
 HERE = Path(__file__).resolve().parent
 METHODS = {"lm": ["--method", "lm"], "vae": ["--method", "vae"], "bnvae_0.6": ["--method", "bnvae", "--gamma", "0.6"]}
@@ -83,8 +82,7 @@ def train_missing(args):
         if (folder / "metrics.json").exists():
             print(f"[skip] {folder.name}: done", flush=True)
             continue
-        resume = ["--resume_from_checkpoint", "latest"] if list_checkpoints(folder / "checkpoints") else []
-        run_train_script(folder, args, seed, [*flags, "--checkpointing_steps", "epoch", *resume])
+        run_train_script(folder, args, seed, flags, resumable=True)
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ import torch
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
+from hf_bnvae.trainer_utils import list_checkpoints
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,10 +80,14 @@ def mean_std(values):
     }
 
 
-def run_train_script(output_dir, budget, seed, flags):
+def run_train_script(output_dir, budget, seed, flags, resumable=False):
     """Run train.py for one model of a comparison: the Brown preset (flags may name another), the training
     budget's num_train_epochs, kl_warmup_epochs and max_train_samples (None: every sentence), no final
-    IW-NLL, plus `flags`."""
+    IW-NLL, plus `flags`. resumable: checkpoint every epoch, and resume from the last checkpoint there is."""
+    if resumable:
+        flags = [*flags, "--checkpointing_steps", "epoch"]
+        if list_checkpoints(Path(output_dir) / "checkpoints"):
+            flags += ["--resume_from_checkpoint", "latest"]
     command = [
         sys.executable,
         str(HERE / "train.py"),

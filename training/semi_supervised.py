@@ -14,7 +14,8 @@ every method at a given seed) with each seed; the epoch with the lowest validati
 the 2,000 test reviews.
 
 Budget: the ptb sizes (embeddings 256, LSTMs 256, latent 32), pretraining for --pretrain_epochs epochs
-with the KL warm-up over the first half; fine-tuning with train_classifier.py's recipe (its epoch cap
+with the KL warm-up over the first half, checkpointed every epoch (an interrupted pretraining resumes);
+fine-tuning with train_classifier.py's recipe (its epoch cap
 and the plateau rule end each run; --num_train_epochs / --max_train_steps cap it further), every
 budget with the first --seeds, except that --max_seeds caps the seeds of the expensive budgets (see
 RESULTS.md for the measured time). --num_workers pretrainings, then --num_workers fine-tuning runs, go
@@ -120,7 +121,7 @@ def pretrain(args):
                 jobs[other].result()
         flags = [f.format(models=models) for f in flags]
         extra = [*data, "--num_threads", str(threads), *shlex.split(args.train_args), *flags]
-        run_train_script(models / name, budget, 42, extra)
+        run_train_script(models / name, budget, 42, extra, resumable=True)
 
     with ThreadPoolExecutor(args.num_workers) as pool:
         for name, flags in PRETRAINED:
