@@ -13,13 +13,13 @@ the BN-VAE's configuration), on each label budget (a stratified subset of the po
 every method at a given seed) with each seed; the epoch with the lowest validation loss is tested on
 the 2,000 test reviews.
 
-Budget: the ptb sizes (embeddings 256, LSTMs 256, latent 32), pretraining for --pretrain_epochs epochs
-with the KL warm-up over the first half, checkpointed every epoch (an interrupted pretraining resumes);
-fine-tuning with train_classifier.py's recipe (its epoch cap
-and the plateau rule end each run; --num_train_epochs / --max_train_steps cap it further), every
-budget with the first --seeds, except that --max_seeds caps the seeds of the expensive budgets (see
-RESULTS.md for the measured time). --num_workers pretrainings, then --num_workers fine-tuning runs, go
-side by side in separate processes, each with an equal share of the CPU threads. Every finished fine-tuning run is recorded in
+Budget: the ptb sizes (embeddings 256, LSTMs 256, latent 32); pretraining for --pretrain_epochs
+epochs with the KL warm-up over the first half, checkpointed every epoch (an interrupted pretraining
+resumes); fine-tuning with train_classifier.py's recipe (its epoch cap and the plateau rule end each
+run; --num_train_epochs / --max_train_steps cap it further), every budget with the first --seeds,
+except that --max_seeds caps the seeds of the expensive budgets (RESULTS.md has the measured cost).
+--num_workers pretrainings, then --num_workers fine-tuning runs, go side by side in separate
+processes, each with an equal share of the CPU threads. Every finished fine-tuning run is recorded in
 training/reproduction/classification_runs.json (in git), so the script resumes where it stopped.
 Writes training/reproduction/classification.json and classification.md.
 """
