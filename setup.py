@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'^__version__ = "([^"]+)"', Path("hf_bnvae/__init__.py").read_text(), re.M).group(1)
 TRACKING = ["tensorboard"]  # train.py --with_tracking --report_to tensorboard
 # BN-CVAE's metrics (hf_bnvae.dialogue_metrics) and its data (training/prepare_chitchat.py)
-DIALOGUE = ["sacrebleu>=2.0", "gensim>=4.3", "chitchat-dataset==0.9.0"]
+DIALOGUE = ["gensim>=4.3", "chitchat-dataset==0.9.0"]
 # demo/app.py, and its browser test (Playwright drives the system's Chromium: apt-get install chromium)
 DEMO = ["gradio>=5.0", "matplotlib", "pandas", "playwright>=1.40"]
 

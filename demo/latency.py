@@ -5,11 +5,12 @@
 Loads the checkpoint as the demo does (`demo/explorer.Explorer`: Auto classes with trust_remote_code,
 the latent map's 300 sentences encoded at start-up), then times each action of its tabs --repeats
 times on the same inputs and prints the median and the slowest in seconds, with the start-up time.
-Language models: reconstruct, sample, interpolate, latent map, diagnostics (the figure); classifiers:
+Language models: reconstruct, sample, interpolate, latent map, diagnostics (the figure, drawn to PNG); classifiers:
 classify; BN-CVAE: respond. The first call of each action is a warm-up and not counted.
 """
 
 import argparse
+import io
 import statistics
 import time
 
@@ -31,8 +32,16 @@ def actions(explorer):
         "sample (5 sentences)": lambda: explorer.sample(5),
         "interpolate (5 steps)": lambda: explorer.interpolate(SENTENCE, OTHER),
         "latent map": lambda: explorer.latent_map(SENTENCE),
-        "diagnostics figure": lambda: explorer.diagnostics_figure(),
+        "diagnostics figure": lambda: rendered(explorer.diagnostics_figure()),
     }
+
+
+def rendered(figure):
+    """Draw a matplotlib figure to PNG, as the page's plot does, and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.savefig(io.BytesIO(), format="png")
+    plt.close(figure)
 
 
 def parse_args(argv=None):

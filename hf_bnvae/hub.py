@@ -192,6 +192,11 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
         num_labels=config.num_labels,
         labels=", ".join(f"{i}: {name}" for i, name in sorted(config.id2label.items())),
         label_budget=results["label_budget"],
+        selection={
+            "loss": "lowest validation loss",
+            "accuracy": "highest validation accuracy",
+            "f1": "highest validation F1",
+        }[results.get("metric_for_best_model", "loss")],
         seed=results["seed"],
         dropout=config.classifier_dropout,
         gamma=config.gamma,

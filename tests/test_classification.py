@@ -227,6 +227,8 @@ def test_the_saved_epoch_is_the_best_by_the_chosen_validation_metric(saved, labe
         assert results["best_epoch"] == epoch and results["metric_for_best_model"] == metric
         torch.testing.assert_close(model.classifier.weight, states[epoch])  # that epoch's weights were saved
         assert results["eval_accuracy"] == results["history"][epoch]["valid_accuracy"]
+        selection = {"accuracy": "highest validation accuracy", "loss": "lowest validation loss"}[metric]
+        assert f"the epoch with the {selection}" in hub.build_model_card(tmp_path / metric, "org/c").text
 
 
 def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labelled_files, tmp_path):
@@ -306,3 +308,23 @@ def test_the_experiment_caps_the_seeds_of_large_budgets_and_keeps_seed_order():
         semi_supervised.parse_args(["--max_seeds", "all:3"])
     with pytest.raises(SystemExit):
         semi_supervised.parse_args(["--num_workers", "0"])
+    for bad in ("all=0", "All=3", "5000=2"):
+        with pytest.raises(SystemExit):
+            semi_supervised.parse_args(["--max_seeds", bad])
+
+
+def test_a_failed_fine_tuning_run_is_reported_and_the_others_are_recorded(tmp_path, monkeypatch):
+    import semi_supervised
+
+    def fine_tune(args, checkpoint, method, budget, seed):
+        if method == "vae":
+            raise ValueError("no such checkpoint")
+        return {"test_accuracy": 50.0, "best_epoch": 1, "epochs": 3, "seconds": 0.1}
+
+    monkeypatch.setattr(semi_supervised, "fine_tune", fine_tune)
+    args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
+    record = tmp_path / "runs.json"
+    with pytest.raises(RuntimeError, match=r"1 fine-tuning run\(s\) failed .*vae/6/seed1: ValueError"):
+        semi_supervised.fine_tune_all(args, tmp_path, record)
+    runs = json.loads(record.read_text())["runs"]
+    assert sorted(runs) == sorted(f"{m}/6/seed1" for m in semi_supervised.METHODS if m != "vae")

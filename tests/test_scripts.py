@@ -140,11 +140,11 @@ def test_seeded_splits_are_disjoint_deterministic_and_refuse_too_little_data():
 def test_installed_data_file_names_what_to_install(tmp_path):
     from corpus_splits import installed_data_file
 
-    assert installed_data_file("hf_bnvae", "configuration_bnvae.py", "hf_bnvae").is_file()
-    with pytest.raises(FileNotFoundError, match="no_such_package is not installed: python -m pip install"):
-        installed_data_file("no_such_package", "data.json", "no-such-package==1.0")
+    assert installed_data_file("hf_bnvae", "configuration_bnvae.py", "hf_bnvae", "pip install hf_bnvae").is_file()
+    with pytest.raises(FileNotFoundError, match="no_such_package is not installed: pip install no-such-package==1.0"):
+        installed_data_file("no_such_package", "data.json", "no-such-package==1.0", "pip install no-such-package==1.0")
     with pytest.raises(FileNotFoundError, match="the installed hf_bnvae is not hf_bnvae==9"):
-        installed_data_file("hf_bnvae", "missing.json", "hf_bnvae==9")
+        installed_data_file("hf_bnvae", "missing.json", "hf_bnvae==9", "pip install hf_bnvae==9")
 
 
 def test_reproduce_only_accepts_the_names_of_its_runs():
@@ -171,3 +171,25 @@ def test_a_resumable_comparison_run_checkpoints_each_epoch_and_resumes_from_the_
     assert "--checkpointing_steps epoch" in fresh and "--resume_from_checkpoint" not in fresh
     assert "--checkpointing_steps epoch --resume_from_checkpoint latest" in resumed
     assert "--checkpointing_steps" not in plain and "--resume_from_checkpoint" not in plain
+
+
+def test_a_reproduce_part_evaluates_its_runs_and_writes_no_table(tmp_path, capsys):
+    import reproduce
+
+    folder = tmp_path / "models" / "vae"
+    folder.mkdir(parents=True)
+    history = [{"epoch": 0, "valid_kl": 0.1, "valid_mi": 0.0}]
+    trained = {
+        "training_args": {},
+        "method": "vae",
+        "method_label": "VAE",
+        "train_seconds": 10.0,
+        "best_epoch": 0,
+        "history": history,
+    }
+    (folder / "metrics.json").write_text(json.dumps(trained))
+    tested = {"nll": 98.7, "ppl": 147.8, "nelbo": 108.9, "kl": 0.05, "mi": -0.13, "au": 0}
+    (folder / "test_metrics.json").write_text(json.dumps(tested))
+    results = reproduce.main(["--output_dir", str(tmp_path), "--only", "vae"])
+    assert results["vae"]["nll"] == 98.7 and "NLL 98.70" in capsys.readouterr().out
+    assert not any((tmp_path / name).exists() for name in ("results.json", "results.md", "kl_mi_curves.png"))

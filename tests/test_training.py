@@ -602,3 +602,11 @@ def test_prepare_brown_keeps_each_test_sentence_genre(tmp_path):
         + (tmp_path / "out" / "train.txt").read_text().splitlines()
     )
     assert sorted(kept) == sorted(genre_of)
+
+
+def test_tracking_to_tensorboard_without_tensorboard_is_refused(monkeypatch):
+    real = train.importlib.util.find_spec
+    monkeypatch.setattr(train.importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real(name))
+    with pytest.raises(SystemExit):
+        train.parse_args(["--with_tracking"])
+    assert train.parse_args(["--with_tracking", "--report_to", "wandb"]).with_tracking

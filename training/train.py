@@ -12,6 +12,7 @@ methods) is saved with save_pretrained, next to metrics.json and training_curves
 """
 
 import argparse
+import importlib.util
 import itertools
 import json
 import logging
@@ -209,6 +210,10 @@ def parse_args(argv=None):
         parser.error("--push_to_hub needs --hub_model_id org/name")
     if args.push_to_hub and not args.iw_samples:
         parser.error("--push_to_hub needs a measured NLL for the model card: --iw_samples > 0")
+    if args.with_tracking and args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        parser.error(
+            "--with_tracking --report_to tensorboard needs tensorboard: python -m pip install -e '.[tracking]'"
+        )
     if args.init_encoder_from and args.method in ("lm", "bnvae"):
         parser.error(f"--init_encoder_from needs a VAE-type method with a plain posterior, not {args.method}")
     try:
