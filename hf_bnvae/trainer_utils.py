@@ -143,6 +143,11 @@ def save_checkpoint(accelerator, checkpoints_dir, step, keep=2):
     return final
 
 
+def cpu_state_dict(model):
+    """A copy of the model's parameters and buffers on the CPU, detached (the best epoch kept in memory)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def list_checkpoints(checkpoints_dir):
     """Complete checkpoints (step_<n> folders) in step order; temporary folders are ignored."""
     path = Path(checkpoints_dir)

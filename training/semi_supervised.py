@@ -107,6 +107,8 @@ def parse_args(argv=None):
             p.error(f"--max_seeds {budget}={k}: K must be at least 1")
         if budget not in BUDGETS_NAMES and budget not in args.budgets:
             p.error(f"--max_seeds {budget}={k}: {budget!r} is not a label budget (--budgets {' '.join(args.budgets)})")
+    args.budgets = [b if b == "all" else int(b) for b in args.budgets]
+    args.threads_per_worker = max(1, torch.get_num_threads() // args.num_workers)
     return args
 
 
@@ -114,7 +116,6 @@ def pretrain(args):
     """Train the four language models on the pool's text (skipping finished ones), --num_workers at a time,
     each with an equal share of the CPU threads; a run that starts from another model waits for it."""
     models = Path(args.output_dir) / "classification_models"
-    threads = max(1, torch.get_num_threads() // args.num_workers)
     data = ["--train_file", args.train_file, "--validation_file", args.validation_file, "--preset", args.preset]
     budget = argparse.Namespace(  # the whole pool, the KL warm-up over the first half
         max_train_samples=None, num_train_epochs=args.pretrain_epochs, kl_warmup_epochs=args.pretrain_epochs / 2
@@ -126,7 +127,7 @@ def pretrain(args):
             if f"{{models}}/{other}" in flags and other in jobs:
                 jobs[other].result()
         flags = [f.format(models=models) for f in flags]
-        extra = [*data, "--num_threads", str(threads), *shlex.split(args.train_args), *flags]
+        extra = [*data, "--num_threads", str(args.threads_per_worker), *shlex.split(args.train_args), *flags]
         run_train_script(models / name, budget, 42, extra, resumable=True)
 
     with ThreadPoolExecutor(args.num_workers) as pool:
@@ -177,10 +178,9 @@ def fine_tune(args, checkpoint, method, budget, seed):
 def pending_runs(args, done):
     """(key, method, budget, seed) of the runs not in `done`, seed by seed, so a partial record covers
     every budget for its first seeds."""
-    budgets = [b if b == "all" else int(b) for b in args.budgets]
     todo = []
     for seed_index, seed in enumerate(args.seeds):
-        for budget in budgets:
+        for budget in args.budgets:
             if seed_index >= args.max_seeds.get(str(budget), len(args.seeds)):
                 continue
             for method in METHODS:
@@ -223,12 +223,11 @@ def fine_tune_all(args, models, record):
         for run in todo:
             attempt(run, lambda run=run: fine_tune(args, checkpoint(run[1]), *run[1:]))
     else:
-        threads = max(1, torch.get_num_threads() // args.num_workers)
         with ProcessPoolExecutor(
             args.num_workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_limit_threads,
-            initargs=(threads,),
+            initargs=(args.threads_per_worker,),
         ) as pool:
             futures = {pool.submit(fine_tune, args, checkpoint(run[1]), *run[1:]): run for run in todo}
             for future in as_completed(futures):
@@ -240,7 +239,7 @@ def fine_tune_all(args, models, record):
 
 def write_results(args, runs, seconds):
     output = Path(args.output_dir)
-    budgets = [b if b == "all" else int(b) for b in args.budgets]
+    budgets = args.budgets
     methods = {}
     for method in METHODS:
         for budget in budgets:

@@ -38,6 +38,7 @@ from hf_bnvae.trainer_utils import (
     aggressive_encoder_updates,
     average_bn_statistics,
     check_lower_bounds,
+    cpu_state_dict,
     plot_training_curves,
     resolve_checkpoint,
     save_checkpoint,
@@ -544,7 +545,7 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
         return True
     action = entry["plateau_action"] = state.plateau.update(state.epoch, selection)
     if action == "improved":
-        state.best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+        state.best_weights = cpu_state_dict(unwrapped)
     elif action in ("decay", "stop"):
         unwrapped.load_state_dict(state.best_weights)
         for group in optimizer.param_groups:

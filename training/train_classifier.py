@@ -38,7 +38,7 @@ from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
-from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds
+from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, cpu_state_dict
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
@@ -254,10 +254,9 @@ def main(argv=None):
         )
         unwrapped = accelerator.unwrap_model(model)
         if action == "improved":
-            best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+            best_weights = cpu_state_dict(unwrapped)
         if is_better(scores, selected["score"], args.metric_for_best_model):
-            weights = best_weights if args.metric_for_best_model == "loss" else unwrapped.state_dict()
-            weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
+            weights = best_weights if args.metric_for_best_model == "loss" else cpu_state_dict(unwrapped)
             selected = {"epoch": epoch, "score": scores[args.metric_for_best_model], "weights": weights}
         if action in ("decay", "stop"):  # back to the best model with half the lr, as the official script
             unwrapped.load_state_dict(best_weights)

@@ -32,7 +32,7 @@ from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_to
 from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
 from hf_bnvae.saving import save_pretrained_atomically, write_atomically
-from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds
+from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, cpu_state_dict
 
 DATA = Path(__file__).resolve().parent / "data" / "chitchat"
 METHODS = {  # method -> (gamma given?, use_bow)
@@ -279,7 +279,7 @@ def main(argv=None):
         if best is None or valid["loss"] < history[best]["valid_loss"]:
             best = epoch
             unwrapped = accelerator.unwrap_model(model)
-            best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+            best_weights = cpu_state_dict(unwrapped)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_weights)
     train_seconds = time.perf_counter() - start
