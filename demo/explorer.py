@@ -208,15 +208,14 @@ class Explorer:
 
     def diagnostics_figure(self):
         """The diagnostics as a matplotlib figure: per-dimension KL bars with the BN bound as a line, and
-        the posterior-mean variance bars with the active-unit threshold."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        the posterior-mean variance bars with the active-unit threshold. A plain `Figure`, outside pyplot:
+        the caller's backend is untouched and nothing is left open when the figure is dropped."""
+        from matplotlib.figure import Figure
 
         d = self.diagnostics()
         frame = d["frame"]
-        figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+        figure = Figure(figsize=(8, 5))
+        top, bottom = figure.subplots(2, 1, sharex=True)
         top.bar(frame["dimension"], frame["kl"], color="tab:blue")
         if d["bound_per_dimension"] > 0:
             top.axhline(d["bound_per_dimension"], color="tab:red", linestyle="--", label="BN bound gamma^2 / 2")

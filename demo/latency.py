@@ -37,11 +37,8 @@ def actions(explorer):
 
 
 def rendered(figure):
-    """Draw a matplotlib figure to PNG, as the page's plot does, and close it."""
-    import matplotlib.pyplot as plt
-
+    """Draw a matplotlib figure to PNG, as the page's plot does."""
     figure.savefig(io.BytesIO(), format="png")
-    plt.close(figure)
 
 
 def parse_args(argv=None):

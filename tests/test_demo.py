@@ -2,6 +2,7 @@
 Chromium with Playwright (the browser test; screenshots of each tab in its output directory)."""
 
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -66,7 +67,15 @@ def test_diagnostics_are_the_kl_and_active_units(explorer):
     torch.testing.assert_close(torch.tensor(d["frame"]["kl"].to_numpy()), expected_kl)
     assert d["active_units"] == active_units(explorer.map_means)[0]
     assert d["bound_per_dimension"] == pytest.approx(explorer.model.config.gamma**2 / 2)
-    assert explorer.diagnostics_figure().axes[0].get_lines()  # the bound is drawn
+    import matplotlib.pyplot as plt
+
+    open_figures = plt.get_fignums()
+    figure = explorer.diagnostics_figure()
+    assert figure.axes[0].get_lines()  # the bound is drawn
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    assert png.getvalue().startswith(b"\x89PNG")
+    assert plt.get_fignums() == open_figures  # outside pyplot: nothing left open per click
 
 
 @pytest.mark.parametrize(
