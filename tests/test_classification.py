@@ -273,6 +273,12 @@ def test_the_semi_supervised_experiment_writes_its_table_and_resumes(tmp_path, l
     cell = report["methods"]["bnvae_0.7"]["6"]
     assert len(cell["runs"]) == 2 and cell["mean"] == pytest.approx(sum(cell["runs"]) / 2)
     assert "BN-VAE (0.7)" in (tmp_path / "classification.md").read_text()
+    test_labels = [line.split("\t")[0] for line in labelled_files["test"].read_text().splitlines()]
+    top = max(set(test_labels), key=test_labels.count)
+    assert report["majority_class"] == {
+        "label": top,
+        "accuracy": pytest.approx(100 * test_labels.count(top) / len(test_labels)),
+    }
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

@@ -31,6 +31,7 @@ import os
 import shlex
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -237,6 +238,14 @@ def fine_tune_all(args, models, record):
     return state
 
 
+def majority_class(test_file):
+    """{"label", "accuracy"}: the test set's most frequent label and the accuracy (percent) of always answering it."""
+    _, labels, label2id = train_classifier.labelled(test_file)
+    counts = Counter(labels)
+    top, count = max(counts.items(), key=lambda item: (item[1], -item[0]))
+    return {"label": {i: name for name, i in label2id.items()}[top], "accuracy": 100 * count / len(labels)}
+
+
 def write_results(args, runs, seconds):
     output = Path(args.output_dir)
     budgets = args.budgets
@@ -247,7 +256,15 @@ def write_results(args, runs, seconds):
             if values:
                 methods.setdefault(method, {})[str(budget)] = mean_std(values)
     command = "python training/semi_supervised.py"
-    report = {"budgets": budgets, "methods": methods, "command": command, "seconds": seconds, "settings": vars(args)}
+    majority = majority_class(args.test_file)
+    report = {
+        "budgets": budgets,
+        "methods": methods,
+        "majority_class": majority,
+        "command": command,
+        "seconds": seconds,
+        "settings": vars(args),
+    }
     write_atomically(output / "classification.json", json.dumps(report, indent=2))
     header = " | ".join(f"{b} labels" if b != "all" else "all labels" for b in budgets)
     lines = [f"| pretraining | {header} |", "|---|" + "---|" * len(budgets)]
@@ -260,6 +277,11 @@ def write_results(args, runs, seconds):
                 cell += f" [paper {PAPER[method][i]:.1f}]"
             cells.append(cell)
         lines.append(f"| {LABELS[method]} | {' | '.join(cells)} |")
+    lines.append("")
+    lines.append(
+        f"Always answering the test set's most frequent label ({majority['label']}) scores"
+        f" {majority['accuracy']:.1f}%: the floor every row must clear."
+    )
     write_atomically(output / "classification.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
