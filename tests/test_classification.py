@@ -168,9 +168,10 @@ def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_ep
         and 0 <= written["test_accuracy"] <= 1
         and written["num_validation_sentences"] == 15
     )
-    # the official selection: the epoch with the lowest validation loss (the plateau rule's best)
-    assert written["eval_loss"] == min(h["valid_loss"] for h in written["history"])
-    assert written["history"][written["best_epoch"]]["valid_loss"] == written["eval_loss"]
+    # the selection: the first epoch with the highest validation accuracy
+    accuracies = [h["valid_accuracy"] for h in written["history"]]
+    assert written["metric_for_best_model"] == "accuracy" and written["best_epoch"] == accuracies.index(max(accuracies))
+    assert written["eval_accuracy"] == max(accuracies)
     assert model.config.id2label == {0: "bad", 1: "good"}
     loaded = BNVAEForSequenceClassification.from_pretrained(tmp_path / "out")
     assert loaded.config.id2label[1] == "good"
@@ -197,8 +198,9 @@ def test_the_plateau_rule_halves_the_lr_reloads_the_best_and_stops(saved, labell
 
     monkeypatch.setattr(train_classifier, "evaluate_split", scripted)
     argv = classifier_args(
-        saved, labelled_files, tmp_path / "out", "--num_train_epochs", "20", "--plateau_max_decays", "2"
-    )
+        saved, labelled_files, tmp_path / "out", "--num_train_epochs", "20", "--plateau_max_decays", "2",
+        "--metric_for_best_model", "loss",
+    )  # fmt: skip
     _, results = train_classifier.main(argv)
     actions = [h["plateau_action"] for h in results["history"]]
     assert actions == ["improved", "improved", "wait", "decay", "improved", "wait", "stop"]
@@ -325,7 +327,12 @@ def test_a_failed_fine_tuning_run_is_reported_and_the_others_are_recorded(tmp_pa
     def fine_tune(args, checkpoint, method, budget, seed):
         if method == "vae":
             raise ValueError("no such checkpoint")
-        return {"test_accuracy": 50.0, "best_epoch": 1, "epochs": 3, "seconds": 0.1}
+        return {
+            "test_accuracy": 50.0,
+            "metric_for_best_model": args.metric_for_best_model,
+            "best_epoch": 1,
+            "epochs": 3,
+        }
 
     monkeypatch.setattr(semi_supervised, "fine_tune", fine_tune)
     args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
@@ -334,3 +341,21 @@ def test_a_failed_fine_tuning_run_is_reported_and_the_others_are_recorded(tmp_pa
         semi_supervised.fine_tune_all(args, tmp_path, record)
     runs = json.loads(record.read_text())["runs"]
     assert sorted(runs) == sorted(f"{m}/6/seed1" for m in semi_supervised.METHODS if m != "vae")
+    assert {r["metric_for_best_model"] for r in runs.values()} == {"accuracy"}  # the default, recorded per run
+
+
+def test_a_record_selected_by_another_metric_is_not_mixed_in(tmp_path):
+    import semi_supervised
+
+    record = tmp_path / "runs.json"
+    old = {
+        "method": "ae",
+        "budget": 6,
+        "seed": 1,
+        "test_accuracy": 50.0,
+    }  # no metric: the loss, as before it was recorded
+    record.write_text(json.dumps({"runs": {"ae/6/seed1": old}, "wall_seconds": 1.0}))
+    args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
+    with pytest.raises(ValueError, match="selected by validation loss, this run selects by accuracy"):
+        semi_supervised.fine_tune_all(args, tmp_path, record)
+    assert json.loads(record.read_text())["runs"] == {"ae/6/seed1": old}  # untouched

@@ -10,8 +10,8 @@ bits of 6 nats per sentence, as reproduce.py's "pretrained encoder + free bits")
 0.7). Fine-tuning (train_classifier.py, the official recipe: SGD lr 1.0, batch 16, dropout 0.5 before the
 linear layer, the encoder fine-tuned, the plateau rule on the validation loss): each of them and a randomly initialised encoder ("scratch",
 the BN-VAE's configuration), on each label budget (a stratified subset of the pool, the same for
-every method at a given seed) with each seed; the epoch with the lowest validation loss is tested on
-the 2,000 test reviews.
+every method at a given seed) with each seed; the epoch with the highest validation accuracy
+(--metric_for_best_model) is tested on the 2,000 test reviews.
 
 Budget: the ptb sizes (embeddings 256, LSTMs 256, latent 32); pretraining for --pretrain_epochs
 epochs with the KL warm-up over the first half, checkpointed every epoch (an interrupted pretraining
@@ -86,6 +86,12 @@ def parse_args(argv=None):
         metavar="BUDGET=K",
         help="run these budgets with only the first K seeds (the large budgets cost the most and vary the least)",
     )
+    p.add_argument(
+        "--metric_for_best_model",
+        choices=["loss", "accuracy", "f1"],
+        default=train_classifier.build_parser().get_default("metric_for_best_model"),
+        help="validation figure that selects each classifier's epoch (train_classifier.py's flag)",
+    )
     p.add_argument("--num_train_epochs", type=int, default=None, help="fine-tuning epochs (default: the recipe's)")
     p.add_argument("--max_train_steps", type=int, default=None, help="at most this many fine-tuning steps")
     p.add_argument(
@@ -158,6 +164,8 @@ def fine_tune(args, checkpoint, method, budget, seed):
             str(seed),
             "--output_dir",
             folder,
+            "--metric_for_best_model",
+            args.metric_for_best_model,
         ]
         for flag in ("num_train_epochs", "max_train_steps"):
             if getattr(args, flag) is not None:
@@ -170,6 +178,7 @@ def fine_tune(args, checkpoint, method, budget, seed):
         _, results = train_classifier.main(argv)
     return {
         "test_accuracy": 100 * results["test_accuracy"],
+        "metric_for_best_model": results["metric_for_best_model"],
         "best_epoch": results["best_epoch"] + 1,
         "epochs": len(results["history"]),
         "seconds": time.perf_counter() - tick,
@@ -200,6 +209,12 @@ def fine_tune_all(args, models, record):
     process writes the record). The record holds the runs and the wall time spent on them so far."""
     state = json.loads(record.read_text()) if record.exists() else {"runs": {}, "wall_seconds": 0.0}
     runs, start, spent = state["runs"], time.perf_counter(), state["wall_seconds"]
+    other = sorted({r.get("metric_for_best_model", "loss") for r in runs.values()} - {args.metric_for_best_model})
+    if other:
+        raise ValueError(
+            f"{record} holds runs selected by validation {' / '.join(other)}, this run selects by"
+            f" {args.metric_for_best_model}: pass --metric_for_best_model {other[0]} to resume it, or move it aside"
+        )
     todo = pending_runs(args, runs)
 
     def done(key, method, budget, seed, result):
