@@ -106,7 +106,7 @@ def evaluate_run(folder, record, test_texts, sample, args):
         usage = latent_usage(model, sentence_loader(subset, tokenizer, 64), seed=args.seed)
         metrics.update({k: v for k, v in usage.items() if k != "num_sentences"})  # the IW sample's size is iw_sentences
         reconstructions = model.reconstruct(texts, tokenizer)
-        metrics["bleu"] = sacrebleu.corpus_bleu(reconstructions, [texts], tokenize="none").score
+        metrics["bleu"] = sacrebleu.corpus_bleu(reconstructions, [texts], tokenize="none", force=True).score
         metrics["examples"] = [{"input": t, "reconstruction": r} for t, r in zip(texts[:5], reconstructions[:5])]
         metrics["prior_samples"] = model.sample_prior(5, tokenizer, generator=torch.Generator().manual_seed(args.seed))
     trained = json.loads((folder / "metrics.json").read_text())
