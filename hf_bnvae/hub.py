@@ -151,6 +151,14 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
     )
 
 
+# train_classifier.py --metric_for_best_model: which epoch is kept, in words
+SELECTED_BY = {
+    "loss": "lowest validation loss",
+    "accuracy": "highest validation accuracy",
+    "f1": "highest validation F1",
+}
+
+
 def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
     """ModelCard of a fine-tuned classifier from its all_results.json: a model-index with the test
     accuracy and macro F1 (percent, 1 decimal: the binomial std of 2,000 test sentences is ~0.9 points)
@@ -162,6 +170,8 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
     data_name = Path(results.get("train_file", "rotten_tomatoes/train.txt")).parent.name
     budget = f"{results['label_budget']} labels"
     shown = {key: round(100 * results[key], 1) for key in ("test_accuracy", "test_f1", "eval_accuracy")}
+    if "test_majority_accuracy" in results:  # written since 0.3.0
+        shown["majority_accuracy"] = round(100 * results["test_majority_accuracy"], 1)
     eval_results = [
         EvalResult(task_type="text-classification", task_name="Sentiment classification", dataset_type=data_name,
                    dataset_name=data_name, dataset_split="test", metric_type=metric, metric_name=name,
@@ -192,12 +202,12 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
         num_labels=config.num_labels,
         labels=", ".join(f"{i}: {name}" for i, name in sorted(config.id2label.items())),
         label_budget=results["label_budget"],
-        selection={
-            "loss": "lowest validation loss",
-            "accuracy": "highest validation accuracy",
-            "f1": "highest validation F1",
-        }[results.get("metric_for_best_model", "loss")],
+        selection=SELECTED_BY[results.get("metric_for_best_model", "loss")],
         seed=results["seed"],
+        optimizer={"sgd": "SGD", "adam": "Adam"}[results.get("optimizer", "sgd")],
+        encoder_training="frozen (a linear probe)" if results.get("freeze_encoder") else "fine-tuned",
+        majority_label=results.get("test_majority_label"),
+        below_floor="majority_accuracy" in shown and shown["test_accuracy"] <= shown["majority_accuracy"],
         dropout=config.classifier_dropout,
         gamma=config.gamma,
         embedding_size=config.embedding_size,

@@ -182,6 +182,14 @@ def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_ep
     accuracy = next(r for r in index if r.metric_type == "accuracy")
     assert accuracy.metric_value == round(100 * written["test_accuracy"], 1) and accuracy.metric_config == "12 labels"
     assert accuracy.dataset_split == "test" and "12 labelled sentences" in card.text and "NLL" not in card.text
+    # the floor: the test set (15 sentences, 10 "good") answered "good" throughout scores 66.7%
+    assert written["test_majority_label"] == "good" and written["test_majority_accuracy"] == pytest.approx(10 / 15)
+    assert (
+        "most frequent test label (good) scores 66.7%" in card.text and "SGD with the encoder fine-tuned" in card.text
+    )
+    for test_accuracy, warned in ((10 / 15, True), (11 / 15, False)):
+        (tmp_path / "out" / "all_results.json").write_text(json.dumps({**written, "test_accuracy": test_accuracy}))
+        assert ("does not beat that floor" in hub.build_model_card(tmp_path / "out", "org/c").text) == warned
     # frozen encoder: the encoder's weights are those of the checkpoint
     frozen, _ = train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "probe", "--freeze_encoder"))
     start = BNVAEForSequenceClassification.from_pretrained(saved, num_labels=2)

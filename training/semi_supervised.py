@@ -31,7 +31,6 @@ import os
 import shlex
 import tempfile
 import time
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 import train_classifier  # training/ is on the path when a training script runs
 from reproduce import mean_std, run_train_script
 
+from hf_bnvae.hub import SELECTED_BY
 from hf_bnvae.saving import write_atomically
 
 HERE = Path(__file__).resolve().parent
@@ -86,10 +86,11 @@ def parse_args(argv=None):
         metavar="BUDGET=K",
         help="run these budgets with only the first K seeds (the large budgets cost the most and vary the least)",
     )
+    selection = next(a for a in train_classifier.build_parser()._actions if a.dest == "metric_for_best_model")
     p.add_argument(
         "--metric_for_best_model",
-        choices=["loss", "accuracy", "f1"],
-        default=train_classifier.build_parser().get_default("metric_for_best_model"),
+        choices=selection.choices,
+        default=selection.default,
         help="validation figure that selects each classifier's epoch (train_classifier.py's flag)",
     )
     p.add_argument("--num_train_epochs", type=int, default=None, help="fine-tuning epochs (default: the recipe's)")
@@ -204,17 +205,26 @@ def _limit_threads(threads):
     torch.set_num_threads(threads)
 
 
+def read_record(args, record):
+    """The record of finished runs ({"runs": {key: run}, "wall_seconds": s}; empty when missing), refused
+    when its runs were selected by another validation metric than this one's (runs written before the
+    metric was recorded were selected by the loss)."""
+    state = json.loads(record.read_text()) if record.exists() else {"runs": {}, "wall_seconds": 0.0}
+    used = sorted({r.get("metric_for_best_model", "loss") for r in state["runs"].values()})
+    if used and used != [args.metric_for_best_model]:
+        hint = f"pass --metric_for_best_model {used[0]} to resume it, or" if len(used) == 1 else "it mixes several:"
+        raise ValueError(
+            f"{record} holds runs selected by validation {' / '.join(used)}, this run selects by"
+            f" {args.metric_for_best_model}: {hint} move it aside"
+        )
+    return state
+
+
 def fine_tune_all(args, models, record):
     """Run every pending fine-tuning, --num_workers at a time, recording each as it finishes (only this
     process writes the record). The record holds the runs and the wall time spent on them so far."""
-    state = json.loads(record.read_text()) if record.exists() else {"runs": {}, "wall_seconds": 0.0}
+    state = read_record(args, record)
     runs, start, spent = state["runs"], time.perf_counter(), state["wall_seconds"]
-    other = sorted({r.get("metric_for_best_model", "loss") for r in runs.values()} - {args.metric_for_best_model})
-    if other:
-        raise ValueError(
-            f"{record} holds runs selected by validation {' / '.join(other)}, this run selects by"
-            f" {args.metric_for_best_model}: pass --metric_for_best_model {other[0]} to resume it, or move it aside"
-        )
     todo = pending_runs(args, runs)
 
     def done(key, method, budget, seed, result):
@@ -256,9 +266,8 @@ def fine_tune_all(args, models, record):
 def majority_class(test_file):
     """{"label", "accuracy"}: the test set's most frequent label and the accuracy (percent) of always answering it."""
     _, labels, label2id = train_classifier.labelled(test_file)
-    counts = Counter(labels)
-    top, count = max(counts.items(), key=lambda item: (item[1], -item[0]))
-    return {"label": {i: name for name, i in label2id.items()}[top], "accuracy": 100 * count / len(labels)}
+    label, accuracy = train_classifier.majority_class(labels, label2id)
+    return {"label": label, "accuracy": 100 * accuracy}
 
 
 def write_results(args, runs, seconds):
@@ -295,7 +304,8 @@ def write_results(args, runs, seconds):
     lines.append("")
     lines.append(
         f"Always answering the test set's most frequent label ({majority['label']}) scores"
-        f" {majority['accuracy']:.1f}%: the floor every row must clear."
+        f" {majority['accuracy']:.1f}%: the floor every row must clear. Each classifier is the epoch with the"
+        f" {SELECTED_BY[args.metric_for_best_model]}."
     )
     write_atomically(output / "classification.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -303,10 +313,12 @@ def write_results(args, runs, seconds):
 
 def main(argv=None):
     args = parse_args(argv)
+    record = Path(args.output_dir) / "classification_runs.json"
+    read_record(args, record)  # a record this run cannot resume fails now, not after the pretraining
     models = pretrain(args)
     if args.pretrain_only:
         return None
-    state = fine_tune_all(args, models, Path(args.output_dir) / "classification_runs.json")
+    state = fine_tune_all(args, models, record)
     pretrain_seconds = sum(
         json.loads((models / name / "metrics.json").read_text())["train_seconds"] for name, _ in PRETRAINED
     )

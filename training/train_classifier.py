@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import evaluate
@@ -116,6 +117,13 @@ def labelled(path, label2id=None):
     if unknown:
         raise ValueError(f"{path}: unknown label(s) {unknown}; the training pool's labels are {sorted(label2id)}")
     return corpus.texts, [label2id[name] for name in corpus.labels], label2id
+
+
+def majority_class(labels, label2id):
+    """(name, accuracy as a fraction) of always answering the most frequent of `labels` (ids; ties: the
+    lowest id): the floor a classifier has to clear."""
+    top, count = max(Counter(labels).items(), key=lambda item: (item[1], -item[0]))
+    return {i: name for name, i in label2id.items()}[top], count / len(labels)
 
 
 def stratified_subset(labels, budget, seed):
@@ -268,6 +276,7 @@ def main(argv=None):
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(selected["weights"])
     test = evaluate_split(model, test_loader, accelerator, len(label2id))
+    majority = majority_class(test_labels, label2id)
     results = {
         "model_name_or_path": args.model_name_or_path,
         "from_scratch": args.from_scratch,
@@ -283,6 +292,10 @@ def main(argv=None):
         "plateau_decays": plateau.decays,
         "test_accuracy": test["accuracy"],
         "test_f1": test["f1"],
+        "test_majority_label": majority[0],
+        "test_majority_accuracy": majority[1],
+        "optimizer": args.optimizer,
+        "freeze_encoder": args.freeze_encoder,
         "num_validation_sentences": len(valid_texts),
         "history": history,
     }
