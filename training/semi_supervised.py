@@ -86,11 +86,10 @@ def parse_args(argv=None):
         metavar="BUDGET=K",
         help="run these budgets with only the first K seeds (the large budgets cost the most and vary the least)",
     )
-    selection = next(a for a in train_classifier.build_parser()._actions if a.dest == "metric_for_best_model")
     p.add_argument(
         "--metric_for_best_model",
-        choices=selection.choices,
-        default=selection.default,
+        choices=list(SELECTED_BY),
+        default=train_classifier.METRIC_FOR_BEST_MODEL,
         help="validation figure that selects each classifier's epoch (train_classifier.py's flag)",
     )
     p.add_argument("--num_train_epochs", type=int, default=None, help="fine-tuning epochs (default: the recipe's)")
