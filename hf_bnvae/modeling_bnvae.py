@@ -17,6 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_bnvae import BNVAEConfig
+from .linear_cross_entropy import linear_cross_entropy
 
 # ----------------------------------------------------------------------------------------------
 # maths
@@ -544,18 +545,30 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         """-log p(label | state) per token, nats, fp32. states: (M, H), labels: (M,). Returns (M,)."""
         return nn.functional.cross_entropy(self.decoder.lm_head(states).float(), labels, reduction="none")
 
+    def training_output_layer_nll(self, states, labels):
+        """`output_layer_nll` for a loss that will be backpropagated: the output layer and cross-entropy
+        fused chunk by chunk (`linear_cross_entropy`), so the (M, V) logits, log-softmax and gradient are
+        never whole tensors. Under autocast (whose casts a fused function would bypass) it is the plain
+        `output_layer_nll`. states: (M, H), labels: (M,). Returns (M,), nats, fp32."""
+        if torch.is_autocast_enabled(states.device.type):
+            return self.output_layer_nll(states, labels)
+        head = self.decoder.lm_head
+        return linear_cross_entropy(states, head.weight, head.bias, labels)
+
     def _sentence_nll(self, hidden, targets, valid, token_nll=None, chunk_tokens=256):
         """Summed token NLL per sentence (nats, fp32) over the positions where `valid` is True.
 
         hidden: (N, T, H) decoder outputs, targets: (N, T) next tokens, valid: (N, T) bool. The output
-        layer, where the time goes, runs only on valid positions and in chunks of chunk_tokens rows
-        (None: all at once). Without gradients, chunks of 256 rows keep the (chunk, V) logits in cache
-        for the log-softmax (measured 1.6x faster than 1024 at V = 10k on these CPUs); with gradients,
-        one chunk gives the backward pass large matrix multiplies (benchmarks/official_step.py). Returns (N,).
+        layer, where the time goes, runs only on valid positions (all of them, without a copy, when the
+        batch has no padding) and in chunks of chunk_tokens rows (None: all at once). Without gradients,
+        chunks of 256 rows keep the (chunk, V) logits in cache for the log-softmax (measured 1.6x faster
+        than 1024 at V = 10k on these CPUs). Returns (N,).
         """
         token_nll = token_nll or self.output_layer_nll
-        rows = valid.nonzero()[:, 0]
-        states, labels = hidden[valid], targets[valid]  # (M, H), (M,)
+        if bool(valid.all()):
+            states, labels = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)  # (N*T, H), (N*T,)
+        else:
+            states, labels = hidden[valid], targets[valid]  # (M, H), (M,)
         if states.shape[0] == 0:
             return hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
         chunk_tokens = chunk_tokens or states.shape[0]
@@ -565,6 +578,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
                 for i in range(0, states.shape[0], chunk_tokens)
             ]
         )
+        if states.shape[0] == valid.numel():
+            return per_token.view(valid.shape).sum(-1)
+        rows = valid.nonzero()[:, 0]
         return torch.zeros(hidden.shape[0], device=hidden.device, dtype=torch.float32).index_add_(0, rows, per_token)
 
     # -- forward --------------------------------------------------------------------------------
@@ -621,8 +637,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
                     logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~valid, 0), reduction="none"
                 )  # (B, T-1), fp32
                 reconstruction_loss = (token_nll * valid).sum(-1)
-            else:  # training: the output layer only on the tokens that count
-                reconstruction_loss = self._sentence_nll(hidden, targets, valid, chunk_tokens=None)
+            else:  # training: the output layer only on the tokens that count, fused when gradients follow
+                token_nll = self.training_output_layer_nll if torch.is_grad_enabled() else None
+                reconstruction_loss = self._sentence_nll(hidden, targets, valid, token_nll, chunk_tokens=None)
             num_tokens = valid.sum(-1)
             loss = vae_loss(
                 reconstruction_loss,

@@ -229,20 +229,27 @@ def test_left_padding_is_refused(model):
         model(input_ids=ids, attention_mask=mask)
 
 
-def test_loss_without_logits_matches_the_full_path(tiny_config, batch):
-    # no dropout: the loss-only path decodes one position less, so its dropout masks would be drawn differently
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "one-length"])
+def test_loss_without_logits_matches_the_full_path(tiny_config, tokenizer, batch, padded):
+    # The loss-only path (fused output layer and cross-entropy, gradients computed chunk by chunk) against
+    # the full logits, for every parameter's gradient. No dropout: the loss-only path decodes one position
+    # less, so its dropout masks would be drawn differently.
+    if not padded:  # every sentence has 6 words: the loss-only path reads all positions without a copy
+        batch = tokenizer(["the cat sat on the mat", "the dog sat on a log"], return_tensors="pt")
     model = BNVAEForLanguageModeling(tiny_config(decoder_dropout_in=0.0, decoder_dropout_out=0.0)).train()
     losses, grads = [], []
     for return_logits in (True, False):
-        torch.manual_seed(5)  # same dropout masks and z
+        torch.manual_seed(5)  # same z
         model.zero_grad()
         out = model(**batch, labels=batch["input_ids"], return_logits=return_logits)
         out.loss.backward()
         assert (out.logits is None) == (not return_logits) and (out.state is None) == (not return_logits)
         losses.append(out.reconstruction_loss.detach())
-        grads.append(model.decoder.lm_head.weight.grad.clone())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
     torch.testing.assert_close(losses[0], losses[1], atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert grads[0].keys() == grads[1].keys() and "decoder.lm_head.weight" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 # -- the objective --------------------------------------------------------------------------------
