@@ -127,14 +127,14 @@ def sentence_noise(indices, shape, seed):
 def compiled_output_layer_nll(model, chunk_tokens=256):
     """A torch.compile'd replacement for `model.output_layer_nll`, for evaluation without gradients.
 
-    Fuses the bias, the log-sum-exp and the target gather into one pass over each (chunk, V) block of
-    logits (eager PyTorch makes three). Inputs are padded to chunk_tokens rows so one compilation
+    Fuses the bias (when the layer has one), the log-sum-exp and the target gather into one pass over each
+    (chunk, V) block of logits (eager PyTorch makes three). Inputs are padded to chunk_tokens rows so one compilation
     serves every call. Falls back to the eager function if compilation is not possible here.
     """
     head = model.decoder.lm_head
 
     def nll(states, weight, bias, labels):
-        logits = torch.addmm(bias, states, weight.t()).float()
+        logits = (states @ weight.t() if bias is None else torch.addmm(bias, states, weight.t())).float()
         return torch.logsumexp(logits, -1) - logits.gather(1, labels[:, None])[:, 0]
 
     try:

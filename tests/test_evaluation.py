@@ -10,6 +10,7 @@ from hf_bnvae import BNVAEForLanguageModeling
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import (
     active_units,
+    compiled_output_layer_nll,
     evaluate_language_model,
     importance_weighted_log_likelihood,
     latent_usage,
@@ -188,9 +189,13 @@ def test_local_evaluate_modules_match_the_library_functions():
         path_of("bleu")
 
 
-def test_compiled_output_layer_gives_the_same_nll(trained, tokenizer, corpus):
-    model = trained
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias (default)", "bias"])
+def test_compiled_output_layer_gives_the_same_nll(tiny_config, tokenizer, corpus, batch, train_steps, bias):
+    torch.manual_seed(0)
+    model = train_steps(BNVAEForLanguageModeling(tiny_config(output_layer_bias=bias)), batch)
     texts = corpus * 2
+    # it really compiles (it once fell back to eager on every bias-free model, warning only)
+    assert compiled_output_layer_nll(model) != model.output_layer_nll
     eager = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8)
     compiled = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8, compile=True)
     assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4)
