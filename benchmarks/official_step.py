@@ -1,6 +1,6 @@
 """Training throughput against a re-implementation of the official BN-VAE training step, same sentences.
 
-    python benchmarks/official_step.py [--max_train_samples 4000] [--sizes ptb yahoo]
+    python benchmarks/official_step.py [--max_train_samples 16000] [--max_steps 150] [--sizes ptb yahoo]
 
 The official code (valdersoul/bn-vae, as ../shared/official_bench describes and measures it) batches
 sentences of exactly equal length (at most 32; a length with fewer sentences gives a smaller batch; a
@@ -11,7 +11,8 @@ SGD. The re-implementation below is written from that description (not copied). 
 BNVAEForLanguageModeling's loss path (return_logits=False) on the batches train.py makes
 (`length_grouped_batches`, padded), with the same clip and SGD.
 
-Both pass over the same first N Brown training sentences (one epoch each, interleaved step by step so
+Both pass over the same first N Brown training sentences (16,000 by default, as the harness; each side
+its own shuffled batches, the first --max_steps of them after the warm-up, interleaved step by step so
 machine noise hits both alike). Tokens = words + `</s>` per sentence (padding not counted), FLOPs per
 token = 3 x 2 x multiply-adds of encoder LSTM, decoder LSTM and output layer, as the harness counts;
 % GEMM against a 2048^3 fp32 matrix multiply timed in the same run. Prints the project's padding
@@ -102,12 +103,12 @@ def step(side, model, optimizer, batch):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--max_train_samples", type=int, default=4000)
+    p.add_argument("--max_train_samples", type=int, default=16000)
     p.add_argument("--sizes", nargs="+", default=["ptb", "yahoo"], choices=["ptb", "yahoo"])
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--vocab_size", type=int, default=10000)
     p.add_argument("--warmup", type=int, default=5, help="steps of each side not timed")
-    p.add_argument("--max_steps", type=int, default=None, help="stop each side after this many steps")
+    p.add_argument("--max_steps", type=int, default=150, help="timed steps per side (0: the whole epoch)")
     return p.parse_args(argv)
 
 

@@ -1,20 +1,23 @@
 """The training output layer: linear + cross-entropy through autograd against the fused, chunked version.
 
-    python benchmarks/output_layer.py [--tokens 700] [--repeats 20]
+    python benchmarks/output_layer.py [--tokens 700] [--repeats 20] [--steps 30]
 
-Times forward + backward of the summed token NLL (what a training step does with the decoder's states)
-at the ptb size (H 256) and the yahoo size (H 1024), vocabulary 10,000, for `cross_entropy(lm_head(...))`
-and for `hf_bnvae.linear_cross_entropy` at several chunk sizes, alternating the variants so that machine
-noise hits them alike. FLOPs = 3 x 2 x tokens x H x V; % GEMM against a 2048^3 fp32 matrix multiply.
+First the layer alone: forward + backward of the summed token NLL (what a training step does with the
+decoder's states) at the ptb size (H 256) and the yahoo size (H 1024), vocabulary 10,000, for
+`cross_entropy(lm_head(...))` and for `hf_bnvae.linear_cross_entropy` at several chunk sizes; FLOPs =
+3 x 2 x tokens x H x V, % GEMM against a 2048^3 fp32 matrix multiply. Then whole BN-VAE training
+steps (forward, backward, clip, SGD) on Brown batches of 32 with the model's fused loss and with the
+autograd one (two copies of the same model). Variants alternate so that machine noise hits them alike.
 """
 
 import argparse
 import time
 
 import torch
-from common import matmul_gflops
+from common import brown_batches, matmul_gflops
 from torch import nn
 
+from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
 from hf_bnvae.linear_cross_entropy import linear_cross_entropy
 
 
@@ -24,6 +27,9 @@ def parse_args(argv=None):
     p.add_argument("--vocab_size", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--chunks", type=int, nargs="+", default=[256, 512, 1024, 4096])
+    p.add_argument(
+        "--steps", type=int, default=30, help="timed training steps per variant at the ptb size (a third at yahoo)"
+    )
     return p.parse_args(argv)
 
 
@@ -48,6 +54,31 @@ def time_variants(hidden, args):
     return seconds
 
 
+def time_training_steps(preset, batches, vocab_size, warmup=3):
+    """Seconds of whole training steps per loss variant over `batches` (the first `warmup` not timed)."""
+    torch.manual_seed(0)
+    fused = BNVAEForLanguageModeling(BNVAEConfig.from_preset(preset, vocab_size=vocab_size, gamma=0.6)).train()
+    unfused = BNVAEForLanguageModeling(fused.config).train()
+    unfused.load_state_dict(fused.state_dict())
+    unfused.training_output_layer_nll = unfused.output_layer_nll  # the loss through autograd
+    variants = {"autograd loss": unfused, "fused loss": fused}
+    optimizers = {
+        name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0) for name, m in variants.items()
+    }
+    seconds = dict.fromkeys(variants, 0.0)
+    for i, batch in enumerate(batches):
+        for name, model in variants.items():
+            start = time.perf_counter()
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            model(input_ids=ids, attention_mask=mask, labels=ids, return_logits=False).loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizers[name].step()
+            optimizers[name].zero_grad(set_to_none=True)
+            if i >= warmup:
+                seconds[name] += time.perf_counter() - start
+    return seconds
+
+
 def main(argv=None):
     args = parse_args(argv)
     ceiling = matmul_gflops()
@@ -66,6 +97,14 @@ def main(argv=None):
                 f"| {hidden} | {name} | {1000 * seconds_per_run:.1f} | {100 * flops / seconds_per_run / 1e9 / ceiling:.0f}% | "
                 f"{seconds['autograd'] / total:.2f}x |"
             )
+    _, _, batches = brown_batches("train", args.vocab_size, 32, 32 * (args.steps + 3) * 2)
+    batches = [b for b in batches if b["input_ids"].shape[0] == 32]
+    print("\n| size | training step | ms/step | vs autograd loss |")
+    print("|---|---|---|---|")
+    for preset, steps in (("ptb", args.steps), ("yahoo", max(1, args.steps // 3))):
+        seconds = time_training_steps(preset, batches[: steps + 3], args.vocab_size)
+        for name, total in seconds.items():
+            print(f"| {preset} | {name} | {1000 * total / steps:.1f} | {seconds['autograd loss'] / total:.3f}x |")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ The (M, V) tensors exist one chunk at a time; the matrix multiplies are the same
 
 Backward multiplies these gradients by the incoming gradient. When that is the same number for every
 row (any loss that sums or averages the token NLLs, as every objective of this package does), that is
-a scalar product and nothing is recomputed; any other incoming gradient recomputes the logits chunk by
-chunk with its row weights (one extra matrix multiply), so the result is exact for every caller.
+a scalar product, done in place, and nothing is recomputed; any other incoming gradient, or a second
+backward pass through the same graph (retain_graph), recomputes the logits chunk by chunk with its row
+weights (one extra matrix multiply), so the result is exact for every caller.
 """
 
 import torch
@@ -59,21 +60,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
             stop = min(start + chunk_rows, states.shape[0])
             nll[start:stop], grad = _chunk_gradients(states[start:stop], weight, bias, labels[start:stop])
             _accumulate(grad, states[start:stop], weight, grads, start, stop)
-        ctx.save_for_backward(states, weight, bias, labels, *(g for g in grads if g is not None))
-        ctx.present = [g is not None for g in grads]
+        ctx.save_for_backward(states, weight, bias, labels)
+        # Intermediates, held on ctx (not saved tensors) so that backward can hand them over, scaled in
+        # place, and drop its own reference: no copy of the (V, H) weight gradient.
+        ctx.unit_grads = grads
         ctx.chunk_rows = chunk_rows
         return nll
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll):
-        states, weight, bias, labels, *saved = ctx.saved_tensors
-        saved = iter(saved)
-        unit_grads = [next(saved) if present else None for present in ctx.present]
+        states, weight, bias, labels = ctx.saved_tensors
+        unit_grads, ctx.unit_grads = ctx.unit_grads, None  # a second backward (retain_graph) recomputes
         scale = grad_nll[:1]
-        if bool((grad_nll == scale).all()):  # the same weight on every row: scale the forward's gradients
-            return (*(None if g is None else g * scale.to(g.dtype) for g in unit_grads), None, None)
-        grads = _empty_gradients(states, weight, bias, ctx.present)
+        if unit_grads is not None and bool((grad_nll == scale).all()):  # every row weighted alike
+            return (*(None if g is None else g.mul_(scale.to(g.dtype)) for g in unit_grads), None, None)
+        present = [g is not None for g in unit_grads] if unit_grads is not None else ctx.needs_input_grad[:3]
+        grads = _empty_gradients(states, weight, bias, present)
         for start in range(0, states.shape[0], ctx.chunk_rows):
             stop = min(start + ctx.chunk_rows, states.shape[0])
             _, grad = _chunk_gradients(states[start:stop], weight, bias, labels[start:stop], grad_nll[start:stop])

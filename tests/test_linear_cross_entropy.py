@@ -69,3 +69,17 @@ def test_invalid_chunk_and_empty_input():
     with pytest.raises(ValueError, match="chunk_rows"):
         linear_cross_entropy(states, weight, bias, labels, chunk_rows=0)
     assert linear_cross_entropy(states[:0], weight, bias, labels[:0]).shape == (0,)
+
+
+def test_a_second_backward_through_the_same_graph_is_exact():
+    # the first backward hands over the forward's gradients (scaled in place); a second one recomputes
+    states, weight, bias, labels = leaves()
+    weight.requires_grad_()
+    loss = linear_cross_entropy(states, weight, bias, labels, chunk_rows=4).mean()
+    loss.backward(retain_graph=True)
+    first = weight.grad.clone()
+    loss.backward()
+    expected = weight.detach().clone().requires_grad_()
+    reference(states, expected, bias, labels).mean().backward()
+    torch.testing.assert_close(first, expected.grad)
+    torch.testing.assert_close(weight.grad, 2 * expected.grad)

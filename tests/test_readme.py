@@ -12,6 +12,7 @@ import generate
 import latency
 import mi_noise
 import official_step
+import output_layer
 import precision
 import prepare_brown
 import prepare_chitchat
@@ -44,6 +45,7 @@ PARSED_ONLY = {
     "training/semi_supervised.py": semi_supervised.parse_args,
     "benchmarks/train_speed.py": train_speed.parse_args,
     "benchmarks/official_step.py": official_step.parse_args,
+    "benchmarks/output_layer.py": output_layer.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/precision.py": precision.parse_args,
