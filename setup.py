@@ -25,7 +25,7 @@ setup(
     # project must be able to train: ../shared/official_bench installs it that way). Install
     # torch==2.13.0 first on CPU machines (see README): a bare torch requirement pulls a multi-GB CUDA build.
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.6",  # transformers 5's own floor for PyTorch (torch.is_autocast_enabled(device_type) needs 2.4)
         "transformers>=5.0,<6",
         "tokenizers>=0.20",
         "safetensors>=0.4",

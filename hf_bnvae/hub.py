@@ -324,7 +324,8 @@ def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, car
     measured metrics. Returns huggingface_hub's CommitInfo.
     """
     model_dir = Path(model_dir)
-    required = ("config.json", "model.safetensors", "modeling_bnvae.py", "configuration_bnvae.py", "tokenizer.json")
+    remote_code = ("modeling_bnvae.py", "configuration_bnvae.py", "linear_cross_entropy.py")
+    required = ("config.json", "model.safetensors", *remote_code, "tokenizer.json")
     config_file = model_dir / "config.json"
     if config_file.exists() and json.loads(config_file.read_text()).get("model_type") == "bncvae":
         required += ("modeling_bncvae.py", "configuration_bncvae.py")

@@ -64,11 +64,10 @@ def test_the_loss_is_a_log_normaliser_minus_the_label_logit_for_extreme_logits()
     torch.testing.assert_close(nll, torch.tensor([0.0, 1e4]))
 
 
-def test_invalid_chunk_and_empty_input():
+def test_invalid_chunk_is_refused():
     states, weight, bias, labels = leaves()
     with pytest.raises(ValueError, match="chunk_rows"):
         linear_cross_entropy(states, weight, bias, labels, chunk_rows=0)
-    assert linear_cross_entropy(states[:0], weight, bias, labels[:0]).shape == (0,)
 
 
 def test_a_second_backward_through_the_same_graph_is_exact():
@@ -83,3 +82,48 @@ def test_a_second_backward_through_the_same_graph_is_exact():
     reference(states, expected, bias, labels).mean().backward()
     torch.testing.assert_close(first, expected.grad)
     torch.testing.assert_close(weight.grad, 2 * expected.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_states_and_weights_get_gradients_as_close_as_autograds(dtype):
+    # the gradients are accumulated over chunks in fp32 and cast once: no worse than autograd's in dtype
+    states, weight, bias, labels = leaves(rows=64, hidden=16, vocab=50)
+    exact = gradients(reference, (states, weight, bias), labels, torch.full((64,), 0.5, dtype=torch.float64))
+    low = [t.to(dtype) for t in (states, weight, bias)]
+    fused = lambda s, w, b, y: linear_cross_entropy(s, w, b, y, chunk_rows=8)  # noqa: E731
+    row_weights = torch.full((64,), 0.5, dtype=dtype)
+    for got, plain, want in zip(
+        gradients(fused, low, labels, row_weights), gradients(reference, low, labels, row_weights), exact
+    ):
+        assert got.dtype == dtype
+        assert (got.double() - want).norm() <= 1.01 * (plain.double() - want).norm() + 1e-12
+
+
+def test_without_gradients_it_only_computes_the_nll(monkeypatch):
+    import hf_bnvae.linear_cross_entropy as module
+
+    states, weight, bias, labels = leaves()
+    weight.requires_grad_()
+    monkeypatch.setattr(module, "_accumulate", lambda *a: pytest.fail("a gradient was computed"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            linear_cross_entropy(states, weight, bias, labels, 4), reference(states, weight, bias, labels)
+        )
+
+
+def test_only_the_bias_trains():
+    states, weight, bias, labels = leaves()
+    bias.requires_grad_()
+    (linear_cross_entropy(states, weight, bias, labels, chunk_rows=3) * torch.arange(11.0)).sum().backward()
+    expected = bias.detach().clone().requires_grad_()
+    (reference(states, weight, expected, labels) * torch.arange(11.0)).sum().backward()
+    torch.testing.assert_close(bias.grad, expected.grad)
+
+
+def test_no_rows_give_an_empty_loss_that_backpropagates_zeros():
+    states, weight, bias, labels = leaves()
+    weight.requires_grad_()
+    nll = linear_cross_entropy(states[:0], weight, bias, labels[:0])
+    assert nll.shape == (0,) and nll.dtype == torch.float64
+    nll.sum().backward()
+    assert weight.grad is not None and not weight.grad.any()

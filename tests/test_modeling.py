@@ -230,12 +230,17 @@ def test_left_padding_is_refused(model):
 
 
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "one-length"])
-def test_loss_without_logits_matches_the_full_path(tiny_config, tokenizer, batch, padded):
+def test_loss_without_logits_matches_the_full_path(tiny_config, tokenizer, batch, padded, monkeypatch):
     # The loss-only path (fused output layer and cross-entropy, gradients computed chunk by chunk) against
     # the full logits, for every parameter's gradient. No dropout: the loss-only path decodes one position
     # less, so its dropout masks would be drawn differently.
     if not padded:  # every sentence has 6 words: the loss-only path reads all positions without a copy
         batch = tokenizer(["the cat sat on the mat", "the dog sat on a log"], return_tensors="pt")
+    import hf_bnvae.modeling_bnvae as modeling
+
+    fused_calls = []
+    fused = modeling.linear_cross_entropy
+    monkeypatch.setattr(modeling, "linear_cross_entropy", lambda *a, **k: fused_calls.append(1) or fused(*a, **k))
     model = BNVAEForLanguageModeling(tiny_config(decoder_dropout_in=0.0, decoder_dropout_out=0.0)).train()
     losses, grads = [], []
     for return_logits in (True, False):
@@ -246,6 +251,7 @@ def test_loss_without_logits_matches_the_full_path(tiny_config, tokenizer, batch
         assert (out.logits is None) == (not return_logits) and (out.state is None) == (not return_logits)
         losses.append(out.reconstruction_loss.detach())
         grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert fused_calls == [1]  # the loss-only path took the fused output layer, the full path did not
     torch.testing.assert_close(losses[0], losses[1], atol=1e-4, rtol=1e-5)
     assert grads[0].keys() == grads[1].keys() and "decoder.lm_head.weight" in grads[0]
     for name in grads[0]:
