@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from hf_bnvae import build_word_tokenizer
+from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling, build_word_tokenizer
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 
 
@@ -44,6 +44,23 @@ def brown_batches(split, vocab_size, batch_size, max_sentences, seed=0, tokenize
         tokenizer = build_word_tokenizer(read_text_file(data / "train.txt").texts, vocab_size=vocab_size)
     dataset = tokenize_texts(tokenizer, read_text_file(data / f"{split}.txt").texts[:max_sentences])
     return tokenizer, dataset["input_ids"], list(sentence_loader(dataset, tokenizer, batch_size, seed=seed))
+
+
+def build_lm(preset, vocab_size, **overrides):
+    """A BNVAEForLanguageModeling of a preset (seed 0) in training mode and its SGD optimiser (lr 1)."""
+    torch.manual_seed(0)
+    model = BNVAEForLanguageModeling(BNVAEConfig.from_preset(preset, vocab_size=vocab_size, **overrides))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    return model.train(), optimizer
+
+
+def training_step(model, optimizer, batch):
+    """One training step as train.py takes it: the loss path (no logits), backward, clip at 5, SGD."""
+    ids = batch["input_ids"]
+    model(input_ids=ids, attention_mask=batch["attention_mask"], labels=ids, return_logits=False).loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def peak_memory_mib():

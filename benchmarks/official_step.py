@@ -24,7 +24,7 @@ import random
 import time
 
 import torch
-from common import decoder_flops_per_token, encoder_flops_per_token, matmul_gflops
+from common import decoder_flops_per_token, encoder_flops_per_token, matmul_gflops, training_step
 from torch import nn
 
 from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling, build_word_tokenizer
@@ -90,15 +90,12 @@ def exact_length_batches(lengths, batch_size, seed):
 
 def step(side, model, optimizer, batch):
     """One training step of either side on a collated batch."""
-    if side == "official":
-        loss = model(batch["input_ids"])
-    else:
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids, return_logits=False).loss
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if side == "project":
+        return training_step(model, optimizer, batch)
+    model(batch["input_ids"]).backward()
     nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def parse_args(argv=None):

@@ -14,10 +14,9 @@ import argparse
 import time
 
 import torch
-from common import brown_batches, matmul_gflops
+from common import brown_batches, build_lm, matmul_gflops, training_step
 from torch import nn
 
-from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
 from hf_bnvae.linear_cross_entropy import linear_cross_entropy
 
 
@@ -56,24 +55,15 @@ def time_variants(hidden, args):
 
 def time_training_steps(preset, batches, vocab_size, warmup=3):
     """Seconds of whole training steps per loss variant over `batches` (the first `warmup` not timed)."""
-    torch.manual_seed(0)
-    fused = BNVAEForLanguageModeling(BNVAEConfig.from_preset(preset, vocab_size=vocab_size, gamma=0.6)).train()
-    unfused = BNVAEForLanguageModeling(fused.config).train()
-    unfused.load_state_dict(fused.state_dict())
+    fused, fused_optimizer = build_lm(preset, vocab_size, gamma=0.6)
+    unfused, unfused_optimizer = build_lm(preset, vocab_size, gamma=0.6)  # the same weights (seed 0)
     unfused.training_output_layer_nll = unfused.output_layer_nll  # the loss through autograd
-    variants = {"autograd loss": unfused, "fused loss": fused}
-    optimizers = {
-        name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0) for name, m in variants.items()
-    }
+    variants = {"autograd loss": (unfused, unfused_optimizer), "fused loss": (fused, fused_optimizer)}
     seconds = dict.fromkeys(variants, 0.0)
     for i, batch in enumerate(batches):
-        for name, model in variants.items():
+        for name, (model, optimizer) in variants.items():
             start = time.perf_counter()
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            model(input_ids=ids, attention_mask=mask, labels=ids, return_logits=False).loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizers[name].step()
-            optimizers[name].zero_grad(set_to_none=True)
+            training_step(model, optimizer, batch)
             if i >= warmup:
                 seconds[name] += time.perf_counter() - start
     return seconds

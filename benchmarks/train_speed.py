@@ -12,29 +12,15 @@ import argparse
 import time
 
 import torch
-from common import brown_batches, decoder_flops_per_token, encoder_flops_per_token, matmul_gflops, peak_memory_mib
-
-from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
-
-
-def build(preset, vocab_size, **overrides):
-    torch.manual_seed(0)
-    model = BNVAEForLanguageModeling(BNVAEConfig.from_preset(preset, vocab_size=vocab_size, **overrides))
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
-    return model.train(), optimizer
-
-
-def step(model, optimizer, batch):
-    outputs = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        labels=batch["input_ids"],
-        return_logits=False,
-    )
-    optimizer.zero_grad(set_to_none=True)
-    outputs.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    optimizer.step()
+from common import (
+    brown_batches,
+    build_lm,
+    decoder_flops_per_token,
+    encoder_flops_per_token,
+    matmul_gflops,
+    peak_memory_mib,
+    training_step,
+)
 
 
 def parse_args(argv=None):
@@ -62,15 +48,15 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for preset in ("ptb", "yahoo"):
         models = {
-            "LSTM-LM": build(preset, args.vocab_size, use_latent=False, gamma=0.0),
-            "VAE": build(preset, args.vocab_size, gamma=0.0),
-            "BN-VAE": build(preset, args.vocab_size, gamma=0.6),
+            "LSTM-LM": build_lm(preset, args.vocab_size, use_latent=False, gamma=0.0),
+            "VAE": build_lm(preset, args.vocab_size, gamma=0.0),
+            "BN-VAE": build_lm(preset, args.vocab_size, gamma=0.6),
         }
         seconds = dict.fromkeys(models, 0.0)
         for i, batch in enumerate(batches):
             for name, (model, optimizer) in models.items():
                 start = time.perf_counter()
-                step(model, optimizer, batch)
+                training_step(model, optimizer, batch)
                 if i >= args.warmup:
                     seconds[name] += time.perf_counter() - start
         for name, (model, _) in models.items():

@@ -134,7 +134,7 @@ def compiled_output_layer_nll(model, chunk_tokens=256):
     head = model.decoder.lm_head
 
     def nll(states, weight, bias, labels):
-        logits = (states @ weight.t() if bias is None else torch.addmm(bias, states, weight.t())).float()
+        logits = torch.nn.functional.linear(states, weight, bias).float()
         return torch.logsumexp(logits, -1) - logits.gather(1, labels[:, None])[:, 0]
 
     try:

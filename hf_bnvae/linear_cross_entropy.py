@@ -21,7 +21,7 @@ import torch
 
 def _log_probs(states, weight, bias):
     """log softmax(states W^T + b), (c, V), in fp32 (or fp64). states (c, H), weight (V, H), bias (V,)."""
-    logits = states @ weight.t() if bias is None else torch.addmm(bias, states, weight.t())
+    logits = torch.nn.functional.linear(states, weight, bias)
     return torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
 
@@ -104,24 +104,17 @@ def linear_cross_entropy(states, weight, bias, labels, chunk_rows=1024):
     gradient computed chunk by chunk in the forward pass (see the module docstring).
 
     states: (M, H); weight: (V, H); bias: (V,) or None; labels: (M,) ids in [0, V). chunk_rows: rows whose
-    (chunk_rows, V) logits exist at a time. Returns (M,). Without gradients (torch.no_grad, or no input
-    that requires one) it only computes the NLL, chunk by chunk. With them, the gradients are computed
-    in the forward pass, two matrix multiplies that are wasted if no backward pass follows.
+    (chunk_rows, V) logits exist at a time. Returns (M,). Without gradients to compute (torch.no_grad, no
+    input that requires one) or without rows it is plain `cross_entropy(linear(...))`; with them, the
+    gradients are computed in the forward pass, two matrix multiplies wasted if no backward pass follows.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (states, weight, bias))
-    if not wants_grad:
-        nll = [
-            -_log_probs(states[i : i + chunk_rows], weight, bias).gather(1, labels[i : i + chunk_rows, None])[:, 0]
-            for i in range(0, states.shape[0], chunk_rows)
-        ]
-        return torch.cat(nll) if nll else states.new_zeros(0, dtype=torch.promote_types(states.dtype, torch.float32))
-    if states.shape[0] == 0:  # nothing to chunk: autograd's own (zero) gradients
+    if not wants_grad or states.shape[0] == 0:
         logits = torch.nn.functional.linear(states, weight, bias)
-        return torch.nn.functional.cross_entropy(logits, labels, reduction="none").to(
-            torch.promote_types(states.dtype, torch.float32)
-        )
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return torch.nn.functional.cross_entropy(logits.to(dtype), labels, reduction="none")
     return _LinearCrossEntropy.apply(states, weight, bias, labels, chunk_rows)
 
 

@@ -546,10 +546,10 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         return nn.functional.cross_entropy(self.decoder.lm_head(states).float(), labels, reduction="none")
 
     def training_output_layer_nll(self, states, labels):
-        """`output_layer_nll` for a loss that will be backpropagated: the output layer and cross-entropy
-        fused chunk by chunk (`linear_cross_entropy`), so the (M, V) logits, log-softmax and gradient are
-        never whole tensors. Under autocast (whose casts a fused function would bypass) it is the plain
-        `output_layer_nll`. states: (M, H), labels: (M,). Returns (M,), nats, fp32."""
+        """`output_layer_nll` for the training loss: when gradients are on, the output layer and
+        cross-entropy fused chunk by chunk (`linear_cross_entropy`, which decides), so the (M, V) logits,
+        log-softmax and gradient are never whole tensors. Under autocast (whose casts a fused function
+        would bypass) it is the plain `output_layer_nll`. states: (M, H), labels: (M,). Returns (M,), nats, fp32."""
         if torch.is_autocast_enabled(states.device.type):
             return self.output_layer_nll(states, labels)
         head = self.decoder.lm_head
@@ -639,8 +639,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
                     logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~valid, 0), reduction="none"
                 )  # (B, T-1), fp32
                 reconstruction_loss = (token_nll * valid).sum(-1)
-            else:  # training: the output layer only on the tokens that count, fused when gradients follow
-                token_nll = self.training_output_layer_nll if torch.is_grad_enabled() else None
+            else:  # training: the output layer only on the tokens that count, fused when gradients are on
+                token_nll = self.training_output_layer_nll
                 reconstruction_loss = self._sentence_nll(hidden, targets, valid, token_nll, chunk_tokens=None)
             num_tokens = valid.sum(-1)
             loss = vae_loss(

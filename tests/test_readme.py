@@ -21,6 +21,7 @@ import pytest
 import reproduce
 import reproduce_dialogue
 import semi_supervised
+import step_profile
 import train
 import train_classifier
 import train_dialogue
@@ -46,6 +47,7 @@ PARSED_ONLY = {
     "benchmarks/train_speed.py": train_speed.parse_args,
     "benchmarks/official_step.py": official_step.parse_args,
     "benchmarks/output_layer.py": output_layer.parse_args,
+    "benchmarks/step_profile.py": step_profile.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/precision.py": precision.parse_args,
