@@ -10,6 +10,8 @@ TRACKING = ["tensorboard"]  # train.py --with_tracking --report_to tensorboard
 DIALOGUE = ["gensim>=4.3", "chitchat-dataset==0.9.0"]
 # demo/app.py, and its browser test (Playwright drives the system's Chromium: apt-get install chromium)
 DEMO = ["gradio>=5.0", "matplotlib", "pandas", "playwright>=1.40"]
+# the bag-of-words baseline of the classification tables (training/bag_of_words.py), not the model's
+CLASSIFICATION = ["scikit-learn>=1.3"]
 
 setup(
     name="hf_bnvae",
@@ -41,6 +43,7 @@ setup(
         "tracking": TRACKING,
         "dialogue": DIALOGUE,
         "demo": DEMO,
-        "dev": [*TRACKING, *DIALOGUE, *DEMO, "pytest>=8", "ruff>=0.6"],
+        "classification": CLASSIFICATION,
+        "dev": [*TRACKING, *DIALOGUE, *DEMO, *CLASSIFICATION, "pytest>=8", "ruff>=0.6"],
     },
 )

@@ -15,6 +15,8 @@ PRESETS = {
     "brown": {"embedding_size": 256, "encoder_hidden_size": 256, "decoder_hidden_size": 256},
 }
 
+# What BNVAEForSequenceClassification reads: the posterior mean after BN, or the encoder's raw mean before it.
+CLASSIFIER_INPUTS = ("bn", "raw")
 
 AUTO_MAP = {
     "AutoConfig": "configuration_bnvae.BNVAEConfig",
@@ -62,6 +64,9 @@ class BNVAEConfig(PretrainedConfig):
             delta-VAE encoder (r = 0.01).
         classifier_dropout (`float`, defaults to 0.5): dropout on the posterior mean before the classifier of
             [`BNVAEForSequenceClassification`] (the paper's).
+        classifier_input (`str`, defaults to "bn"): the posterior mean the classifier reads: "bn" (after the BN
+            head, this package's default and the official fine-tuning script's with `--gamma`) or "raw" (the
+            encoder's mean before BN, the official script's default).
         output_layer_bias (`bool`, defaults to False): the decoder's output layer has a bias (the official
             decoder has none). Checkpoints saved before this field existed (hf_bnvae <= 0.2.0) had one, and
             load with it.
@@ -90,6 +95,7 @@ class BNVAEConfig(PretrainedConfig):
         embedding_init_range=0.1,
         encoder_init_range=None,
         classifier_dropout=0.5,
+        classifier_input="bn",
         output_layer_bias=None,
         pad_token_id=0,
         bos_token_id=1,
@@ -115,6 +121,7 @@ class BNVAEConfig(PretrainedConfig):
         self.embedding_init_range = embedding_init_range
         self.encoder_init_range = encoder_init_range
         self.classifier_dropout = classifier_dropout
+        self.classifier_input = classifier_input
         if output_layer_bias is None:
             # A config.json written before the field existed (it carries transformers_version) comes from a
             # model whose output layer had a bias; a new config follows the official decoder (no bias).
@@ -156,6 +163,8 @@ class BNVAEConfig(PretrainedConfig):
             isinstance(self.encoder_init_range, (int, float)) and self.encoder_init_range > 0
         ):
             invalid(self, "encoder_init_range", "must be None (PyTorch's default) or a number > 0")
+        if self.classifier_input not in CLASSIFIER_INPUTS:
+            invalid(self, "classifier_input", f"must be one of {CLASSIFIER_INPUTS}")
         if self.delta_rate > 0 and self.gamma > 0:
             # Not invalid maths, but the paper compares them separately; refuse to mix silently.
             invalid(self, "delta_rate", "delta-VAE is a separate baseline; set gamma=0 to use it")

@@ -780,8 +780,10 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
 
 
 class BNVAEForSequenceClassification(BNVAEPreTrainedModel):
-    """The paper's semi-supervised classifier: the base model's posterior mean (after BN), dropout
-    (config.classifier_dropout), then a linear layer to config.num_labels.
+    """The paper's semi-supervised classifier: the base model's posterior mean, dropout
+    (config.classifier_dropout), then a linear layer to config.num_labels. The mean is the BN head's
+    output (config.classifier_input "bn") or the encoder's raw mean before BN ("raw", the official
+    fine-tuning script's default); with "raw" BN is not run, so a training batch of one sentence is fine.
 
     `from_pretrained(<language-model checkpoint>, num_labels=k)` takes the pretrained encoder and BN
     head (gamma included) and initialises the classifier. In eval mode BN uses its running statistics,
@@ -823,7 +825,11 @@ class BNVAEForSequenceClassification(BNVAEPreTrainedModel):
             multi-hot for multi-label). Returns `SequenceClassifierOutput` with logits `(B, num_labels)`
             and, with labels, the loss (mean over the batch, nats for the classification losses).
         """
-        mu = self.bnvae(input_ids, attention_mask, sample_latent=False).mu  # (B, n), BN'd posterior mean
+        if self.config.classifier_input == "raw":
+            check_input_ids(input_ids, self.config.vocab_size)
+            mu = self.bnvae.encoder(input_ids, sequence_lengths(input_ids, attention_mask))[0].float()  # (B, n)
+        else:
+            mu = self.bnvae(input_ids, attention_mask, sample_latent=False).mu  # (B, n), BN'd posterior mean
         logits = self.classifier(self.dropout(mu))
         loss = self._classification_loss(logits, labels) if labels is not None else None
         return self._output(SequenceClassifierOutput(loss=loss, logits=logits), return_dict)

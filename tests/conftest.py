@@ -102,6 +102,17 @@ def saved(trained, tokenizer, tmp_path):
     return folder
 
 
+@pytest.fixture
+def labelled_files(tmp_path, sentences_file):
+    """train / valid / test `label<TAB>text` files (60 / 15 / 15 fixture sentences, labels good and bad)."""
+    texts = sentences_file.read_text().splitlines()[:90]
+    files = {}
+    for name, rows in (("train", texts[:60]), ("valid", texts[60:75]), ("test", texts[75:])):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("".join(f"{'good' if i % 3 else 'bad'}\t{t}\n" for i, t in enumerate(rows)))
+    return files
+
+
 # -- the training script ------------------------------------------------------------------------
 
 

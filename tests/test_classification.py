@@ -139,16 +139,6 @@ def test_label_subsets_are_stratified_deterministic_and_independent_of_the_model
         train_classifier.stratified_subset(labels, 2, 0)
 
 
-@pytest.fixture
-def labelled_files(tmp_path, sentences_file):
-    texts = sentences_file.read_text().splitlines()[:90]
-    files = {}
-    for name, rows in (("train", texts[:60]), ("valid", texts[60:75]), ("test", texts[75:])):
-        files[name] = tmp_path / f"{name}.txt"
-        files[name].write_text("".join(f"{'good' if i % 3 else 'bad'}\t{t}\n" for i, t in enumerate(rows)))
-    return files
-
-
 def classifier_args(saved, files, output, *extra):
     return [
         "--model_name_or_path", str(saved), "--train_file", str(files["train"]),
@@ -275,12 +265,15 @@ def test_the_semi_supervised_experiment_writes_its_table_and_resumes(tmp_path, l
         *("--max_train_steps", "3", "--train_args", tiny),
     ]  # fmt: skip
     runs = semi_supervised.main(argv)
-    assert len(runs) == 5 * 2 * 2 and all(0 <= r["test_accuracy"] <= 100 for r in runs.values())
-    assert {r["metric_for_best_model"] for r in runs.values()} == {"accuracy"}  # the default, recorded per run
+    assert len(runs) == 6 * 2 * 2 and all(0 <= r["test_accuracy"] <= 100 for r in runs.values())
+    recipes = {r["recipe"] for r in runs.values() if r["method"] != semi_supervised.BASELINE}
+    assert recipes == {semi_supervised.FINE_TUNING_RECIPE}  # the default, recorded per run
     pretrained = json.loads((tmp_path / "classification_models" / "ae_free_bits" / "metrics.json").read_text())
     assert pretrained["training_args"]["init_encoder_from"].endswith("ae") and pretrained["method"] == "free_bits"
     report = json.loads((tmp_path / "classification.json").read_text())
-    assert report["budgets"] == [6, "all"] and set(report["methods"]) == set(semi_supervised.METHODS)
+    rows = {*semi_supervised.METHODS, semi_supervised.BASELINE}
+    assert report["budgets"] == [6, "all"] and set(report["methods"]) == rows
+    assert "bag-of-words" in (tmp_path / "classification.md").read_text()
     cell = report["methods"]["bnvae_0.7"]["6"]
     assert len(cell["runs"]) == 2 and cell["mean"] == pytest.approx(sum(cell["runs"]) / 2)
     assert "BN-VAE (0.7)" in (tmp_path / "classification.md").read_text()
@@ -317,9 +310,12 @@ def test_the_experiment_caps_the_seeds_of_large_budgets_and_keeps_seed_order():
     args = semi_supervised.parse_args(["--budgets", "100", "all", "--seeds", "1", "2", "3", "--max_seeds", "all=1"])
     todo = semi_supervised.pending_runs(args, done={"ae/100/seed1": {}})
     keys = [key for key, *_ in todo]
-    assert keys[:4] == ["scratch/100/seed1", "vae/100/seed1", "ae_free_bits/100/seed1", "bnvae_0.7/100/seed1"]
-    assert [k for k in keys if "/all/" in k] == [f"{m}/all/seed1" for m in semi_supervised.METHODS]
-    assert len(keys) == 4 + 5 + 5 + 5  # seed 1 (less the finished run) with all, then seeds 2 and 3 without
+    assert keys[:5] == [
+        "scratch/100/seed1", "vae/100/seed1", "ae_free_bits/100/seed1", "bnvae_0.7/100/seed1", "bag_of_words/100/seed1"
+    ]  # fmt: skip
+    rows = [*semi_supervised.METHODS, semi_supervised.BASELINE]
+    assert [k for k in keys if "/all/" in k] == [f"{m}/all/seed1" for m in rows]
+    assert len(keys) == 5 + 6 + 6 + 6  # seed 1 (less the finished run) with all, then seeds 2 and 3 without
     assert [seed for *_, seed in todo] == sorted(seed for *_, seed in todo)
     with pytest.raises(SystemExit):
         semi_supervised.parse_args(["--max_seeds", "all:3"])
@@ -345,24 +341,7 @@ def test_a_failed_fine_tuning_run_is_reported_and_the_others_are_recorded(tmp_pa
     monkeypatch.setattr(semi_supervised, "fine_tune", fine_tune)
     args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
     record = tmp_path / "runs.json"
-    with pytest.raises(RuntimeError, match=r"1 fine-tuning run\(s\) failed .*vae/6/seed1: ValueError"):
+    with pytest.raises(RuntimeError, match=r"1 run\(s\) failed .*vae/6/seed1: ValueError"):
         semi_supervised.fine_tune_all(args, tmp_path, record)
     runs = json.loads(record.read_text())["runs"]
-    assert sorted(runs) == sorted(f"{m}/6/seed1" for m in semi_supervised.METHODS if m != "vae")
-
-
-def test_a_record_selected_by_another_metric_is_not_mixed_in(tmp_path):
-    import semi_supervised
-
-    record = tmp_path / "runs.json"
-    old = {
-        "method": "ae",
-        "budget": 6,
-        "seed": 1,
-        "test_accuracy": 50.0,
-    }  # no metric: the loss, as before it was recorded
-    record.write_text(json.dumps({"runs": {"ae/6/seed1": old}, "wall_seconds": 1.0}))
-    args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
-    with pytest.raises(ValueError, match="selected by validation loss, this run selects by accuracy"):
-        semi_supervised.fine_tune_all(args, tmp_path, record)
-    assert json.loads(record.read_text())["runs"] == {"ae/6/seed1": old}  # untouched
+    assert sorted(runs) == sorted(f"{m}/6/seed1" for m in [*semi_supervised.METHODS, "bag_of_words"] if m != "vae")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer
 
 from hf_bnvae import BNVAEForSequenceClassification
+from hf_bnvae.configuration_bnvae import CLASSIFIER_INPUTS
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
@@ -45,6 +46,7 @@ from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, cpu_state_di
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
 METRIC_FOR_BEST_MODEL = "accuracy"  # the selection; "loss" is the official script's
+CLASSIFIER_INPUT = "bn"  # the posterior mean after BN; "raw" is the official script's default
 LOWER_BOUNDS = {
     "max_train_samples": (1, False, "labelled sentences"),
     "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one sentence"),
@@ -84,6 +86,15 @@ def build_parser():
         help="validation figure that selects the saved epoch (loss: the official script's; the plateau rule always uses the loss)",
     )
     p.add_argument("--freeze_encoder", action="store_true", help="train the classifier only (a linear probe)")
+    p.add_argument(
+        "--classifier_input",
+        choices=CLASSIFIER_INPUTS,
+        default=CLASSIFIER_INPUT,
+        help="the posterior mean the classifier reads: after BN, or the raw mean before it (the official script's default)",
+    )
+    p.add_argument(
+        "--skip_test", action="store_true", help="evaluate on the validation set only (when choosing a recipe)"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--push_to_hub", action="store_true", help="upload the saved classifier with its model card")
@@ -99,9 +110,11 @@ def parse_args(argv=None):
     check_lower_bounds(parser, args, LOWER_BOUNDS)
     if args.plateau_factor > 1:
         parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
+    if args.push_to_hub and args.skip_test:
+        parser.error("--push_to_hub needs the test figures for the model card: drop --skip_test")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id org/name")
-    for flag in ("train_file", "validation_file", "test_file"):
+    for flag in ("train_file", "validation_file") + (() if args.skip_test else ("test_file",)):
         if not Path(getattr(args, flag)).is_file():
             parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
     return args
@@ -151,7 +164,9 @@ def stratified_subset(labels, budget, seed):
 
 def load_model(args, label2id):
     id2label = {i: name for name, i in label2id.items()}
-    config = AutoConfig.from_pretrained(args.model_name_or_path, num_labels=len(label2id), id2label=id2label)
+    config = AutoConfig.from_pretrained(
+        args.model_name_or_path, num_labels=len(label2id), id2label=id2label, classifier_input=args.classifier_input
+    )
     if config.model_type != "bnvae":
         raise ValueError(
             f"{args.model_name_or_path} is a {config.model_type!r} checkpoint, not one of this package (bnvae)"
@@ -159,7 +174,11 @@ def load_model(args, label2id):
     if args.from_scratch:
         return BNVAEForSequenceClassification(config)
     return BNVAEForSequenceClassification.from_pretrained(
-        args.model_name_or_path, num_labels=len(label2id), id2label=id2label, label2id=label2id
+        args.model_name_or_path,
+        num_labels=len(label2id),
+        id2label=id2label,
+        label2id=label2id,
+        classifier_input=args.classifier_input,
     )
 
 
@@ -207,7 +226,7 @@ def main(argv=None):
     budget = args.max_train_samples or len(pool_labels)
     chosen = stratified_subset(pool_labels, budget, args.seed)
     valid_texts, valid_labels, _ = labelled(args.validation_file, label2id)
-    test_texts, test_labels, _ = labelled(args.test_file, label2id)
+    test_texts, test_labels, _ = ([], [], None) if args.skip_test else labelled(args.test_file, label2id)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     model = load_model(args, label2id)
@@ -220,8 +239,10 @@ def main(argv=None):
     valid_loader = sentence_loader(
         dataset_of(tokenizer, valid_texts, valid_labels), tokenizer, args.per_device_eval_batch_size
     )
-    test_loader = sentence_loader(
-        dataset_of(tokenizer, test_texts, test_labels), tokenizer, args.per_device_eval_batch_size
+    test_loader = (
+        None
+        if args.skip_test
+        else sentence_loader(dataset_of(tokenizer, test_texts, test_labels), tokenizer, args.per_device_eval_batch_size)
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = (
@@ -229,9 +250,9 @@ def main(argv=None):
         if args.optimizer == "sgd"
         else torch.optim.Adam(params, lr=args.learning_rate)
     )
-    model, optimizer, train_loader, valid_loader, test_loader = accelerator.prepare(
-        model, optimizer, train_loader, valid_loader, test_loader
-    )
+    model, optimizer, train_loader, valid_loader = accelerator.prepare(model, optimizer, train_loader, valid_loader)
+    if test_loader is not None:
+        test_loader = accelerator.prepare(test_loader)
     accelerator.print(
         f"{len(train_set)} labelled sentences (budget {budget}, seed {args.seed}), {len(label2id)} classes, "
         f"{'frozen' if args.freeze_encoder else 'fine-tuned'} encoder from {args.model_name_or_path}"
@@ -277,8 +298,11 @@ def main(argv=None):
     best = selected["epoch"]
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(selected["weights"])
-    test = evaluate_split(model, test_loader, accelerator, len(label2id))
-    majority = majority_class(test_labels, label2id)
+    if args.skip_test:
+        test, majority = {"accuracy": None, "f1": None}, (None, None)
+    else:
+        test = evaluate_split(model, test_loader, accelerator, len(label2id))
+        majority = majority_class(test_labels, label2id)
     results = {
         "model_name_or_path": args.model_name_or_path,
         "from_scratch": args.from_scratch,
@@ -297,7 +321,10 @@ def main(argv=None):
         "test_majority_label": majority[0],
         "test_majority_accuracy": majority[1],
         "optimizer": args.optimizer,
+        "learning_rate": args.learning_rate,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
         "freeze_encoder": args.freeze_encoder,
+        "classifier_input": args.classifier_input,
         "num_validation_sentences": len(valid_texts),
         "history": history,
     }
@@ -305,9 +332,11 @@ def main(argv=None):
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
         write_atomically(output / "all_results.json", json.dumps(results, indent=2))
+        tested = (
+            "" if args.skip_test else f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; "
+        )
         accelerator.print(
-            f"best epoch {best + 1}: validation accuracy {results['eval_accuracy']:.4f}; "
-            f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; saved to {output}"
+            f"best epoch {best + 1}: validation accuracy {results['eval_accuracy']:.4f}; {tested}saved to {output}"
         )
         if args.push_to_hub:
             from hf_bnvae.hub import push_to_hub

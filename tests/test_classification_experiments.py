@@ -1,0 +1,192 @@
+"""The classification experiments: the short-Yelp preparation, the bag-of-words calibration row, the
+classifier's input (BN'd or raw mean), validation-only fine-tuning, and the recipe comparison."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import bag_of_words
+import classification_recipes
+import prepare_yelp
+import pytest
+import semi_supervised
+import torch
+import train_classifier
+
+from hf_bnvae import BNVAEConfig, BNVAEForSequenceClassification
+
+YELP_CLONE = Path(__file__).resolve().parent / "fixtures" / "yelp_clone"
+
+
+def read_rows(path):
+    return [line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_prepare_yelp_pools_splits_and_counts_what_it_drops(tmp_path):
+    argv = ["--source", str(YELP_CLONE), "--test_size", "20", "--valid_size", "10", "--train_size", "60"]
+    record = prepare_yelp.main([*argv, "--output_dir", str(tmp_path / "a")])
+    # 100 + 100 template lines, plus a blank line, a line that is not UTF-8 and "it was ok ." under both labels
+    assert record["dropped"]["blank lines"] == 1 and record["dropped"]["lines that are not UTF-8"] == 1
+    assert record["dropped"]["sentences under both labels"] == 1
+    assert record["commit"] is None  # the fixture is not the top of a git clone
+    splits = {name: read_rows(tmp_path / "a" / f"{name}.txt") for name in ("train", "valid", "test")}
+    assert [len(splits[n]) for n in ("train", "valid", "test")] == [60, 10, 20]  # the pool capped at --train_size
+    texts = [text for rows in splits.values() for _, text in rows]
+    assert len(set(texts)) == len(texts) and "it was ok ." not in texts  # disjoint, no duplicates, no conflict
+    assert {label for rows in splits.values() for label, _ in rows} == {"negative", "positive"}
+    # the label follows the file suffix: a sentence of sentiment.*.1 is positive
+    positives = set((YELP_CLONE / "data" / "yelp" / "sentiment.test.1").read_text().splitlines())
+    assert all(label == "positive" for label, text in splits["train"] if text in positives)
+    assert record["splits"]["train"]["sentences"] == 60 and sum(record["files"].values()) == 104
+    # seeded: the same files again; another seed, another split
+    prepare_yelp.main([*argv, "--output_dir", str(tmp_path / "b")])
+    assert (tmp_path / "a" / "test.txt").read_text() == (tmp_path / "b" / "test.txt").read_text()
+    prepare_yelp.main([*argv, "--output_dir", str(tmp_path / "c"), "--seed", "1"])
+    assert (tmp_path / "a" / "test.txt").read_text() != (tmp_path / "c" / "test.txt").read_text()
+
+
+def test_prepare_yelp_refuses_a_folder_that_is_not_the_clone_and_bad_sizes(tmp_path):
+    with pytest.raises(FileNotFoundError, match="must be a clone of"):
+        prepare_yelp.main(["--source", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="not more than test \\+ validation"):
+        prepare_yelp.main(["--source", str(YELP_CLONE), "--output_dir", str(tmp_path / "o"), "--test_size", "500"])
+    with pytest.raises(SystemExit):
+        prepare_yelp.parse_args(["--source", str(YELP_CLONE), "--valid_size", "0"])
+
+
+def test_bag_of_words_chooses_c_on_validation_and_separates_what_words_separate():
+    good, bad = ["great food", "lovely staff", "great staff", "lovely food"], ["awful food", "rude staff"] * 2
+    train = (good + bad, [1] * 4 + [0] * 4)
+    valid = (["great place", "rude place", "lovely room", "awful room"], [1, 0, 1, 0])
+    test = (["lovely place", "awful place"], [1, 0])
+    result = bag_of_words.bag_of_words(train, valid, test)
+    assert result["test_accuracy"] == 1.0 and result["valid_accuracy"] == 1.0
+    assert result["C"] in bag_of_words.C_GRID
+    assert bag_of_words.bag_of_words(train, valid, test, c_grid=(1.0, 10.0))["C"] == 1.0  # a tie: the smaller C
+    with pytest.raises(ValueError, match="one class only"):
+        bag_of_words.bag_of_words((good, [1] * 4), valid, test)
+
+
+def test_bag_of_words_trains_on_the_classifiers_label_draw(labelled_files, monkeypatch):
+    seen = {}
+
+    def fake(train, valid, test):
+        seen["train"] = train
+        return {"valid_accuracy": 0.5, "test_accuracy": 0.5, "C": 1.0}
+
+    monkeypatch.setattr(bag_of_words, "bag_of_words", fake)
+    bag_of_words.run(labelled_files["train"], labelled_files["valid"], labelled_files["test"], 12, 3)
+    texts, labels, _ = train_classifier.labelled(labelled_files["train"])
+    chosen = train_classifier.stratified_subset(labels, 12, 3)
+    assert seen["train"] == ([texts[i] for i in chosen], [labels[i] for i in chosen])
+
+
+def test_the_classifier_reads_the_raw_mean_before_bn_when_told(tiny_config, batch):
+    torch.manual_seed(0)
+    bn_model = BNVAEForSequenceClassification(tiny_config(num_labels=2, gamma=0.7)).eval()
+    raw_model = BNVAEForSequenceClassification(tiny_config(num_labels=2, gamma=0.7, classifier_input="raw")).eval()
+    raw_model.load_state_dict(bn_model.state_dict())
+    from hf_bnvae.modeling_bnvae import sequence_lengths
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    mu_raw = bn_model.bnvae.encoder(ids, sequence_lengths(ids, mask))[0]
+    torch.testing.assert_close(raw_model(**batch).logits, bn_model.classifier(mu_raw))
+    mu_bn = bn_model.bnvae(ids, mask).mu
+    torch.testing.assert_close(bn_model(**batch).logits, bn_model.classifier(mu_bn))
+    assert not torch.allclose(mu_raw, mu_bn)
+    # training on the raw mean never runs BN: its statistics stay, and a batch of one sentence is fine
+    raw_model.train()
+    before = raw_model.bnvae.latent_head.bn.running_mean.clone()
+    raw_model(input_ids=ids[:1], attention_mask=mask[:1], labels=torch.tensor([1])).loss.backward()
+    torch.testing.assert_close(raw_model.bnvae.latent_head.bn.running_mean, before)
+    assert raw_model.bnvae.encoder.lstm.weight_hh_l0.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="classifier_input"):
+        BNVAEConfig(classifier_input="pre-bn")
+
+
+def test_validation_only_fine_tuning_never_reads_a_test_file(saved, labelled_files, tmp_path):
+    argv = [
+        *("--model_name_or_path", str(saved), "--train_file", str(labelled_files["train"])),
+        *("--validation_file", str(labelled_files["valid"]), "--test_file", str(tmp_path / "missing.txt")),
+        *("--output_dir", str(tmp_path / "out"), "--num_train_epochs", "1", "--per_device_train_batch_size", "8"),
+        *("--skip_test", "--classifier_input", "raw", "--max_train_samples", "12"),
+    ]  # fmt: skip
+    model, results = train_classifier.main(argv)
+    assert results["test_accuracy"] is None and 0 <= results["eval_accuracy"] <= 1
+    assert results["classifier_input"] == "raw" and model.config.classifier_input == "raw"
+    assert BNVAEForSequenceClassification.from_pretrained(tmp_path / "out").config.classifier_input == "raw"
+    with pytest.raises(SystemExit):
+        train_classifier.parse_args([*argv, "--push_to_hub", "--hub_model_id", "org/x"])
+    with pytest.raises(SystemExit):  # without --skip_test the test file must exist
+        train_classifier.parse_args([a for a in argv if a != "--skip_test"])
+
+
+def test_a_record_of_another_recipe_is_not_mixed_in_and_old_records_name_their_selection(tmp_path):
+    record = tmp_path / "runs.json"
+    old = {"method": "ae", "budget": 6, "seed": 1, "test_accuracy": 50.0}  # no recipe, no metric: the loss
+    bow = {"method": semi_supervised.BASELINE, "budget": 6, "seed": 1, "test_accuracy": 60.0, "recipe": "C=1.0"}
+    record.write_text(json.dumps({"runs": {"ae/6/seed1": old, "bag_of_words/6/seed1": bow}, "wall_seconds": 1.0}))
+    args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
+    with pytest.raises(ValueError, match="fine-tuned with '--metric_for_best_model loss', this run's recipe is"):
+        semi_supervised.fine_tune_all(args, tmp_path, record)
+    assert json.loads(record.read_text())["runs"]["ae/6/seed1"] == old  # untouched
+    # the same recipe resumes (the bag-of-words row has none of its own and is never in the way)
+    args = semi_supervised.parse_args([*("--budgets", "6", "--seeds", "1", "--num_workers", "1"),
+                                       "--fine_tune_args", "--metric_for_best_model loss"])  # fmt: skip
+    assert semi_supervised.read_record(args, record)["runs"]["ae/6/seed1"] == old
+    with pytest.raises(SystemExit):
+        semi_supervised.parse_args(["--fine_tune_args", "--no_such_flag 3"])
+
+
+def test_the_yelp_dataset_sets_the_defaults_and_names_how_to_make_its_files(tmp_path, monkeypatch):
+    yelp = dataclasses.replace(semi_supervised.DATASETS["yelp"], folder=tmp_path)
+    monkeypatch.setitem(semi_supervised.DATASETS, "yelp", yelp)
+    with pytest.raises(SystemExit):
+        semi_supervised.parse_args(["--dataset", "yelp"])  # no prepared files
+    for name in ("train", "valid", "test"):
+        (tmp_path / f"{name}.txt").write_text("positive\tgood .\nnegative\tbad .\n")
+    args = semi_supervised.parse_args(["--dataset", "yelp"])
+    assert args.preset == "short_yelp" and args.budgets == [100, 500, 1000, 2000, 10000]
+    assert args.max_seeds == {"2000": 5, "10000": 3} and args.suffix == "_yelp"
+    assert semi_supervised.models_folder(args).name == "classification_yelp_models"
+
+
+@pytest.mark.slow
+def test_the_recipe_comparison_scores_on_held_out_pool_sentences_and_resumes(
+    saved, tmp_path, sentences_file, monkeypatch
+):
+    texts = sentences_file.read_text().splitlines()[:100]
+    pool, valid = tmp_path / "pool.txt", tmp_path / "valid.txt"
+    pool.write_text("".join(f"{'good' if i % 3 else 'bad'}\t{t}\n" for i, t in enumerate(texts[:80])))
+    valid.write_text("".join(f"{'good' if i % 3 else 'bad'}\t{t}\n" for i, t in enumerate(texts[80:])))
+    models = tmp_path / "out" / "classification_yelp_models"
+    for method in ("bnvae_0.7", "vae"):
+        (models / method).mkdir(parents=True)
+        for file in saved.iterdir():
+            (models / method / file.name).write_bytes(file.read_bytes())
+    argv = [
+        *("--output_dir", str(tmp_path / "out"), "--train_file", str(pool), "--validation_file", str(valid)),
+        *("--recipes", "official", "raw_mean", "--budgets", "12", "--seeds", "1", "2", "--heldout_size", "20"),
+        *("--num_workers", "1", "--num_train_epochs", "1"),
+    ]  # fmt: skip
+    summary = classification_recipes.main(argv)
+    assert set(summary["recipes"]) == {"official", "raw_mean"} and set(summary["bag_of_words"]) == {"12"}
+    cell = summary["recipes"]["raw_mean"]["cells"]["vae/12"]
+    assert len(cell["runs"]) == 2 and all(0 <= r <= 100 for r in cell["runs"])
+    data = tmp_path / "out" / "classification_recipes_yelp_data"
+    heldout = (data / "heldout.txt").read_text().splitlines()
+    assert heldout == pool.read_text().splitlines()[-20:]  # the last 20 pool lines, never trained on
+    assert not set(heldout) & set((data / "train.txt").read_text().splitlines())
+    runs = json.loads((tmp_path / "out" / "classification_recipes_yelp_runs.json").read_text())["runs"]
+    assert len(runs) == 2 * 2 * 2 + 2 and {r["recipe"] for r in runs.values() if r["recipe_name"] == "raw_mean"} == {
+        classification_recipes.RECIPES["raw_mean"][0]
+    }
+    assert "raw_mean" in (tmp_path / "out" / "classification_recipes_yelp.md").read_text()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(semi_supervised, "fine_tune", fail)
+    assert classification_recipes.main(argv) == summary
+    with pytest.raises(FileNotFoundError, match="--pretrain_only first"):
+        classification_recipes.main([*argv, "--methods", "ae"])
