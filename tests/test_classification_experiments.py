@@ -141,8 +141,8 @@ def test_a_record_of_another_recipe_is_not_mixed_in_and_old_records_name_their_s
 def test_the_yelp_dataset_sets_the_defaults_and_names_how_to_make_its_files(tmp_path, monkeypatch):
     yelp = dataclasses.replace(semi_supervised.DATASETS["yelp"], folder=tmp_path)
     monkeypatch.setitem(semi_supervised.DATASETS, "yelp", yelp)
-    with pytest.raises(SystemExit):
-        semi_supervised.parse_args(["--dataset", "yelp"])  # no prepared files
+    with pytest.raises(FileNotFoundError, match="make it with python training/prepare_yelp.py --source"):
+        semi_supervised.main(["--dataset", "yelp"])  # no prepared files
     for name in ("train", "valid", "test"):
         (tmp_path / f"{name}.txt").write_text("positive\tgood .\nnegative\tbad .\n")
     args = semi_supervised.parse_args(["--dataset", "yelp"])

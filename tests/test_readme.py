@@ -5,6 +5,8 @@ import re
 import shlex
 
 import app
+import bag_of_words
+import classification_recipes
 import converged
 import eval_speed
 import evaluate_model
@@ -17,6 +19,7 @@ import precision
 import prepare_brown
 import prepare_chitchat
 import prepare_rotten_tomatoes
+import prepare_yelp
 import pytest
 import reproduce
 import reproduce_dialogue
@@ -44,6 +47,9 @@ PARSED_ONLY = {
     "training/train_dialogue.py": train_dialogue.build_parser().parse_args,
     "training/train_classifier.py": train_classifier.parse_args,
     "training/semi_supervised.py": semi_supervised.parse_args,
+    "training/classification_recipes.py": classification_recipes.parse_args,
+    "training/prepare_yelp.py": prepare_yelp.parse_args,
+    "training/bag_of_words.py": bag_of_words.parse_args,
     "benchmarks/train_speed.py": train_speed.parse_args,
     "benchmarks/official_step.py": official_step.parse_args,
     "benchmarks/output_layer.py": output_layer.parse_args,

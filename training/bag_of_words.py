@@ -50,7 +50,7 @@ def run(train_file, validation_file, test_file, budget, seed):
     return bag_of_words(train, valid, test)
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train_file", required=True, help="label<TAB>text lines: the labelled pool")
     p.add_argument("--validation_file", required=True)
@@ -60,6 +60,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.max_train_samples is not None and args.max_train_samples < 1:
         p.error(f"--max_train_samples {args.max_train_samples}: must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     result = run(args.train_file, args.validation_file, args.test_file, args.max_train_samples, args.seed)
     print(json.dumps(result, indent=2))
     return result

@@ -157,6 +157,7 @@ def write_table(args, summary, heldout, seconds):
 def main(argv=None):
     args = parse_args(argv)
     table = args.table
+    semi_supervised.check_data_files(table, ("train_file", "validation_file"))
     models = models_folder(table)
     missing = [m for m in args.methods if not (checkpoint_of(models, m) / "config.json").exists()]
     if missing:

@@ -165,12 +165,18 @@ def parse_args(argv=None):
         )
     except SystemExit:
         p.error(f"--fine_tune_args {args.fine_tune_args!r}: not flags train_classifier.py accepts (see above)")
-    for flag in ("train_file", "validation_file", "test_file"):
-        if not Path(getattr(args, flag)).is_file():
-            p.error(f"--{flag} {getattr(args, flag)}: data file not found; make it with {data.prepare}")
     args.budgets = [b if b == "all" else int(b) for b in args.budgets]
     args.threads_per_worker = max(1, torch.get_num_threads() // args.num_workers)
     return args
+
+
+def check_data_files(args, flags=("train_file", "validation_file", "test_file")):
+    """FileNotFoundError naming the first missing data file and the command that makes the dataset's."""
+    for flag in flags:
+        if not Path(getattr(args, flag)).is_file():
+            raise FileNotFoundError(
+                f"--{flag} {getattr(args, flag)}: data file not found; make it with {DATASETS[args.dataset].prepare}"
+            )
 
 
 def models_folder(args):
@@ -405,6 +411,7 @@ def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_data_files(args)
     record = Path(args.output_dir) / f"classification{args.suffix}_runs.json"
     read_record(args, record)  # a record this run cannot resume fails now, not after the pretraining
     models = pretrain(args) if args.pretrain_only or set(args.rows) - {BASELINE} else models_folder(args)
