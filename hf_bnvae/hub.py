@@ -151,6 +151,8 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
     )
 
 
+# BNVAEConfig.classifier_input: what the classifier reads, in words
+CLASSIFIER_INPUT_TEXT = {"bn": "the batch-normalised posterior mean", "raw": "the raw posterior mean (before BN)"}
 # train_classifier.py --metric_for_best_model: which epoch is kept, in words
 SELECTED_BY = {
     "loss": "lowest validation loss",
@@ -167,6 +169,8 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
     if not results_file.exists():
         raise ValueError(f"{model_dir} has no all_results.json (train_classifier.py writes it): nothing measured")
     results = json.loads(results_file.read_text())
+    if results.get("test_accuracy") is None:
+        raise ValueError(f"{model_dir} was fine-tuned with --skip_test: no test figures for a card")
     data_name = Path(results.get("train_file", "rotten_tomatoes/train.txt")).parent.name
     budget = f"{results['label_budget']} labels"
     shown = {key: round(100 * results[key], 1) for key in ("test_accuracy", "test_f1", "eval_accuracy")}
@@ -209,6 +213,7 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
         majority_label=results.get("test_majority_label"),
         below_floor="majority_accuracy" in shown and shown["test_accuracy"] <= shown["majority_accuracy"],
         dropout=config.classifier_dropout,
+        classifier_input=CLASSIFIER_INPUT_TEXT[getattr(config, "classifier_input", "bn")],
         gamma=config.gamma,
         embedding_size=config.embedding_size,
         encoder_hidden_size=config.encoder_hidden_size,

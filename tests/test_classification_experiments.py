@@ -13,7 +13,7 @@ import semi_supervised
 import torch
 import train_classifier
 
-from hf_bnvae import BNVAEConfig, BNVAEForSequenceClassification
+from hf_bnvae import BNVAEConfig, BNVAEForSequenceClassification, hub
 
 YELP_CLONE = Path(__file__).resolve().parent / "fixtures" / "yelp_clone"
 
@@ -115,6 +115,13 @@ def test_validation_only_fine_tuning_never_reads_a_test_file(saved, labelled_fil
     assert results["test_accuracy"] is None and 0 <= results["eval_accuracy"] <= 1
     assert results["classifier_input"] == "raw" and model.config.classifier_input == "raw"
     assert BNVAEForSequenceClassification.from_pretrained(tmp_path / "out").config.classifier_input == "raw"
+    with pytest.raises(ValueError, match="--skip_test: no test figures"):
+        hub.build_model_card(tmp_path / "out", "org/c")
+    # the card says what the classifier reads (its figures here are made up: this run has no test figures)
+    written = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    made_up = {"test_accuracy": 0.5, "test_f1": 0.5, "test_majority_accuracy": 0.6, "test_majority_label": "good"}
+    (tmp_path / "out" / "all_results.json").write_text(json.dumps({**written, **made_up}))
+    assert "the raw posterior mean (before BN)" in hub.build_model_card(tmp_path / "out", "org/c").text
     with pytest.raises(SystemExit):
         train_classifier.parse_args([*argv, "--push_to_hub", "--hub_model_id", "org/x"])
     with pytest.raises(SystemExit):  # without --skip_test the test file must exist
