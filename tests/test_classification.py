@@ -149,8 +149,11 @@ def classifier_args(saved, files, output, *extra):
 
 def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_epoch(saved, labelled_files, tmp_path):
     model, results = train_classifier.main(
-        classifier_args(saved, labelled_files, tmp_path / "out", "--max_train_samples", "12", "--max_train_steps", "3")
-    )
+        classifier_args(
+            saved, labelled_files, tmp_path / "out", "--max_train_samples", "12", "--max_train_steps", "3",
+            "--metric_for_best_model", "accuracy",
+        )
+    )  # fmt: skip
     assert results["optimizer_steps"] == 3 and len(results["history"]) == 2  # 2 steps per epoch: the 2nd ends early
     written = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert (
@@ -158,7 +161,7 @@ def test_the_script_fine_tunes_a_language_model_checkpoint_and_saves_the_best_ep
         and 0 <= written["test_accuracy"] <= 1
         and written["num_validation_sentences"] == 15
     )
-    # the selection: the first epoch with the highest validation accuracy
+    # selection by accuracy: the first epoch with the highest validation accuracy
     accuracies = [h["valid_accuracy"] for h in written["history"]]
     assert written["metric_for_best_model"] == "accuracy" and written["best_epoch"] == accuracies.index(max(accuracies))
     assert written["eval_accuracy"] == max(accuracies)

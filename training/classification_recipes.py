@@ -107,8 +107,9 @@ class _RecipeRun:
 
 def summarise(args, runs):
     """{"recipes": {name: {"cells": {method/budget: mean_std}, "mean": float}}, "bag_of_words": {budget: ...}}
-    of the held-out accuracies (percent)."""
+    of the held-out accuracies (percent) of the runs with --seeds (the record may hold more)."""
     out = {"recipes": {}, "bag_of_words": {}}
+    runs = {key: r for key, r in runs.items() if r["seed"] in args.seeds}
     for recipe in args.recipes:
         cells = {}
         for method in args.methods:

@@ -74,7 +74,7 @@ DATASETS = {
 }  # fmt: skip
 # The fine-tuning recipe of every row of both tables: train_classifier.py's flags, chosen on the validation
 # set by classification_recipes.py (RESULTS.md, "Choosing the fine-tuning recipe").
-FINE_TUNING_RECIPE = "--metric_for_best_model accuracy"
+FINE_TUNING_RECIPE = "--metric_for_best_model loss"
 # A run recorded before recipes were recorded was selected by the metric it names (by the loss before that).
 LEGACY_RECIPE = "--metric_for_best_model {}"
 # (method key, train.py flags); "{models}/<key>" names the model a run starts from (trained first).
