@@ -151,6 +151,11 @@ def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
     )
 
 
+# The classification data sets of training/ (the folder of the training file), in words for the card
+CLASSIFICATION_DOMAINS = {
+    "yelp": "short English Yelp review sentences",
+    "rotten_tomatoes": "short English movie-review snippets",
+}
 # BNVAEConfig.classifier_input: what the classifier reads, in words
 CLASSIFIER_INPUT_TEXT = {"bn": "the batch-normalised posterior mean", "raw": "the raw posterior mean (before BN)"}
 # train_classifier.py --metric_for_best_model: which epoch is kept, in words
@@ -221,7 +226,13 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
         vocab_size=config.vocab_size,
         training_data=f"the {data_name} training pool",
         num_validation_sentences=results["num_validation_sentences"],
-        reproduce=reproduce or "`python training/semi_supervised.py` (the whole experiment)",
+        reproduce=reproduce
+        or (
+            f"`python training/semi_supervised.py --dataset {data_name}` (the whole experiment)"
+            if data_name in CLASSIFICATION_DOMAINS
+            else "`python training/train_classifier.py` with the arguments in all_results.json"
+        ),
+        domain=CLASSIFICATION_DOMAINS.get(data_name, "the sentences of its training file"),
         **shown,
     )
 

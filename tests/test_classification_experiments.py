@@ -121,7 +121,14 @@ def test_validation_only_fine_tuning_never_reads_a_test_file(saved, labelled_fil
     written = json.loads((tmp_path / "out" / "all_results.json").read_text())
     made_up = {"test_accuracy": 0.5, "test_f1": 0.5, "test_majority_accuracy": 0.6, "test_majority_label": "good"}
     (tmp_path / "out" / "all_results.json").write_text(json.dumps({**written, **made_up}))
-    assert "the raw posterior mean (before BN)" in hub.build_model_card(tmp_path / "out", "org/c").text
+    card = hub.build_model_card(tmp_path / "out", "org/c").text
+    assert "the raw posterior mean (before BN)" in card
+    assert "trained on the sentences of its training file only" in card  # not one of training/'s data sets
+    (tmp_path / "out" / "all_results.json").write_text(
+        json.dumps({**written, **made_up, "train_file": "training/data/yelp/train.txt"})
+    )
+    card = hub.build_model_card(tmp_path / "out", "org/c").text
+    assert "short English Yelp review sentences" in card and "semi_supervised.py --dataset yelp" in card
     with pytest.raises(SystemExit):
         train_classifier.parse_args([*argv, "--push_to_hub", "--hub_model_id", "org/x"])
     with pytest.raises(SystemExit):  # without --skip_test the test file must exist
