@@ -137,17 +137,20 @@ def test_validation_only_fine_tuning_never_reads_a_test_file(saved, labelled_fil
 
 def test_a_record_of_another_recipe_is_not_mixed_in_and_old_records_name_their_selection(tmp_path):
     record = tmp_path / "runs.json"
-    old = {"method": "ae", "budget": 6, "seed": 1, "test_accuracy": 50.0}  # no recipe, no metric: the loss
+    old = {"method": "ae", "budget": 6, "seed": 1, "test_accuracy": 50.0, "metric_for_best_model": "accuracy"}
     bow = {"method": semi_supervised.BASELINE, "budget": 6, "seed": 1, "test_accuracy": 60.0, "recipe": "C=1.0"}
     record.write_text(json.dumps({"runs": {"ae/6/seed1": old, "bag_of_words/6/seed1": bow}, "wall_seconds": 1.0}))
     args = semi_supervised.parse_args(["--budgets", "6", "--seeds", "1", "--num_workers", "1"])
-    with pytest.raises(ValueError, match="fine-tuned with '--metric_for_best_model loss', this run's recipe is"):
+    assert args.fine_tune_args == semi_supervised.FINE_TUNING_RECIPE == "--metric_for_best_model loss"
+    with pytest.raises(ValueError, match="fine-tuned with '--metric_for_best_model accuracy', this run's recipe is"):
         semi_supervised.fine_tune_all(args, tmp_path, record)
     assert json.loads(record.read_text())["runs"]["ae/6/seed1"] == old  # untouched
     # the same recipe resumes (the bag-of-words row has none of its own and is never in the way)
     args = semi_supervised.parse_args([*("--budgets", "6", "--seeds", "1", "--num_workers", "1"),
-                                       "--fine_tune_args", "--metric_for_best_model loss"])  # fmt: skip
+                                       "--fine_tune_args", "--metric_for_best_model accuracy"])  # fmt: skip
     assert semi_supervised.read_record(args, record)["runs"]["ae/6/seed1"] == old
+    # a run recorded before the selection was recorded was selected by the loss
+    assert semi_supervised.recipe_of({"method": "ae"}) == "--metric_for_best_model loss"
     with pytest.raises(SystemExit):
         semi_supervised.parse_args(["--fine_tune_args", "--no_such_flag 3"])
 
@@ -204,3 +207,21 @@ def test_the_recipe_comparison_scores_on_held_out_pool_sentences_and_resumes(
     assert classification_recipes.main(argv) == summary
     with pytest.raises(FileNotFoundError, match="--pretrain_only first"):
         classification_recipes.main([*argv, "--methods", "ae"])
+
+
+def test_paired_differences_are_taken_seed_by_seed_with_a_t_interval():
+    def run(method, seed, accuracy, budget=100):
+        return {"method": method, "seed": seed, "budget": budget, "test_accuracy": accuracy}
+
+    runs = {
+        "a1": run("bnvae_0.7", 1, 80.0), "b1": run("vae", 1, 70.0),
+        "a2": run("bnvae_0.7", 2, 90.0), "b2": run("vae", 2, 82.0),
+        "a3": run("bnvae_0.7", 3, 85.0), "b3": run("vae", 3, 76.0),
+        "a4": run("bnvae_0.7", 4, 99.0),  # no VAE run at seed 4: not paired
+        "c1": run("vae", 1, 10.0, budget=500),  # another budget
+    }  # fmt: skip
+    d = semi_supervised.paired_difference(runs, "bnvae_0.7", "vae", 100)
+    # differences 10, 8, 9: mean 9, sd 1, t(0.975, 2) = 4.3027 -> half width 4.3027 / sqrt(3)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(9.0)
+    assert d["ci95"] == pytest.approx([9 - 4.302653 / 3**0.5, 9 + 4.302653 / 3**0.5], abs=1e-5)
+    assert semi_supervised.paired_difference(runs, "bnvae_0.7", "vae", 500) is None  # one side only

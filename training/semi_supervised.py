@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import shlex
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -86,6 +87,7 @@ PRETRAINED = [
 ]
 METHODS = ["scratch", "ae", "vae", "ae_free_bits", "bnvae_0.7"]  # the fine-tuned rows, as in the paper
 BASELINE = "bag_of_words"  # the calibration row, on the same label draws
+PAIRED_WITH = "bnvae_0.7"  # the method every other row is compared with, seed by seed
 LABELS = {
     "scratch": "no pretraining",
     "ae": "AE",
@@ -360,6 +362,23 @@ def majority_class(labelled_file):
     return {"label": label, "accuracy": 100 * accuracy}
 
 
+def paired_difference(runs, method, other, budget):
+    """{"mean", "ci95", "n"}: test accuracy of `method` minus `other` (points) over the seeds both ran at
+    `budget` (the same label draw: a paired comparison), with the 95% t interval; None under 2 seeds."""
+    by_seed = {}
+    for r in runs.values():
+        if r["budget"] == budget and r["method"] in (method, other):
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r["test_accuracy"]
+    differences = [v[method] - v[other] for v in by_seed.values() if len(v) == 2]
+    if len(differences) < 2:
+        return None
+    from scipy.stats import t  # scikit-learn's dependency, installed with the classification extra
+
+    mean, error = statistics.mean(differences), statistics.stdev(differences) / len(differences) ** 0.5
+    half = t.ppf(0.975, len(differences) - 1) * error
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(differences)}
+
+
 def cell_text(summary, paper=None):
     cell = f"{summary['mean']:.1f} ± {summary['std']:.1f} ({len(summary['runs'])})" if summary else "-"
     return cell + (f" [paper {paper:.1f}]" if paper is not None else "")
@@ -371,6 +390,7 @@ def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
     models were trained on another machine (their metrics.json are not here)."""
     output = Path(args.output_dir)
     budgets = args.budgets
+    runs = {key: r for key, r in runs.items() if r["seed"] in args.seeds}  # the record may hold more seeds
     methods = {}
     for method in (*METHODS, BASELINE):
         for budget in budgets:
@@ -378,9 +398,15 @@ def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
             if values:
                 methods.setdefault(method, {})[str(budget)] = mean_std(values)
     majority = majority_class(args.test_file)
+    paired = {
+        f"{PAIRED_WITH} - {other}": {str(b): paired_difference(runs, PAIRED_WITH, other, b) for b in budgets}
+        for other in (*METHODS, BASELINE)
+        if other != PAIRED_WITH
+    }
     report = {
         "budgets": budgets,
         "methods": methods,
+        "paired": paired,
         "majority_class": majority,
         "recipe": args.fine_tune_args,
         "command": f"python training/semi_supervised.py --dataset {args.dataset}",
@@ -404,7 +430,19 @@ def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
         " of train_classifier.py; bag-of-words: word 1-2-grams, logistic regression with C chosen on the validation"
         " set, on the same label draws. Always answering the test set's most frequent label"
         f" ({majority['label']}) scores {majority['accuracy']:.1f}%: the floor every row must clear.",
+        "",
+        f"{LABELS[PAIRED_WITH]} minus each row, paired by seed (the same label draw): mean difference in points"
+        " [95% t interval] (seeds)",
+        "",
+        f"| minus | {header} |",
+        "|---|" + "---|" * len(budgets),
     ]
+    for name, per_budget in paired.items():
+        cells = [
+            f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] ({d['n']})" if d else "-"
+            for d in per_budget.values()
+        ]
+        lines.append(f"| {LABELS[name.split(' - ')[1]]} | {' | '.join(cells)} |")
     write_atomically(output / f"classification{args.suffix}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
