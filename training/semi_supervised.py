@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 class Dataset:
     """What differs between the two classification data sets: where the files are, the model sizes, the
     pretraining epochs (what fits the CPU budget), the label budgets and their seed caps, the names of the
-    output files (classification<suffix>.json), and the paper's figure for each budget."""
+    output files (classification<suffix>.json), and the command that makes the data files."""
 
     folder: Path
     preset: str
@@ -214,9 +214,9 @@ def pretrain(args):
     return models
 
 
-def fine_tune(args, checkpoint, method, budget, seed, recipe=None, skip_test=False):
+def fine_tune(args, checkpoint, method, budget, seed, recipe=None):
     """One classifier of the table, trained in a temporary folder: {"valid_accuracy", "test_accuracy"
-    (percent; None with skip_test), "recipe", "best_epoch", "epochs", "seconds"}. `recipe` (default:
+    (percent), "recipe", "best_epoch", "epochs", "seconds"}. `recipe` (default:
     --fine_tune_args) is the train_classifier.py flags; the bag-of-words row ignores it."""
     recipe = args.fine_tune_args if recipe is None else recipe
     tick = time.perf_counter()
@@ -243,12 +243,10 @@ def fine_tune(args, checkpoint, method, budget, seed, recipe=None, skip_test=Fal
             argv += ["--max_train_samples", str(budget)]
         if method == "scratch":
             argv.append("--from_scratch")
-        if skip_test:
-            argv.append("--skip_test")
         _, results = train_classifier.main(argv)
     return {
         "valid_accuracy": 100 * results["eval_accuracy"],
-        "test_accuracy": None if skip_test else 100 * results["test_accuracy"],
+        "test_accuracy": 100 * results["test_accuracy"],
         "recipe": recipe,
         "best_epoch": results["best_epoch"] + 1,
         "epochs": len(results["history"]),
