@@ -225,7 +225,15 @@ def gather_sentences(per_sentence, accelerator):
 
 @torch.no_grad()
 def evaluate_language_model(
-    model, batches, accelerator=None, iw_samples=0, seed=0, iw_max_tokens=None, compile=False, mi_samples=1
+    model,
+    batches,
+    accelerator=None,
+    iw_samples=0,
+    seed=0,
+    iw_max_tokens=None,
+    compile=False,
+    mi_samples=1,
+    per_sentence=False,
 ):
     """Dataset-level metrics of a BN-VAE (or the LSTM LM baseline) on `batches`.
 
@@ -235,6 +243,8 @@ def evaluate_language_model(
     bound), au, mi, aggregate_kl, num_sentences, num_tokens; with iw_samples > 0 also nll and ppl.
     compile=True uses `compiled_output_layer_nll` for the importance-weighted NLL (same numbers).
     mi_samples: posterior draws per sentence in the MI estimate (1: He et al.'s estimator).
+    per_sentence=True adds "per_sentence": {"index": sentence indices, "nelbo", and with iw_samples > 0 "nll"}
+    (lists in index order, nats per sentence), for paired comparisons of models on the same sentences.
     """
     was_training = model.training
     model.eval()
@@ -275,32 +285,36 @@ def evaluate_language_model(
         for key, value in values.items():
             collected.setdefault(key, []).append(value)
     model.train(was_training)
-    per_sentence = gather_sentences({key: torch.cat(value) for key, value in collected.items()}, accelerator)
+    gathered = gather_sentences({key: torch.cat(value) for key, value in collected.items()}, accelerator)
 
-    sentences, tokens = len(per_sentence["index"]), int(per_sentence["num_tokens"].sum())
-    kl = per_sentence.get("kl", torch.zeros(sentences, dtype=torch.double))
-    nelbo = per_sentence["reconstruction"] + kl
+    sentences, tokens = len(gathered["index"]), int(gathered["num_tokens"].sum())
+    kl = gathered.get("kl", torch.zeros(sentences, dtype=torch.double))
+    nelbo = gathered["reconstruction"] + kl
     metrics = {
         "num_sentences": sentences,
         "num_tokens": tokens,
         "nelbo": float(nelbo.mean()),
-        "reconstruction": float(per_sentence["reconstruction"].mean()),
+        "reconstruction": float(gathered["reconstruction"].mean()),
         "kl": float(kl.mean()),
         "ppl_elbo": perplexity(float(nelbo.sum()), tokens),
         "au": 0,
         "mi": 0.0,
         "aggregate_kl": 0.0,
     }
-    if "mu" in per_sentence:
-        metrics["au"] = active_units(per_sentence["mu"])[0]
+    if "mu" in gathered:
+        metrics["au"] = active_units(gathered["mu"])[0]
         metrics["mi"], metrics["aggregate_kl"] = mutual_information(
-            per_sentence["mu"], per_sentence["logvar"], torch.Generator().manual_seed(seed + 2), mi_samples
+            gathered["mu"], gathered["logvar"], torch.Generator().manual_seed(seed + 2), mi_samples
         )
-    if "log_likelihood" in per_sentence:
-        nll = -per_sentence["log_likelihood"]
+    if "log_likelihood" in gathered:
+        nll = -gathered["log_likelihood"]
         metrics["nll"] = float(nll.mean())
         metrics["ppl"] = perplexity(float(nll.sum()), tokens)
         metrics["iw_samples"] = iw_samples
+    if per_sentence:
+        metrics["per_sentence"] = {"index": gathered["index"].tolist(), "nelbo": nelbo.tolist()}
+        if "log_likelihood" in gathered:
+            metrics["per_sentence"]["nll"] = (-gathered["log_likelihood"]).tolist()
     return metrics
 
 

@@ -221,3 +221,14 @@ def test_sentences_repeated_across_processes_are_counted_once(trained, tokenizer
     once = evaluate_language_model(trained, batches_of(tokenizer, corpus, 3))
     repeated = [*batches_of(tokenizer, corpus, 3), next(batches_of(tokenizer, corpus, 3))]
     assert evaluate_language_model(trained, repeated) == once
+
+
+def test_per_sentence_figures_average_to_the_dataset_figures_in_index_order(trained, tokenizer, corpus):
+    texts = corpus * 2
+    shuffled = [*batches_of(tokenizer, texts, 4)][::-1]  # batches in reverse: the result is still in index order
+    metrics = evaluate_language_model(trained, shuffled, iw_samples=6, per_sentence=True)
+    per_sentence = metrics["per_sentence"]
+    assert per_sentence["index"] == list(range(len(texts)))
+    assert sum(per_sentence["nll"]) / len(texts) == pytest.approx(metrics["nll"])
+    assert sum(per_sentence["nelbo"]) / len(texts) == pytest.approx(metrics["nelbo"])
+    assert "per_sentence" not in evaluate_language_model(trained, batches_of(tokenizer, texts, 4))

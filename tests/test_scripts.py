@@ -1,4 +1,5 @@
-"""training/evaluate_model.py and training/generate.py on a tiny checkpoint; converged.py's plan and summary."""
+"""training/evaluate_model.py and training/generate.py on a tiny checkpoint; converged.py's plan, schedule,
+evaluation and paired differences."""
 
 import json
 
@@ -82,10 +83,91 @@ def test_converged_summary_is_mean_and_sample_std_over_seeds():
     assert converged.summarise(runs[:1])["nll"]["std"] == 0.0  # one seed: no spread claimed
 
 
-def test_converged_trains_the_autoencoder_with_the_first_seed_only():
+def test_converged_plans_the_comparison_seed_by_seed_then_the_trade_off_with_the_first_seed():
     args = converged.parse_args(["--seeds", "7", "8"])
     planned = [(seed, method) for seed, method, _ in converged.runs(args)]
-    assert planned == [(7, "lm"), (7, "vae"), (7, "bnvae_0.6"), (7, "ae"), (8, "lm"), (8, "vae"), (8, "bnvae_0.6")]
+    comparison = [(s, m) for s in (7, 8) for m in ("lm", "vae", "bnvae_0.6")]
+    trade_off = [(7, m) for m in ("ae", "bnvae_0.3", "bnvae_0.9", "bnvae_1.2", "bnvae_1.5")]
+    assert planned == comparison + trade_off
+    args = converged.parse_args(["--seeds", "7", "--methods", "lm", "bnvae_1.5"])
+    assert [(s, m) for s, m, _ in converged.runs(args)] == [(7, "lm"), (7, "bnvae_1.5")]
+
+
+def test_converged_trains_every_model_with_one_schedule():
+    """The LM gets the VAE rule too: no method-specific plateau defaults reach train.py."""
+    args = converged.parse_args([])
+    flags = converged.schedule_flags(args)
+    assert flags == [
+        *("--plateau_start_epoch", "15", "--plateau_patience", "5"),
+        *("--plateau_factor", "0.5", "--plateau_max_decays", "5"),
+    ]
+    assert (args.num_train_epochs, args.kl_warmup_epochs, args.iw_test_sentences) == (100, 10.0, 1000)
+
+
+def test_paired_nll_difference_and_its_t_interval():
+    from scipy.stats import t
+
+    base = [100.0, 110.0, 90.0, 105.0]
+    results = {
+        "lm": {1: {"nll_per_sentence": base}, 2: {"nll_per_sentence": base}},
+        "bnvae_0.6": {
+            1: {"nll_per_sentence": [b + 1.0 for b in base]},
+            2: {"nll_per_sentence": [b + d for b, d in zip(base, (0, 2, 1, 3))]},
+        },
+    }
+    paired = converged.paired_nll(results, "bnvae_0.6", "lm")
+    differences = [0.5, 1.5, 1.0, 2.0]  # seed-averaged per sentence
+    mean, sd = 1.25, (sum((d - 1.25) ** 2 for d in differences) / 3) ** 0.5
+    half = t.ppf(0.975, 3) * sd / 2
+    assert paired["mean"] == pytest.approx(mean) and paired["n"] == 4
+    assert paired["ci95"] == pytest.approx([mean - half, mean + half])
+    assert paired["per_seed"] == pytest.approx([1.0, 1.5]) and paired["seeds"] == [1, 2]
+    assert converged.paired_nll(results, "vae", "lm") is None  # no shared seed: nothing claimed
+
+
+def test_converged_evaluation_keeps_per_sentence_nll_examples_and_refuses_other_schedules(
+    train_run, tmp_path, corpus, sentences_file, monkeypatch
+):
+    import dataclasses
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text(sentences_file.read_text())
+    tiny = dataclasses.replace(converged.CORPORA["sentences"], folder=data, max_train_samples=30000)
+    monkeypatch.setitem(converged.CORPORA, "sentences", tiny)  # 30,000: the tiny run's (its preset's)
+    schedule = ["--plateau_start_epoch", "15", "--plateau_patience", "5", "--plateau_factor", "0.5"]
+    train_run("--method", "bnvae", "--gamma", "0.6", "--kl_warmup_epochs", "10", *schedule, "--plateau_max_decays", "5",
+              "--train_file", str(data / "train.txt"))  # fmt: skip
+    folder = tmp_path / "run"
+    args = converged.parse_args(["--num_train_epochs", "1", "--iw_samples", "4", "--iw_test_sentences", "12"])
+    texts = corpus * 4
+    sample = converged.iw_sample(args, len(texts))
+    record = tmp_path / "record.json"
+    metrics = converged.evaluate_run(folder, record, texts, sample, args)
+    assert len(metrics["nll_per_sentence"]) == 12
+    assert sum(metrics["nll_per_sentence"]) / 12 == pytest.approx(metrics["nll"], abs=1e-3)
+    assert [e["input"] for e in metrics["examples"]] == [texts[i] for i in sample[:5]]
+    assert all(len(p["path"]) == 5 for p in metrics["interpolations"]) and len(metrics["interpolations"]) == 2
+    assert 0 <= metrics["bleu_beam5"] <= 100 and metrics["kl_bound"] == pytest.approx(8 * 0.6**2 / 2)
+    assert converged.evaluate_run(folder, record, texts, sample, args) == metrics  # the record is reused
+    args.sample_seed = 1
+    with pytest.raises(ValueError, match="another test sample"):
+        converged.evaluate_run(folder, record, texts, sample, args)
+    args.plateau_patience = 2
+    with pytest.raises(ValueError, match=r"another schedule: plateau_patience 5 \(here 2\)"):
+        converged.evaluate_run(folder, tmp_path / "other.json", texts, sample, args)
+    monkeypatch.setitem(converged.CORPORA, "sentences", dataclasses.replace(tiny, folder=tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="make it with python training/prepare_brown.py"):
+        converged.evaluate_run(folder, tmp_path / "other.json", texts, sample, args)
+
+
+def test_converged_documents_corpus_defaults():
+    args = converged.parse_args(["--corpus", "documents"])
+    assert (args.seeds, args.methods, args.max_train_samples) == ([42], ["lm", "vae", "bnvae_0.6"], 5000)
+    assert converged.record_path(args, "lm", 42).parent.name == "long_documents_runs"
+    with pytest.raises(SystemExit):  # the gamma sweep is on sentences only
+        converged.parse_args(["--corpus", "documents", "--methods", "bnvae_1.5"])
 
 
 def test_rotten_tomatoes_preparation_drops_plots_and_duplicates_and_splits_by_seed(tmp_path):
@@ -193,3 +275,39 @@ def test_a_reproduce_part_evaluates_its_runs_and_writes_no_table(tmp_path, capsy
     results = reproduce.main(["--output_dir", str(tmp_path), "--only", "vae"])
     assert results["vae"]["nll"] == 98.7 and "NLL 98.70" in capsys.readouterr().out
     assert not any((tmp_path / name).exists() for name in ("results.json", "results.md", "kl_mi_curves.png"))
+
+
+def test_converged_results_files_have_the_protocol_the_paired_differences_and_the_sweep(tmp_path):
+    args = converged.parse_args(["--seeds", "1", "2", "--output_dir", str(tmp_path)])
+    sentences = [100.0, 90.0, 80.0]
+
+    def run(shift, kl, seed):
+        nll = [x + shift + 0.1 * seed * i for i, x in enumerate(sentences)]
+        return {
+            "nll": sum(nll) / 3, "nll_per_sentence": nll, "kl": kl, "bleu": 1.0 + kl, "bleu_beam5": 2.0 + kl,
+            "train_seconds": 1.0, "eval_seconds": 1.0, "kl_bound": kl / 2,
+            "examples": [{"input": "a b", "greedy": "a", "beam5": "a b"}],
+            "interpolations": [{"from": "a", "to": "b", "path": ["a", "b"]}],
+        }  # fmt: skip
+
+    results = {"lm": {1: run(0, 0, 1), 2: run(0, 0, 2)}, "vae": {1: run(0.5, 0.1, 1), 2: run(0.5, 0.1, 2)}}
+    results["bnvae_0.6"] = {1: run(1.0, 6.0, 1), 2: run(1.0, 6.0, 2)}
+    results["bnvae_1.5"] = {1: run(3.0, 40.0, 1)}
+    converged.write_results(results, args, tmp_path)
+    report = json.loads((tmp_path / "converged.json").read_text())
+    assert report["protocol"]["same_schedule_for_all"] and report["protocol"]["iw_test_sentences"] == 1000
+    assert (
+        report["methods"]["lm"]["nll"]["runs"] == pytest.approx([90.1, 90.2]) and "bnvae_1.5" not in report["methods"]
+    )
+    assert report["paired"]["bnvae_0.6-lm"]["mean"] == pytest.approx(1.0)
+    assert report["paired"]["vae-lm"]["ci95"] == pytest.approx([0.5, 0.5])  # the same shift on every sentence
+    assert (
+        "| BN-VAE (0.6) - LSTM-LM | +1.00 [+1.00, +1.00] (3 sentences) | +1.00, +1.00 |"
+        in (tmp_path / "converged.md").read_text()
+    )
+    converged.write_sweep(results, args, tmp_path)
+    sweep = json.loads((tmp_path / "gamma_sweep.json").read_text())
+    assert list(sweep["methods"]) == ["vae", "bnvae_0.6", "bnvae_1.5"]  # by gamma, the ends outside
+    assert sweep["methods"]["bnvae_1.5"]["kl_bound"] == 20.0 and sweep["protocol"]["corpus"] == "sentences"
+    assert (tmp_path / "gamma_sweep.png").stat().st_size > 0
+    assert "### BN-VAE (1.5)" in (tmp_path / "gamma_sweep.md").read_text()

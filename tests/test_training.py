@@ -604,6 +604,34 @@ def test_prepare_brown_keeps_each_test_sentence_genre(tmp_path):
     assert sorted(kept) == sorted(genre_of)
 
 
+def test_prepare_brown_documents_are_windows_of_whole_sentences_and_samples_stay_in_one_split(tmp_path):
+    import prepare_brown
+
+    source = tmp_path / "package"
+    source.mkdir()
+    sentence = " ".join(["w/nn"] * 9) + " ./."  # 10 words
+    for name in ("ca01", "cb02", "cc03", "cd04", "ce05"):
+        marked = [sentence.replace("w/nn", f"{name}s{i}/nn", 1) for i in range(17)]  # 170 words, in order
+        (source / name).write_text("\n\n".join(marked) + "\n")
+    out = tmp_path / "docs"
+    argv = ["--source_dir", str(source), "--output_dir", str(out), "--documents", "--document_words", "40"]
+    prepare_brown.main([*argv, "--valid_samples", "1", "--test_samples", "1"])
+    record = json.loads((out / "samples.json").read_text())["splits"]
+    assert [len(record[s]["samples"]) for s in ("test", "valid", "train")] == [1, 1, 3]
+    for split in ("test", "valid", "train"):
+        documents = (out / f"{split}.txt").read_text().splitlines()
+        # 17 sentences of 10 words: 4 windows of 40 words, the 10-word tail (< 20) dropped
+        assert len(documents) == 4 * len(record[split]["samples"]) == record[split]["documents"]
+        assert all(len(d.split()) == 40 for d in documents)
+        assert record[split]["short_tails_dropped"] == len(record[split]["samples"])
+        samples = {w[:4] for d in documents for w in d.split() if len(w) > 4}  # the marked words name their file
+        assert samples == set(record[split]["samples"])
+        first = documents[0].split()
+        assert first[0].endswith("s0") and first[10].endswith("s1")  # sentences in corpus order
+    with pytest.raises(SystemExit):
+        prepare_brown.parse_args(["--documents", "--document_words", "0"])
+
+
 def test_tracking_to_tensorboard_without_tensorboard_is_refused(monkeypatch):
     real = train.importlib.util.find_spec
     monkeypatch.setattr(train.importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real(name))

@@ -1,25 +1,41 @@
-"""Is BN-VAE's NLL at or below the LSTM LM's once both have converged? LM, VAE and BN-VAE (0.6) on Brown,
-trained with the official recipe until the plateau rule stops them or an epoch cap, over several seeds
-(and an autoencoder with the first seed, to compare how much the decoders use z).
+"""Is BN-VAE's NLL at or below the LSTM LM's when every model trains with the same schedule until it
+converges, and what does gamma trade? LM, VAE and BN-VAE (0.6) on Brown sentences over several seeds
+(the comparison); the autoencoder and BN-VAE with gamma 0.3, 0.9, 1.2 and 1.5 with the first seed (the
+gamma sweep, beside that seed's VAE and BN-VAE (0.6)); and LM, VAE and BN-VAE (0.6) on ~80-word Brown
+documents (--corpus documents; `python training/prepare_brown.py --documents` makes them).
 
-    python training/converged.py                 # trains what is missing (resumes), evaluates, writes results
-    python training/converged.py --train_only    # the training part only (run it in parts: it resumes)
-    python training/converged.py --evaluate_only # evaluate the finished runs, write the results so far
+    python training/converged.py                               # trains what is missing (resumes), evaluates, writes
+    python training/converged.py --train_only --num_workers 2  # the training part, two runs side by side
+    python training/converged.py --evaluate_only               # evaluate the finished runs, write the results so far
+    python training/converged.py --methods lm vae bnvae_0.6    # the comparison alone
+    python training/converged.py --corpus documents            # the long documents
 
-Budget (chosen so that the 9 runs of 3 seeds take about 3 hours of 2 CPU cores, in parts): the first
-10,000 Brown training sentences, at most 30 epochs, KL warm-up over 10 epochs and the plateau rule
-(from epoch 15, patience 5; the LM's from epoch 0, patience 2; stop at the 5th decay), SGD lr 1.0,
-all 3,000 validation sentences each epoch. Each run checkpoints every epoch and resumes from its last
-checkpoint; a run with a metrics.json is done. Test: -ELBO, KL, MI and AU on all 3,000 test sentences;
-the importance-weighted NLL (K = 500) on a seeded random sample of 200 test sentences, the same for
-every model. Writes training/reproduction/converged.json, converged.md and converged_curves.png, and
-each run's record (validation history and test metrics) in training/reproduction/converged_runs/.
+One schedule for every model, the LM included (`SCHEDULE`, each value a flag): SGD lr 1.0, the official
+VAE rule (the plateau rule from epoch 15 with patience 5: lr x0.5 and back to the best model after 5
+epochs without a better validation loss, stop at the 5th decay), at most 100 epochs, the KL warm-up over
+10 epochs (nothing to warm up for the LM and the autoencoder), at the ptb sizes with a 10,000-word
+vocabulary (train.py's brown preset), on the first 10,000 training sentences (5,000 documents) with the
+whole validation split each epoch. Every run checkpoints each epoch and resumes from its last
+checkpoint; a run with a metrics.json is done; a finished run of another schedule or data is refused at
+evaluation.
+
+Test: -ELBO, KL, MI (10 posterior draws per sentence) and AU on the whole test split; the
+importance-weighted NLL (K = 500), the z usage, and reconstruction BLEU (greedy and beam 5) on a seeded
+random sample of 1,000 test sentences (documents), the same for every model. Each run's record keeps
+the per-sentence NLLs, so models are compared sentence by sentence: the mean paired difference (nats
+per sentence) with its 95% t interval over the sentences. Writes, in training/reproduction/,
+converged.{json,md}, converged_curves.png and gamma_sweep.{json,md,png} (sentences), or
+long_documents.{json,md} and long_documents_curves.png (documents), and each run's record (validation
+history, test metrics, examples) in converged_runs/ or long_documents_runs/.
 """
 
 import argparse
 import json
 import random
+import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import sacrebleu
@@ -33,28 +49,82 @@ from hf_bnvae.saving import write_atomically
 
 HERE = Path(__file__).resolve().parent
 METHODS = {"lm": ["--method", "lm"], "vae": ["--method", "vae"], "bnvae_0.6": ["--method", "bnvae", "--gamma", "0.6"]}
-# trained with the first seed only, for the "how much is z used" comparison (an AE uses z most)
-FIRST_SEED_ONLY = {"ae": ["--method", "ae"]}
-LABELS = {"lm": "LSTM-LM", "vae": "VAE", "bnvae_0.6": "BN-VAE (0.6)", "ae": "autoencoder"}
+SWEEP_GAMMAS = (0.3, 0.9, 1.2, 1.5)
+# trained with the first seed only: the gamma sweep (the autoencoder marks the end where KL is free)
+FIRST_SEED_ONLY = {
+    "ae": ["--method", "ae"],
+    **{f"bnvae_{g}": ["--method", "bnvae", "--gamma", str(g)] for g in SWEEP_GAMMAS},
+}
+LABELS = {
+    "lm": "LSTM-LM",
+    "vae": "VAE",
+    "ae": "autoencoder",
+    **{f"bnvae_{g}": f"BN-VAE ({g})" for g in (0.6, *SWEEP_GAMMAS)},
+}
+PAIRED = [("bnvae_0.6", "lm"), ("vae", "lm"), ("bnvae_0.6", "vae")]  # (model, minus model), sentence by sentence
+SWEEP_ORDER = ["vae", *sorted((f"bnvae_{g}" for g in (0.6, *SWEEP_GAMMAS)), key=lambda m: float(m[6:])), "ae"]
+# The schedule every model trains with: train.py's flags (the official VAE rule, PlateauRule's defaults).
+SCHEDULE = {
+    "num_train_epochs": 100,
+    "kl_warmup_epochs": 10.0,
+    "plateau_start_epoch": 15,
+    "plateau_patience": 5,
+    "plateau_factor": 0.5,
+    "plateau_max_decays": 5,
+}
+NUM_EXAMPLES, INTERPOLATION_STEPS = 5, 5
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What differs between the sentence and the document comparisons: the data folder (train.txt,
+    valid.txt, test.txt) and the command that makes it, the training sentences, the default seeds, the
+    runs, and the output names (<name>.json / .md / _curves.png, <name>_models/, <name>_runs/)."""
+
+    folder: Path
+    prepare: str
+    max_train_samples: int
+    seeds: tuple
+    methods: tuple
+    name: str
+
+
+CORPORA = {
+    "sentences": Corpus(
+        BROWN_DIR, "python training/prepare_brown.py", 10000, (42, 43, 44), (*METHODS, *FIRST_SEED_ONLY), "converged"
+    ),
+    "documents": Corpus(
+        HERE / "data" / "brown_documents", "python training/prepare_brown.py --documents", 5000, (42,),
+        tuple(METHODS), "long_documents",
+    ),
+}  # fmt: skip
 
 
 def runs(args):
-    """(seed, method, train.py flags) of every run, seed by seed."""
+    """(seed, method, train.py flags) of every run --methods selects: the comparison seed by seed, then the
+    sweep's runs with the first seed."""
     for seed in args.seeds:
-        extra = FIRST_SEED_ONLY if seed == args.seeds[0] else {}
-        for method, flags in {**METHODS, **extra}.items():
-            yield seed, method, flags
+        for method, flags in METHODS.items():
+            if method in args.methods:
+                yield seed, method, flags
+    for method, flags in FIRST_SEED_ONLY.items():
+        if method in args.methods:
+            yield args.seeds[0], method, flags
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", choices=list(CORPORA), default="sentences", help="sets the defaults below")
+    corpus = CORPORA[p.parse_known_args(argv)[0].corpus]
     p.add_argument("--output_dir", default=str(HERE / "reproduction"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    p.add_argument("--max_train_samples", type=int, default=10000)
-    p.add_argument("--num_train_epochs", type=int, default=30)
-    p.add_argument("--kl_warmup_epochs", type=float, default=10)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(corpus.seeds))
+    p.add_argument("--methods", nargs="+", choices=list(corpus.methods), default=list(corpus.methods))
+    p.add_argument("--max_train_samples", type=int, default=corpus.max_train_samples)
+    for flag, default in SCHEDULE.items():
+        p.add_argument(f"--{flag}", type=type(default), default=default, help="the schedule of every model")
+    p.add_argument("--num_workers", type=int, default=1, help="training runs side by side, one thread each")
     p.add_argument("--iw_samples", type=int, default=500)
-    p.add_argument("--iw_test_sentences", type=int, default=200)
+    p.add_argument("--iw_test_sentences", type=int, default=1000)
     p.add_argument("--sample_seed", type=int, default=0, help="seed of the random IW test sample")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise (z draws, MI)")
     p.add_argument("--mi_samples", type=int, default=10, help="posterior draws per sentence in the MI estimate")
@@ -62,34 +132,111 @@ def parse_args(argv=None):
     p.add_argument(
         "--evaluate_only", action="store_true", help="evaluate the finished runs and write the results; train nothing"
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.train_only and args.evaluate_only:
+        p.error("--train_only and --evaluate_only exclude each other")
+    for flag in ("num_workers", "iw_test_sentences", "num_train_epochs"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} {getattr(args, flag)}: must be at least 1")
+    if args.iw_test_sentences < 2 * NUM_EXAMPLES:
+        p.error(f"--iw_test_sentences {args.iw_test_sentences}: must be at least {2 * NUM_EXAMPLES} (the examples)")
+    return args
+
+
+def data_file(args, split):
+    """The corpus's train / valid / test file; FileNotFoundError naming the command that makes it."""
+    corpus = CORPORA[args.corpus]
+    path = corpus.folder / f"{split}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: data file not found; make it with {corpus.prepare}")
+    return path
 
 
 def run_dir(args, method, seed):
     """The run's model and checkpoints (not in git)."""
-    return Path(args.output_dir) / "converged_models" / f"{method}_seed{seed}"
+    return Path(args.output_dir) / f"{CORPORA[args.corpus].name}_models" / f"{method}_seed{seed}"
 
 
 def record_path(args, method, seed):
-    """The run's record (in git): its per-epoch validation history and its test metrics."""
-    return Path(args.output_dir) / "converged_runs" / f"{method}_seed{seed}.json"
+    """The run's record (in git): its per-epoch validation history, test metrics and examples."""
+    return Path(args.output_dir) / f"{CORPORA[args.corpus].name}_runs" / f"{method}_seed{seed}.json"
+
+
+def data_flags(args):
+    """train.py's data flags: the corpus's three files."""
+    flags = (("--train_file", "train"), ("--validation_file", "valid"), ("--test_file", "test"))
+    return [x for flag, split in flags for x in (flag, str(data_file(args, split)))]
+
+
+def schedule_flags(args):
+    """train.py's plateau-rule flags of the schedule (the same for every run)."""
+    flags = []
+    for flag in SCHEDULE:
+        if flag not in ("num_train_epochs", "kl_warmup_epochs"):  # run_train_script passes these two
+            flags += [f"--{flag}", str(getattr(args, flag))]
+    return flags
 
 
 def train_missing(args):
-    """Train every (seed, method) run without a metrics.json, seed by seed, resuming from checkpoints."""
-    for seed, method, flags in runs(args):
-        folder = run_dir(args, method, seed)
-        if (folder / "metrics.json").exists():
-            print(f"[skip] {folder.name}: done", flush=True)
-            continue
-        run_train_script(folder, args, seed, flags, resumable=True)
+    """Train every planned run without a metrics.json, --num_workers at a time (one thread each), each
+    resuming from its last checkpoint."""
+    todo = [(s, m, f) for s, m, f in runs(args) if not (run_dir(args, m, s) / "metrics.json").exists()]
+    threads = ["--num_threads", "1"] if args.num_workers > 1 else []
+
+    def train(seed, method, flags):
+        run_train_script(
+            run_dir(args, method, seed), args, seed, [*flags, *data_flags(args), *schedule_flags(args), *threads], True
+        )
+
+    with ThreadPoolExecutor(args.num_workers) as pool:
+        for job in [pool.submit(train, *run) for run in todo]:
+            job.result()
+
+
+def check_schedule(trained, args, folder):
+    """ValueError when a finished run was trained with another schedule than this comparison's."""
+    used = trained["training_args"]
+    differs = [
+        f"{flag} {used.get(flag)} (here {getattr(args, flag)})"
+        for flag in SCHEDULE
+        if used.get(flag) != getattr(args, flag)
+    ]
+    if used.get("max_train_samples") != args.max_train_samples:
+        differs.append(f"max_train_samples {used.get('max_train_samples')} (here {args.max_train_samples})")
+    train_file = data_file(args, "train")
+    if Path(used.get("train_file") or "").resolve() != train_file.resolve():
+        differs.append(f"train_file {used.get('train_file')} (here {train_file})")
+    if differs:
+        raise ValueError(
+            f"{folder} was trained with another schedule: {', '.join(differs)}; train it again or move it aside"
+        )
+
+
+def iw_sample(args, num_test):
+    """The indices of the test sentences the IW-NLL, z usage and BLEU are measured on (sorted, seeded)."""
+    if args.iw_test_sentences > num_test:
+        raise ValueError(f"--iw_test_sentences {args.iw_test_sentences}: the test split has only {num_test}")
+    return sorted(random.Random(args.sample_seed).sample(range(num_test), args.iw_test_sentences))
+
+
+def sample_settings(args):
+    return {"sample_seed": args.sample_seed, "iw_test_sentences": args.iw_test_sentences, "iw_samples": args.iw_samples}
 
 
 @torch.no_grad()
 def evaluate_run(folder, record, test_texts, sample, args):
-    """Test metrics of one trained run, written with its validation history to `record` (reused if there)."""
+    """Test metrics of one trained run, written with its validation history to `record` (reused when it
+    holds the same test sample; refused when it holds another)."""
     if record.exists():
-        return json.loads(record.read_text())["test"]
+        kept = json.loads(record.read_text())
+        if kept.get("sample") != sample_settings(args):
+            raise ValueError(
+                f"{record} was evaluated on another test sample ({kept.get('sample')}, here {sample_settings(args)});"
+                " delete it to evaluate again"
+            )
+        return kept["test"]
+    trained = json.loads((folder / "metrics.json").read_text())
+    check_schedule(trained, args, folder)
     start = time.perf_counter()
     model, tokenizer = load_pretrained(folder)
     test_set = tokenize_texts(tokenizer, test_texts)
@@ -98,18 +245,21 @@ def evaluate_run(folder, record, test_texts, sample, args):
         model, sentence_loader(test_set, tokenizer, 64), seed=args.seed, mi_samples=args.mi_samples
     )
     iw = evaluate_language_model(
-        model, sentence_loader(subset, tokenizer, 16), seed=args.seed, iw_samples=args.iw_samples
+        model,
+        sentence_loader(subset, tokenizer, 16),
+        seed=args.seed,
+        iw_samples=args.iw_samples,
+        compile=True,
+        per_sentence=True,
     )
+    by_sentence = dict(zip(iw["per_sentence"]["index"], iw["per_sentence"]["nll"]))  # test-split indices
     metrics.update(nll=iw["nll"], ppl=iw["ppl"], nelbo_iw_sample=iw["nelbo"], iw_sentences=iw["num_sentences"])
-    texts = [test_texts[i] for i in sample]
+    metrics["nll_per_sentence"] = [round(by_sentence[i], 4) for i in sample]  # in the sample's order
     if model.config.use_latent:
+        metrics.update(kl_bound=model.kl_lower_bound)
         usage = latent_usage(model, sentence_loader(subset, tokenizer, 64), seed=args.seed)
         metrics.update({k: v for k, v in usage.items() if k != "num_sentences"})  # the IW sample's size is iw_sentences
-        reconstructions = model.reconstruct(texts, tokenizer)
-        metrics["bleu"] = sacrebleu.corpus_bleu(reconstructions, [texts], tokenize="none", force=True).score
-        metrics["examples"] = [{"input": t, "reconstruction": r} for t, r in zip(texts[:5], reconstructions[:5])]
-        metrics["prior_samples"] = model.sample_prior(5, tokenizer, generator=torch.Generator().manual_seed(args.seed))
-    trained = json.loads((folder / "metrics.json").read_text())
+        metrics.update(reconstruction_examples(model, tokenizer, [test_texts[i] for i in sample], args.seed))
     metrics.update(
         epochs=len(trained["history"]),
         best_epoch=trained["best_epoch"] + 1,
@@ -118,11 +268,51 @@ def evaluate_run(folder, record, test_texts, sample, args):
         eval_seconds=time.perf_counter() - start,
     )
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(record, json.dumps({"test": metrics, "history": trained["history"]}, indent=2))
+    kept = {"sample": sample_settings(args), "test": metrics, "history": trained["history"]}
+    write_atomically(record, json.dumps(kept, indent=2))
     return metrics
 
 
-FIGURES = ("nll", "ppl", "nelbo", "kl", "mi", "au", "epochs", "z_gap", "token_accuracy", "bleu")
+def reconstruction_examples(model, tokenizer, texts, seed):
+    """Reconstruction BLEU of `texts` (greedy and beam 5, corpus BLEU against the inputs, sacrebleu without
+    re-tokenisation), the first NUM_EXAMPLES reconstructions, two interpolations (texts 0 -> 1 and 2 -> 3,
+    INTERPOLATION_STEPS points, greedy) and NUM_EXAMPLES prior samples."""
+    greedy = model.reconstruct(texts, tokenizer)
+    beam = model.reconstruct(texts, tokenizer, num_beams=5)
+    return {
+        "bleu": sacrebleu.corpus_bleu(greedy, [texts], tokenize="none", force=True).score,
+        "bleu_beam5": sacrebleu.corpus_bleu(beam, [texts], tokenize="none", force=True).score,
+        "examples": [
+            {"input": t, "greedy": g, "beam5": b}
+            for t, g, b in zip(texts[:NUM_EXAMPLES], greedy[:NUM_EXAMPLES], beam[:NUM_EXAMPLES])
+        ],
+        "interpolations": [
+            {
+                "from": texts[a],
+                "to": texts[b],
+                "path": model.interpolate(texts[a], texts[b], tokenizer, INTERPOLATION_STEPS),
+            }
+            for a, b in ((0, 1), (2, 3))
+        ],
+        "prior_samples": model.sample_prior(NUM_EXAMPLES, tokenizer, generator=torch.Generator().manual_seed(seed)),
+    }
+
+
+FIGURES = (
+    "nll",
+    "ppl",
+    "nelbo",
+    "kl",
+    "mi",
+    "au",
+    "epochs",
+    "best_epoch",
+    "decays",
+    "z_gap",
+    "token_accuracy",
+    "bleu",
+    "bleu_beam5",
+)
 
 
 def summarise(runs):
@@ -135,46 +325,179 @@ def summarise(runs):
     return summary
 
 
-def write_results(results, args, output):
-    methods = {m: summarise([results[m][s] for s in sorted(results[m])]) for m in results}
-    for m in methods:
-        methods[m]["seeds"] = sorted(results[m])
-    seconds = sum(r["train_seconds"] + r["eval_seconds"] for per_seed in results.values() for r in per_seed.values())
-    command = "python training/converged.py" + (
-        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [42, 43, 44] else ""
-    )
-    report = {"methods": methods, "command": command, "seconds": seconds, "settings": vars(args)}
-    write_atomically(output / "converged.json", json.dumps(report, indent=2))
+def mean_ci95(values):
+    """{"mean", "ci95", "n"}: the mean of `values` with its 95% t interval (n - 1 degrees of freedom)."""
+    from scipy.stats import t  # installed with the dev and classification extras (scikit-learn's dependency)
 
-    def cell(summary, figure, digits):
-        if figure not in summary:
-            return "-"
-        s = summary[figure]
-        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if len(s["runs"]) > 1 else f"{s['mean']:.{digits}f}"
+    mean = statistics.mean(values)
+    half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(values)}
 
-    lines = [
-        "| model | seeds | NLL | PPL | -ELBO | KL | MI | AU | epochs | z gap | token acc. | BLEU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+
+def paired_nll(results, method, other):
+    """`method` minus `other` on the same test sentences, nats per sentence: {"mean", "ci95", "n"} over the
+    sentences of the seed-averaged NLL differences (mean_ci95), "per_seed": the mean difference of each
+    seed both ran, "seeds"}; None when they share no seed."""
+    seeds = sorted(set(results.get(method, {})) & set(results.get(other, {})))
+    if not seeds:
+        return None
+    differences = [
+        [a - b for a, b in zip(results[method][s]["nll_per_sentence"], results[other][s]["nll_per_sentence"])]
+        for s in seeds
     ]
-    for m, summary in methods.items():
+    averaged = [statistics.mean(d) for d in zip(*differences)]
+    return {**mean_ci95(averaged), "per_seed": [statistics.mean(d) for d in differences], "seeds": seeds}
+
+
+def cell(summary, figure, digits):
+    if figure not in summary:
+        return "-"
+    s = summary[figure]
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if len(s["runs"]) > 1 else f"{s['mean']:.{digits}f}"
+
+
+TABLE = [  # (figure, header, digits)
+    ("nll", "NLL", 2), ("ppl", "PPL", 1), ("nelbo", "-ELBO", 2), ("kl", "KL", 2), ("mi", "MI", 2), ("au", "AU", 1),
+    ("epochs", "epochs", 1), ("decays", "decays", 1), ("z_gap", "z gap", 2), ("token_accuracy", "token acc.", 3),
+    ("bleu", "BLEU greedy", 1), ("bleu_beam5", "BLEU beam 5", 1),
+]  # fmt: skip
+
+
+def table(rows):
+    """Markdown table of {label: summary} rows with the TABLE columns."""
+    lines = [
+        "| model | seeds | " + " | ".join(h for _, h, _ in TABLE) + " |",
+        "|---|---|" + "---|" * len(TABLE),
+    ]
+    for label, summary in rows.items():
         lines.append(
-            f"| {LABELS[m]} | {len(summary['seeds'])} | {cell(summary, 'nll', 2)} | {cell(summary, 'ppl', 1)} | "
-            f"{cell(summary, 'nelbo', 2)} | {cell(summary, 'kl', 2)} | {cell(summary, 'mi', 2)} | {cell(summary, 'au', 1)} | "
-            f"{cell(summary, 'epochs', 1)} | {cell(summary, 'z_gap', 2)} | {cell(summary, 'token_accuracy', 3)} | "
-            f"{cell(summary, 'bleu', 1)} |"
+            f"| {label} | {len(summary['seeds'])} | " + " | ".join(cell(summary, f, d) for f, _, d in TABLE) + " |"
         )
-    write_atomically(output / "converged.md", "\n".join(lines) + "\n")
+    return lines
+
+
+def protocol(args):
+    """What every model of a results file shares (the "protocol" entry of its json)."""
+    return {
+        "same_schedule_for_all": True,
+        "corpus": args.corpus,
+        "train_file": str(data_file(args, "train")),
+        "max_train_samples": args.max_train_samples,
+        **{flag: getattr(args, flag) for flag in SCHEDULE},
+        "iw_samples": args.iw_samples,
+        "iw_test_sentences": args.iw_test_sentences,
+        "sample_seed": args.sample_seed,
+        "mi_samples": args.mi_samples,
+    }
+
+
+def per_model(results, methods):
+    """{method: {figure: mean_std over seeds, "seeds": [...]}} of the methods that have results."""
+    summaries = {}
+    for m in methods:
+        if m in results:
+            summaries[m] = {**summarise([results[m][s] for s in sorted(results[m])]), "seeds": sorted(results[m])}
+    return summaries
+
+
+def command(args):
+    extra = " --corpus documents" if args.corpus == "documents" else ""
+    return f"python training/converged.py{extra}"
+
+
+def write_results(results, args, output):
+    """<name>.json / .md: the comparison (every seed) with the paired NLL differences."""
+    name = CORPORA[args.corpus].name
+    methods = per_model(results, METHODS)
+    paired = {f"{a}-{b}": paired_nll(results, a, b) for a, b in PAIRED}
+    seconds = sum(r["train_seconds"] + r["eval_seconds"] for per_seed in results.values() for r in per_seed.values())
+    report = {
+        "protocol": protocol(args),
+        "methods": methods,
+        "paired": {key: d for key, d in paired.items() if d},
+        "command": command(args),
+        "seconds": seconds,
+        "settings": vars(args),
+    }
+    write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
+    unit = "documents" if args.corpus == "documents" else "sentences"
+    lines = table({LABELS[m]: s for m, s in methods.items()})
+    lines += [
+        "",
+        f"NLL: importance-weighted (K = {args.iw_samples}) on {args.iw_test_sentences} random test {unit}, the same"
+        f" for every model. Paired differences on those {unit} (nats per {unit[:-1]}): the mean over the {unit} of"
+        " the seed-averaged difference [95% t interval], and each seed's mean difference.",
+        "",
+        "| difference | mean [95% CI] | per seed |",
+        "|---|---|---|",
+    ]
+    for (a, b), d in zip(PAIRED, paired.values()):
+        if d:
+            lines.append(
+                f"| {LABELS[a]} - {LABELS[b]} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+                f" ({d['n']} {unit}) | {', '.join(f'{x:+.2f}' for x in d['per_seed'])} |"
+            )
+    write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def plot_curves(args, output):
+def write_sweep(results, args, output):
+    """gamma_sweep.json / .md / .png: the first seed's VAE, BN-VAE at every gamma and the autoencoder, with
+    their reconstructions and interpolations of the same test sentences."""
+    seed = args.seeds[0]
+    rows = {m: results[m][seed] for m in SWEEP_ORDER if seed in results.get(m, {})}
+    if not rows:
+        return
+    methods = per_model({m: {seed: r} for m, r in rows.items()}, rows)
+    for m, r in rows.items():
+        methods[m]["kl_bound"] = r.get("kl_bound", 0.0)
+    report = {"protocol": protocol(args), "seed": seed, "methods": methods, "command": command(args)}
+    write_atomically(output / "gamma_sweep.json", json.dumps(report, indent=2))
+    lines = table({LABELS[m]: s for m, s in methods.items()})
+    lines += ["", f"Seed {seed}; the schedule and test sample of converged.md.", ""]
+    for m, r in rows.items():
+        lines += [f"### {LABELS[m]}", "", "| input | greedy | beam 5 |", "|---|---|---|"]
+        lines += [f"| {e['input']} | {e['greedy']} | {e['beam5']} |" for e in r["examples"]]
+        for path in r["interpolations"]:
+            lines += ["", f"Interpolation: {path['from']} -> {path['to']}", ""]
+            lines += [f"{i}. {text}" for i, text in enumerate(path["path"], 1)]
+        lines.append("")
+    write_atomically(output / "gamma_sweep.md", "\n".join(lines) + "\n")
+    plot_sweep(rows, output / "gamma_sweep.png")
+
+
+def plot_sweep(rows, path):
+    """Test NLL and reconstruction BLEU (greedy, beam 5) against the test KL, one point per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):  # the AE's -ELBO is off the scale
+    kl = [r["kl"] for r in rows.values()]
+    axes[0].plot(kl, [r["nll"] for r in rows.values()], "o-", color="tab:red")
+    axes[1].plot(kl, [r["bleu"] for r in rows.values()], "o-", color="tab:blue", label="greedy")
+    axes[1].plot(kl, [r["bleu_beam5"] for r in rows.values()], "s--", color="tab:green", label="beam 5")
+    for m, r in rows.items():
+        axes[0].annotate(LABELS[m], (r["kl"], r["nll"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        axes[1].annotate(LABELS[m], (r["kl"], r["bleu_beam5"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    axes[0].set(title="test NLL (IW, nats / sentence)", xlabel="test KL (nats / sentence)", xscale="symlog")
+    axes[1].set(title="reconstruction BLEU", xlabel="test KL (nats / sentence)", xscale="symlog")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(args, output):
+    """Validation -ELBO and KL per epoch of the comparison's runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):
         for i, seed in enumerate(args.seeds):
             path = record_path(args, method, seed)
             if not path.exists():
@@ -184,25 +507,23 @@ def plot_curves(args, output):
             label = LABELS[method] if i == 0 else None
             axes[0].plot(epochs, [h["valid_nelbo"] for h in history], color=color, alpha=0.8, label=label)
             axes[1].plot(epochs, [h["valid_kl"] for h in history], color=color, alpha=0.8, label=label)
-    axes[0].set(title="validation -ELBO (nats / sentence)", xlabel="epoch", ylim=(None, None))
+    axes[0].set(title="validation -ELBO (nats / sentence)", xlabel="epoch")
     axes[1].set(title="validation KL (nats / sentence)", xlabel="epoch")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(output / "converged_curves.png", dpi=100)
+    fig.savefig(output / f"{CORPORA[args.corpus].name}_curves.png", dpi=100)
     plt.close(fig)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.train_only and args.evaluate_only:
-        raise SystemExit("--train_only and --evaluate_only exclude each other")
     if not args.evaluate_only:
         train_missing(args)
     if args.train_only:
         return
     output = Path(args.output_dir)
-    test_texts = read_text_file(BROWN_DIR / "test.txt").texts
-    sample = sorted(random.Random(args.sample_seed).sample(range(len(test_texts)), args.iw_test_sentences))
+    test_texts = read_text_file(data_file(args, "test")).texts
+    sample = iw_sample(args, len(test_texts))
     results = {}
     for seed, method, _ in runs(args):
         folder, record = run_dir(args, method, seed), record_path(args, method, seed)
@@ -210,6 +531,8 @@ def main(argv=None):
             print(f"[evaluate] {folder.name}", flush=True)
             results.setdefault(method, {})[seed] = evaluate_run(folder, record, test_texts, sample, args)
     write_results(results, args, output)
+    if args.corpus == "sentences":
+        write_sweep(results, args, output)
     plot_curves(args, output)
 
 
