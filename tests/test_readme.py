@@ -1,5 +1,6 @@
-"""The README and RESULTS.md are true: the usage example runs, CI runs the README's test command, and
-every command they show runs as written, on tiny sizes (long jobs: their arguments parse)."""
+"""The documentation is true: the usage example runs, CI runs the README's test command, every command of
+the README, RESULTS.md, CHANGELOG.md and the pages in docs/ runs as written, on tiny sizes (long jobs: their
+arguments parse), and every relative link and anchor they hold leads somewhere."""
 
 import re
 import shlex
@@ -32,7 +33,6 @@ import train_speed
 
 from hf_bnvae import hub
 
-DOCUMENTS = ("README.md", "RESULTS.md")
 # Appended to every train.py command: tiny sizes and data, a measured IW-NLL (the card needs one).
 TINY_TRAINING = ("--max_train_samples", "16", "--iw_samples", "3", "--max_iw_eval_samples", "4")
 # Too long to run here (the reproduction, the benchmarks, the data preparation): their arguments must parse.
@@ -62,17 +62,74 @@ PARSED_ONLY = {
 }
 
 
+def documents(root):
+    """The README first (its main job writes the model the other documents' commands use), then the other
+    top-level documents and every page in docs/, so a new page is checked without naming it here."""
+    others = sorted(path for path in root.glob("*.md") if path.name != "README.md")
+    return [root / "README.md", *others, *sorted((root / "docs").glob("*.md"))]
+
+
 def documented_commands(root):
     """Every `accelerate launch ...` and `python ...` command in the documents' code blocks and inline code,
     in the order they appear (inline commands may wrap over lines)."""
     commands = []
-    for name in DOCUMENTS:
-        text = (root / name).read_text()
+    for path in documents(root):
+        text = path.read_text()
         for block in re.findall(r"```bash\n(.*?)```", text, re.S):
             commands += [line.strip() for line in block.splitlines() if line.strip()]
         text = re.sub(r"```.*?```", "", text, flags=re.S)
         commands += [" ".join(code.split()) for code in re.findall(r"`((?:accelerate launch|python) [^`]+)`", text)]
     return commands
+
+
+def test_documents_are_found(root):
+    names = {path.relative_to(root).as_posix() for path in documents(root)}
+    pages = {"docs/training.md", "docs/classification.md", "docs/dialogue.md", "docs/evaluation.md"}
+    pages |= {"docs/demo.md", "docs/hub.md", "docs/speed.md"}
+    assert {"README.md", "RESULTS.md", "CHANGELOG.md"} | pages <= names
+
+
+def test_readme_indexes_every_page(root):
+    readme = (root / "README.md").read_text()
+    index = readme[readme.index("## Documentation") :]
+    for path in documents(root)[1:]:
+        assert f"]({path.relative_to(root).as_posix()})" in index, f"the README's index lacks {path.name}"
+
+
+def test_bash_blocks_hold_only_commands(root):
+    """A shell comment in a bash block would reach the command test as arguments: say it in the prose."""
+    for path in documents(root):
+        for block in re.findall(r"```bash\n(.*?)```", path.read_text(), re.S):
+            for line in block.splitlines():
+                assert not re.search(r"(^|\s)#", line), f"{path.name}: a comment in a bash block: {line}"
+
+
+def anchors(text):
+    """GitHub's anchors for a document's headings: lower case, punctuation dropped, spaces to hyphens,
+    -1, -2, ... after a repeated one."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    seen, found = {}, set()
+    for heading in re.findall(r"^#+ (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return found
+
+
+def test_links_lead_somewhere(root):
+    """Every relative link and image of every document names a file that exists and, after #, one of its
+    headings (pages moved between folders keep their links right)."""
+    for path in documents(root):
+        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+        text = re.sub(r"`[^`]*`", "", text)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            assert linked.exists(), f"{path.name}: a link to a missing file: {target}"
+            if anchor:
+                assert anchor in anchors(linked.read_text()), f"{path.name}: a link to a missing heading: {target}"
 
 
 def test_usage_example_runs(saved, root, capsys):
