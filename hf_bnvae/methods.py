@@ -164,7 +164,7 @@ def resolve_method(name, **values):
 
 
 def recipe_of_config(config):
-    """The method a saved config was most likely trained with, for a model whose metrics.json is missing.
+    """The method a saved config was most likely trained with, for a model without results (all_results.json).
     The config cannot tell the autoencoder (or beta-VAE, cyclical) from the VAE: they share it."""
     if not config.use_latent:
         return resolve_method("lm")

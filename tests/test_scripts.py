@@ -22,7 +22,7 @@ def test_evaluate_script_writes_json_and_table(saved, sentences_file, capsys):
             "4",
         ]
     )
-    written = json.loads((saved / "eval_results.json").read_text())
+    written = json.loads((saved / "all_results.json").read_text())["evaluation"]
     assert written["num_sentences"] == 12 and written["iw_samples"] == 4 and written["nll"] == metrics["nll"]
     printed = capsys.readouterr().out
     assert "| NLL (IW) |" in printed and "| AU |" in printed
@@ -269,9 +269,9 @@ def test_a_reproduce_part_evaluates_its_runs_and_writes_no_table(tmp_path, capsy
         "best_epoch": 0,
         "history": history,
     }
-    (folder / "metrics.json").write_text(json.dumps(trained))
     tested = {"nll": 98.7, "ppl": 147.8, "nelbo": 108.9, "kl": 0.05, "mi": -0.13, "au": 0}
-    (folder / "test_metrics.json").write_text(json.dumps(tested))
+    tested.update(protocol="reproduce.py", iw_sentences=200)  # reproduce.py's cached evaluation
+    (folder / "all_results.json").write_text(json.dumps({"task": "language-modeling", **trained, "evaluation": tested}))
     results = reproduce.main(["--output_dir", str(tmp_path), "--only", "vae"])
     assert results["vae"]["nll"] == 98.7 and "NLL 98.70" in capsys.readouterr().out
     assert not any((tmp_path / name).exists() for name in ("results.json", "results.md", "kl_mi_curves.png"))

@@ -16,7 +16,7 @@ epochs without a better validation loss, stop at the 5th decay), at most 100 epo
 10 epochs (nothing to warm up for the LM and the autoencoder), at the ptb sizes with a 10,000-word
 vocabulary (train.py's brown preset), on the first 10,000 training sentences (5,000 documents) with the
 whole validation split each epoch. Every run checkpoints each epoch and resumes from its last
-checkpoint; a run with a metrics.json is done; a finished run of another schedule or data is refused at
+checkpoint; a run with results (all_results.json) is done; a finished run of another schedule or data is refused at
 evaluation.
 
 Test: -ELBO, KL, MI (10 posterior draws per sentence) and AU on the whole test split; the
@@ -45,7 +45,7 @@ from reproduce import mean_std, run_train_script  # training/ is on the path whe
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
-from hf_bnvae.saving import write_atomically
+from hf_bnvae.saving import read_results, write_atomically
 
 HERE = Path(__file__).resolve().parent
 METHODS = {"lm": ["--method", "lm"], "vae": ["--method", "vae"], "bnvae_0.6": ["--method", "bnvae", "--gamma", "0.6"]}
@@ -178,9 +178,9 @@ def schedule_flags(args):
 
 
 def train_missing(args):
-    """Train every planned run without a metrics.json, --num_workers at a time (one thread each), each
+    """Train every planned run without results, --num_workers at a time (one thread each), each
     resuming from its last checkpoint."""
-    todo = [(s, m, f) for s, m, f in runs(args) if not (run_dir(args, m, s) / "metrics.json").exists()]
+    todo = [(s, m, f) for s, m, f in runs(args) if read_results(run_dir(args, m, s)) is None]
     threads = ["--num_threads", "1"] if args.num_workers > 1 else []
 
     def train(seed, method, flags):
@@ -235,7 +235,7 @@ def evaluate_run(folder, record, test_texts, sample, args):
                 " delete it to evaluate again"
             )
         return kept["test"]
-    trained = json.loads((folder / "metrics.json").read_text())
+    trained = read_results(folder)
     check_schedule(trained, args, folder)
     start = time.perf_counter()
     model, tokenizer = load_pretrained(folder)
@@ -527,7 +527,7 @@ def main(argv=None):
     results = {}
     for seed, method, _ in runs(args):
         folder, record = run_dir(args, method, seed), record_path(args, method, seed)
-        if record.exists() or (folder / "metrics.json").exists():
+        if record.exists() or read_results(folder) is not None:
             print(f"[evaluate] {folder.name}", flush=True)
             results.setdefault(method, {})[seed] = evaluate_run(folder, record, test_texts, sample, args)
     write_results(results, args, output)

@@ -6,8 +6,8 @@ Trains the LSTM LM, VAE, beta-VAE (0.4), cyclical annealing, free bits (4 nats p
 delta-VAE (0.15 nats per dimension), an autoencoder and then pretrained encoder + free bits, and
 BN-VAE with gamma 0.5, 0.6 and 0.7, all with the same seed, data and schedule (aggressive training,
 `--method aggressive`, is left out: RESULTS.md has its cost). Every run checkpoints each epoch (an
-interrupted one resumes), and finished models (a metrics.json in their folder) and evaluations (a
-test_metrics.json) are reused, so the script can run in parts: `--only NAME ...` trains and evaluates
+interrupted one resumes), and finished models (results in their folder) and their evaluations (the
+"evaluation" entry of their all_results.json) are reused, so the script can run in parts: `--only NAME ...` trains and evaluates
 just those runs and writes nothing but their cached evaluations (two parts side by side, each with
 OMP_NUM_THREADS=1, use two cores), and a plain call then writes the whole table. Writes
 training/reproduction/results.md (the table), results.json and kl_mi_curves.png.
@@ -31,6 +31,7 @@ import torch
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
+from hf_bnvae.saving import read_results, write_results
 from hf_bnvae.trainer_utils import list_checkpoints
 
 HERE = Path(__file__).resolve().parent
@@ -118,7 +119,7 @@ def train_missing(args, models):
     for name, extra in RUNS:
         if args.only and name not in args.only:
             continue
-        if (models / name / "metrics.json").exists():
+        if read_results(models / name) is not None:
             print(f"[skip] {name}: already trained")
             continue
         run_train_script(models / name, args, args.seed, [a.format(models=models) for a in extra], resumable=True)
@@ -126,9 +127,10 @@ def train_missing(args, models):
 
 @torch.no_grad()
 def evaluate_run(path, test_texts, args):
-    cached = path / "test_metrics.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    results = read_results(path)
+    cached = results.get("evaluation") or {}
+    if cached.get("protocol") == "reproduce.py" and cached.get("iw_sentences") == args.iw_test_sentences:
+        return cached
     model, tokenizer = load_pretrained(path)
     test_set = tokenize_texts(tokenizer, test_texts)
     iw_set = test_set.select(range(min(args.iw_test_sentences, len(test_set))))
@@ -142,8 +144,11 @@ def evaluate_run(path, test_texts, args):
         iw_samples=args.iw_samples,
         iw_sentences=subset["num_sentences"],
         nelbo_iw_subset=subset["nelbo"],
+        protocol="reproduce.py",
+        split="test",
+        eval_data=f"Brown test split; IW-NLL on its first {subset['num_sentences']} sentences",
     )
-    cached.write_text(json.dumps(metrics, indent=2))
+    write_results(path, {**results, "evaluation": metrics})
     return metrics
 
 
@@ -199,9 +204,9 @@ def main(argv=None):
     test_texts = read_text_file(BROWN_DIR / "test.txt").texts
     results, histories = {}, {}
     for name, _ in RUNS:
-        if not (models / name / "metrics.json").exists() or (args.only and name not in args.only):
+        trained = read_results(models / name)
+        if trained is None or (args.only and name not in args.only):
             continue
-        trained = json.loads((models / name / "metrics.json").read_text())
         print(f"[evaluate] {name}", flush=True)
         results[name] = {
             **evaluate_run(models / name, test_texts, args),

@@ -26,7 +26,7 @@ from pathlib import Path
 import prepare_chitchat  # training/ is on the path when a training script runs
 import train_dialogue
 
-from hf_bnvae.saving import write_atomically
+from hf_bnvae.saving import read_results, write_atomically
 
 HERE = Path(__file__).resolve().parent
 KEYS = [
@@ -89,12 +89,12 @@ def train_missing(args):
     results = {}
     for key, flags in runs(args):
         folder = Path(args.output_dir) / "dialogue_models" / key
-        if not (folder / "all_results.json").exists():
+        if read_results(folder) is None:
             print(f"[train] {key}", flush=True)
             train_dialogue.main([*common, *shlex.split(args.train_args), *flags, "--output_dir", str(folder)])
         else:
             print(f"[skip] {key}: trained", flush=True)
-        results[key] = json.loads((folder / "all_results.json").read_text())
+        results[key] = read_results(folder)
     return results
 
 

@@ -43,7 +43,7 @@ import torch
 import train_classifier  # training/ is on the path when a training script runs
 from reproduce import mean_std, run_train_script
 
-from hf_bnvae.saving import write_atomically
+from hf_bnvae.saving import read_results, write_atomically
 
 HERE = Path(__file__).resolve().parent
 
@@ -205,7 +205,7 @@ def pretrain(args):
 
     with ThreadPoolExecutor(args.num_workers) as pool:
         for name, flags in PRETRAINED:
-            if (models / name / "metrics.json").exists():
+            if read_results(models / name) is not None:
                 print(f"[skip] {name}: pretrained", flush=True)
                 continue
             jobs[name] = pool.submit(train, name, flags)
@@ -385,7 +385,7 @@ def cell_text(summary, paper=None):
 def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
     """classification<suffix>.json and .md: test accuracy (percent) per row and budget, mean ± std over
     seeds, the paper's figure beside ours, the majority floor; pretrain_seconds is None when the language
-    models were trained on another machine (their metrics.json are not here)."""
+    models were trained on another machine (their results are not here)."""
     output = Path(args.output_dir)
     budgets = args.budgets
     runs = {key: r for key, r in runs.items() if r["seed"] in args.seeds}  # the record may hold more seeds
@@ -454,10 +454,8 @@ def main(argv=None):
     if args.pretrain_only:
         return None
     state = fine_tune_all(args, models, record)
-    metrics = [models / name / "metrics.json" for name, _ in PRETRAINED]
-    pretrain_seconds = (
-        sum(json.loads(m.read_text())["train_seconds"] for m in metrics) if all(m.exists() for m in metrics) else None
-    )
+    pretrained = [read_results(models / name) for name, _ in PRETRAINED]
+    pretrain_seconds = sum(r["train_seconds"] for r in pretrained) if all(pretrained) else None
     write_results(args, state["runs"], pretrain_seconds, state["wall_seconds"])
     return state["runs"]
 

@@ -16,7 +16,6 @@ Writes the model (save_pretrained), all_results.json (metrics, history, sample r
 """
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_tokenizer
 from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
-from hf_bnvae.saving import save_pretrained_atomically, write_atomically
+from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, cpu_state_dict
 
 DATA = Path(__file__).resolve().parent / "data" / "chitchat"
@@ -285,6 +284,7 @@ def main(argv=None):
     train_seconds = time.perf_counter() - start
     test = evaluate_pairs(model, test_loader, accelerator, sample_latent=True, seed=args.seed)
     results = {
+        "task": "dialogue",
         "method": args.method,
         "gamma": config.gamma,
         "use_bow": config.use_bow,
@@ -307,7 +307,7 @@ def main(argv=None):
         results["seconds"] = time.perf_counter() - start
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_atomically(output / "all_results.json", json.dumps(results, indent=2))
+        write_results(output, results)
         accelerator.print(f"best epoch {best + 1}: test ppl {test['ppl']:.2f}, KL {test['kl']:.3f}; saved to {output}")
     return unwrapped, results
 
