@@ -21,13 +21,12 @@ from huggingface_hub.errors import RevisionNotFoundError
 
 from .configuration_bnvae import BNVAEConfig
 from .data import BROWN_DIR
-from .methods import recipe_of_config
+from .methods import METHODS, recipe_of_config
 from .saving import RESULTS_NAME, read_results, write_atomically
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CLASSIFIER_TEMPLATE = TEMPLATE.with_name("classifier_card.md")
 DIALOGUE_TEMPLATE = TEMPLATE.with_name("dialogue_card.md")
-DIALOGUE_LABELS = {"cvae": "CVAE", "cvae_bow": "CVAE + bag-of-words loss", "bncvae": "BN-CVAE"}
 # (key in the metrics JSON, model-index metric type, name shown on the hub, decimals the estimate supports:
 # the MI estimator's seed-to-seed std is ~0.09 nats on 3,000 sentences, see RESULTS.md)
 CARD_METRICS = [
@@ -283,7 +282,7 @@ def dialogue_card(model_dir, results, repo_id, license="mit", reproduce=None):
         template_path=str(DIALOGUE_TEMPLATE),
         repo_id=repo_id,
         model_name=card_data.model_name,
-        method_label=DIALOGUE_LABELS.get(method, method),
+        method_label=results.get("method_label") or METHODS[method].label.format(gamma=config.gamma),
         bn_sentence=(
             f", with its recognition mean batch-normalised at a fixed scale gamma = {config.gamma} (BN-CVAE, Zhu"
             " et al., ACL 2020) and its prior network pulled towards N(0, I)."

@@ -151,7 +151,7 @@ def test_the_package_loader_refuses_corrupted_weights_from_the_hub(tmp_path, fak
     blob.write_bytes(bytes(data))
     flipped = load_offline(fake_hub, "org/corrupt", tmp_path, loader="package")
     assert "corrupted or truncated" in flipped["error"] and "sha256" in flipped["error"]
-    # plain from_pretrained does not check sums (README: what is and is not verified)
+    # plain from_pretrained does not check sums (docs/hub.md: what is and is not verified)
     assert "error" not in load_offline(fake_hub, "org/corrupt", tmp_path, loader="remote")
     blob.write_bytes(bytes(data[: len(data) // 2]))
     truncated = load_offline(fake_hub, "org/corrupt", tmp_path, loader="package")

@@ -240,15 +240,15 @@ def test_reproduce_only_accepts_the_names_of_its_runs():
 def test_a_resumable_comparison_run_checkpoints_each_epoch_and_resumes_from_the_last(tmp_path, monkeypatch):
     import argparse
 
-    import reproduce
+    import experiments
 
     commands = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, check: commands.append(command))
+    monkeypatch.setattr(experiments.subprocess, "run", lambda command, check: commands.append(command))
     budget = argparse.Namespace(num_train_epochs=3, kl_warmup_epochs=1, max_train_samples=None)
-    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
+    experiments.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
     (tmp_path / "run" / "checkpoints" / "step_40").mkdir(parents=True)
-    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
-    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"])
+    experiments.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
+    experiments.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"])
     fresh, resumed, plain = (" ".join(command) for command in commands)
     assert "--checkpointing_steps epoch" in fresh and "--resume_from_checkpoint" not in fresh
     assert "--checkpointing_steps epoch --resume_from_checkpoint latest" in resumed
@@ -311,3 +311,25 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
     assert sweep["methods"]["bnvae_1.5"]["kl_bound"] == 20.0 and sweep["protocol"]["corpus"] == "sentences"
     assert (tmp_path / "gamma_sweep.png").stat().st_size > 0
     assert "### BN-VAE (1.5)" in (tmp_path / "gamma_sweep.md").read_text()
+
+
+def test_experiment_runs_take_their_labels_and_flags_from_the_method_table(tmp_path):
+    from experiments import Run, mean_ci95
+
+    run = Run("ae_free_bits", "free_bits", {"free_bits": 6.0}, init_encoder_from="ae")
+    assert run.label == "pretrained encoder + free bits (6)"
+    assert run.train_flags(tmp_path) == [
+        "--method",
+        "free_bits",
+        "--free_bits",
+        "6",
+        "--init_encoder_from",
+        str(tmp_path / "ae"),
+    ]
+    assert Run("bnvae_1.5", "bnvae", {"gamma": 1.5}).label == "BN-VAE (1.5)"
+    assert converged.LABELS["lm"] == "LSTM-LM" and converged.LABELS["bnvae_0.3"] == "BN-VAE (0.3)"
+    with pytest.raises(ValueError, match="--gamma only applies to --method bnvae"):
+        _ = Run("x", "vae", {"gamma": 0.5}).label
+    assert mean_ci95([1.0, 1.0, 1.0]) == {"mean": 1.0, "ci95": [1.0, 1.0], "n": 3}
+    with pytest.raises(ValueError, match="at least 2 values"):
+        mean_ci95([1.0])

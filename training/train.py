@@ -1,7 +1,7 @@
 """Train BN-VAE (or any baseline of the paper) with Accelerate.
 
     accelerate launch training/train.py                        # BN-VAE (gamma 0.6) on Brown, ~10 min on 2 CPU cores
-    accelerate launch training/train.py --method vae           # a baseline: see README for all of them
+    accelerate launch training/train.py --method vae           # a baseline: see docs/training.md for all of them
     accelerate launch --multi_gpu --num_processes 2 training/train.py   # 2 real processes (gloo on CPU)
 
 The recipe is the official code's: SGD without momentum, lr 1.0, grad-norm clip 5, KL weight 0 -> 1 over
@@ -30,7 +30,7 @@ from transformers import AutoTokenizer
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
 from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
-from hf_bnvae.methods import METHODS, all_flags, resolve_method
+from hf_bnvae.methods import METHODS, all_flags, methods_of, resolve_method
 from hf_bnvae.saving import RESULTS_NAME, save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
     PlateauRule,
@@ -123,7 +123,7 @@ def build_parser():
 
     model = p.add_argument_group("model and method")
     model.add_argument("--preset", default="brown", choices=list(PRESETS), help="model sizes and training defaults")
-    model.add_argument("--method", default="bnvae", choices=list(METHODS))
+    model.add_argument("--method", default="bnvae", choices=methods_of("bnvae"))
     for flag, (owner, spec) in all_flags().items():
         if isinstance(spec.default, bool):
             model.add_argument(f"--{flag}", action="store_true", help=f"{owner}: {spec.help}")
@@ -156,7 +156,7 @@ def build_parser():
         opt.add_argument(
             f"--plateau_{field}",
             type=type(default),
-            help=f"the plateau rule (see README; default {default}, the LM's {METHODS['lm'].plateau.get(field, default)})",
+            help=f"the plateau rule (see docs/training.md; default {default}, the LM's {METHODS['lm'].plateau.get(field, default)})",
         )
     opt.add_argument("--seed", type=int, default=42)
 
