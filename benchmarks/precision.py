@@ -10,12 +10,13 @@ the other.
 """
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from hf_bnvae.saving import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ROOT / "tests" / "fixtures" / "sentences.txt"
@@ -38,7 +39,7 @@ def run(precision, seed, epochs, output_dir):
         *("--output_dir", str(output_dir)),
     ]
     subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), *argv], check=True, capture_output=True)
-    results = json.loads((output_dir / "metrics.json").read_text())
+    results = read_results(output_dir)
     return {key: results["validation"][key] for key in METRICS}
 
 

@@ -169,7 +169,7 @@ def importance_weighted_log_likelihood(
     input_ids, attention_mask: (B, T). noise: (B, K, n) standard normal draws (default: fresh ones),
     z_k = mu + sigma * noise_k. All B sentences and a chunk of samples go through the decoder at once;
     the chunk holds about max_tokens (sentence, sample, token) triples (default 2**14: at the ptb size
-    measured 1.3x faster and 3x leaner in peak memory than 2**16; see RESULTS.md). token_nll:
+    measured 1.3x faster and 3x leaner in peak memory than 2**16; see docs/speed.md). token_nll:
     see `compiled_output_layer_nll`. Returns (B,). The LSTM LM (no latent) gets its exact log p(x).
     """
     if not model.config.use_latent:

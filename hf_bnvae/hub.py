@@ -21,13 +21,12 @@ from huggingface_hub.errors import RevisionNotFoundError
 
 from .configuration_bnvae import BNVAEConfig
 from .data import BROWN_DIR
-from .methods import recipe_of_config
-from .saving import write_atomically
+from .methods import METHODS, recipe_of_config
+from .saving import RESULTS_NAME, read_results, write_atomically
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CLASSIFIER_TEMPLATE = TEMPLATE.with_name("classifier_card.md")
 DIALOGUE_TEMPLATE = TEMPLATE.with_name("dialogue_card.md")
-DIALOGUE_LABELS = {"cvae": "CVAE", "cvae_bow": "CVAE + bag-of-words loss", "bncvae": "BN-CVAE"}
 # (key in the metrics JSON, model-index metric type, name shown on the hub, decimals the estimate supports:
 # the MI estimator's seed-to-seed std is ~0.09 nats on 3,000 sentences, see RESULTS.md)
 CARD_METRICS = [
@@ -49,21 +48,17 @@ BROWN_LIMITATION = (
 PUBLISHED = ["*.json", "*.safetensors", "*.py", "*.png", "README.md"]
 
 
-def measured_metrics(model_dir):
-    """(split description, metrics dict) to publish: evaluate_model.py's eval_results.json if present,
-    else the test then validation block of train.py's metrics.json. ValueError if there is none."""
-    model_dir = Path(model_dir)
-    if (model_dir / "eval_results.json").exists():
-        metrics = json.loads((model_dir / "eval_results.json").read_text())
+def measured_metrics(model_dir, results=None):
+    """(split description, metrics dict) to publish from the folder's results (read_results): the
+    "evaluation" block evaluate_model.py writes if it has an NLL, else train.py's test then validation
+    block. ValueError if there is none."""
+    results = read_results(model_dir) if results is None else results
+    for block in ("evaluation", "test", "validation"):
+        metrics = (results or {}).get(block) or {}
         if "nll" in metrics:
             return metrics["split"], metrics
-    if (model_dir / "metrics.json").exists():
-        trained = json.loads((model_dir / "metrics.json").read_text())
-        for split in ("test", "validation"):
-            if "nll" in trained.get(split, {}):
-                return trained[split]["split"], trained[split]
     raise ValueError(
-        f"{model_dir} has no measured NLL (metrics.json with an IW-NLL, or eval_results.json from "
+        f"{model_dir} has no measured NLL (an IW-NLL in {RESULTS_NAME}: train.py with --iw_samples > 0, or "
         "training/evaluate_model.py): evaluate the model before publishing it"
     )
 
@@ -81,20 +76,23 @@ def rounded(value, decimals):
 
 
 def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
-    """ModelCard for the model saved in model_dir, with the metrics measured on it.
-
-    A language model: the metadata names a dataset (and carries a model-index) only when the model was
-    trained on a hub dataset (`train.py --dataset_name`); for local files such as Brown the metrics are
-    in the card's text. A classifier (train_classifier.py's folder): `classifier_card`.
-    """
+    """ModelCard for the model saved in model_dir, with the metrics measured on it, from the template of
+    the task its all_results.json records: `language_model_card`, `classifier_card` or `dialogue_card`.
+    ValueError when the folder has no results (nothing measured)."""
     model_dir = Path(model_dir)
-    if json.loads((model_dir / "config.json").read_text()).get("model_type") == "bncvae":
-        return dialogue_card(model_dir, repo_id, license, reproduce)
+    results = read_results(model_dir)
+    if results is None:
+        raise ValueError(f"{model_dir} has no {RESULTS_NAME} (the training scripts write it): nothing measured")
+    card = {"language-modeling": language_model_card, "text-classification": classifier_card, "dialogue": dialogue_card}
+    return card[results["task"]](model_dir, results, repo_id, license, reproduce)
+
+
+def language_model_card(model_dir, trained, repo_id, license="mit", reproduce=None):
+    """ModelCard of a language model (train.py's folder). The metadata names a dataset (and carries a
+    model-index) only when the model was trained on a hub dataset (`train.py --dataset_name`); for local
+    files such as Brown the metrics are in the card's text."""
     config = BNVAEConfig.from_pretrained(model_dir)
-    if "BNVAEForSequenceClassification" in (config.architectures or []):
-        return classifier_card(model_dir, config, repo_id, license, reproduce)
-    split, metrics = measured_metrics(model_dir)
-    trained = json.loads((model_dir / "metrics.json").read_text()) if (model_dir / "metrics.json").exists() else {}
+    split, metrics = measured_metrics(model_dir, trained)
     args = trained.get("training_args", {})
     label = trained.get("method_label") or recipe_of_config(config).label
     name = repo_id.split("/")[-1]
@@ -166,14 +164,11 @@ SELECTED_BY = {
 }
 
 
-def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
-    """ModelCard of a fine-tuned classifier from its all_results.json: a model-index with the test
-    accuracy and macro F1 (percent, 1 decimal: the binomial std of 2,000 test sentences is ~0.9 points)
-    on the training data's test split, the label budget as the metrics' config."""
-    results_file = model_dir / "all_results.json"
-    if not results_file.exists():
-        raise ValueError(f"{model_dir} has no all_results.json (train_classifier.py writes it): nothing measured")
-    results = json.loads(results_file.read_text())
+def classifier_card(model_dir, results, repo_id, license="mit", reproduce=None):
+    """ModelCard of a fine-tuned classifier from its results: a model-index with the test accuracy and
+    macro F1 (percent, 1 decimal: the binomial std of 2,000 test sentences is ~0.9 points) on the
+    training data's test split, the label budget as the metrics' config."""
+    config = BNVAEConfig.from_pretrained(model_dir)
     if results.get("test_accuracy") is None:
         raise ValueError(f"{model_dir} was fine-tuned with --skip_test: no test figures for a card")
     data_name = Path(results.get("train_file", "rotten_tomatoes/train.txt")).parent.name
@@ -237,15 +232,11 @@ def classifier_card(model_dir, config, repo_id, license="mit", reproduce=None):
     )
 
 
-def dialogue_card(model_dir, repo_id, license="mit", reproduce=None):
-    """ModelCard of a BN-CVAE / CVAE checkpoint from train_dialogue.py's all_results.json: a model-index
-    with the test perplexity, KL and BLEU-4 / A-bow / distinct-2 of the sampled responses."""
+def dialogue_card(model_dir, results, repo_id, license="mit", reproduce=None):
+    """ModelCard of a BN-CVAE / CVAE checkpoint from train_dialogue.py's results: a model-index with the
+    test perplexity, KL and BLEU-4 / A-bow / distinct-2 of the sampled responses."""
     from .configuration_bncvae import BNCVAEConfig
 
-    results_file = model_dir / "all_results.json"
-    if not results_file.exists():
-        raise ValueError(f"{model_dir} has no all_results.json (train_dialogue.py writes it): nothing measured")
-    results = json.loads(results_file.read_text())
     config = BNCVAEConfig.from_pretrained(model_dir)
     args = results.get("training_args", {})
     data_name = Path(args.get("train_file", "chitchat/train.jsonl")).parent.name
@@ -291,7 +282,7 @@ def dialogue_card(model_dir, repo_id, license="mit", reproduce=None):
         template_path=str(DIALOGUE_TEMPLATE),
         repo_id=repo_id,
         model_name=card_data.model_name,
-        method_label=DIALOGUE_LABELS.get(method, method),
+        method_label=results.get("method_label") or METHODS[method].label.format(gamma=config.gamma),
         bn_sentence=(
             f", with its recognition mean batch-normalised at a fixed scale gamma = {config.gamma} (BN-CVAE, Zhu"
             " et al., ACL 2020) and its prior network pulled towards N(0, I)."
@@ -365,7 +356,15 @@ def push_to_hub(model_dir, repo_id, revision=None, private=None, token=None, car
         return api.upload_folder(**upload, revision=revision)
 
 
-__all__ = ["build_model_card", "classifier_card", "dialogue_card", "measured_metrics", "portable_path", "push_to_hub"]
+__all__ = [
+    "build_model_card",
+    "classifier_card",
+    "dialogue_card",
+    "language_model_card",
+    "measured_metrics",
+    "portable_path",
+    "push_to_hub",
+]
 
 
 def main(argv=None):

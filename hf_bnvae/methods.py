@@ -1,4 +1,5 @@
-"""The collapse remedies the paper compares, as one table: `METHODS[name]` says everything a method is.
+"""The collapse remedies the paper compares, as one table: `METHODS[name]` says everything a method is,
+for the language model (BNVAEConfig, train.py) and for dialogue (BNCVAEConfig, train_dialogue.py).
 
 A method is a few values, not a class: its label in tables and cards, what it fixes in the model
 config (gamma, use_latent), the flags it owns with their defaults (a flag that names a config field
@@ -60,6 +61,7 @@ class Method:
     schedule: str = "linear"
     aggressive: bool = False  # He et al.'s aggressive inference-network training (train.py's burn-in loop)
     plateau: dict = field(default_factory=dict)  # the plateau rule's settings where they differ (PlateauRule)
+    model: str = "bnvae"  # the model type it trains: "bnvae" (train.py) or "bncvae" (train_dialogue.py)
 
 
 PLAIN = {"gamma": 0.0}  # no BN: the plain VAE posterior every baseline starts from
@@ -97,7 +99,21 @@ METHODS = {
         flags={"delta_rate": Flag(0.15, "committed rate in nats per dimension")},
     ),
     "aggressive": Method("VAE + aggressive training", PLAIN, aggressive=True),
+    # dialogue (Zhao et al.'s CVAE, with the bag-of-words loss, and BN-CVAE): the KL is annealed linearly
+    "cvae": Method("CVAE", {"gamma": 0.0, "use_bow": False}, model="bncvae"),
+    "cvae_bow": Method("CVAE + bag-of-words loss", {"gamma": 0.0, "use_bow": True}, model="bncvae"),
+    "bncvae": Method(
+        "BN-CVAE ({gamma:g})",
+        {"use_bow": False},
+        flags={"gamma": Flag(CONFIG_DEFAULTS["gamma"], "fixed BN scale of the recognition mean (> 0)")},
+        model="bncvae",
+    ),
 }
+
+
+def methods_of(model):
+    """The names of the methods that train `model` ("bnvae" or "bncvae"), in table order."""
+    return [name for name, method in METHODS.items() if method.model == model]
 
 
 @dataclass(frozen=True)
@@ -128,9 +144,14 @@ class Recipe:
         return reconstruction + self.final_kl_weight * kl
 
 
-def all_flags():
-    """{flag: (owning method, Flag)} over the table, for building command-line options."""
-    return {flag: (name, spec) for name, method in METHODS.items() for flag, spec in method.flags.items()}
+def all_flags(model="bnvae"):
+    """{flag: (owning method, Flag)} over the methods of `model`, for building command-line options."""
+    return {
+        flag: (name, spec)
+        for name, method in METHODS.items()
+        if method.model == model
+        for flag, spec in method.flags.items()
+    }
 
 
 def resolve_method(name, **values):
@@ -143,12 +164,14 @@ def resolve_method(name, **values):
     method = METHODS[name]
     for flag, value in values.items():
         if value is not None and value is not False and flag not in method.flags:
-            owner = all_flags()[flag][0] if flag in all_flags() else None
+            owner = all_flags(method.model).get(flag, (None,))[0]
             raise ValueError(f"--{flag} only applies to --method {owner}, not {name}")
     settings = {flag: spec.default if values.get(flag) is None else values[flag] for flag, spec in method.flags.items()}
-    if name == "bnvae" and not settings["gamma"] > 0:
+    if name in ("bnvae", "bncvae") and not settings["gamma"] > 0:
+        plain = "vae" if name == "bnvae" else "cvae"
+        short = method.label.split(" (")[0]  # BN-VAE, BN-CVAE
         raise ValueError(
-            f"--gamma {settings['gamma']} leaves BN-VAE without its bound; use --gamma > 0 (or --method vae)"
+            f"--gamma {settings['gamma']} leaves {short} without its bound; use --gamma > 0 (or --method {plain})"
         )
     config = {**method.config, **{k: v for k, v in settings.items() if k in CONFIG_DEFAULTS}}
     return Recipe(
@@ -164,7 +187,7 @@ def resolve_method(name, **values):
 
 
 def recipe_of_config(config):
-    """The method a saved config was most likely trained with, for a model whose metrics.json is missing.
+    """The method a saved config was most likely trained with, for a model without results (all_results.json).
     The config cannot tell the autoencoder (or beta-VAE, cyclical) from the VAE: they share it."""
     if not config.use_latent:
         return resolve_method("lm")
@@ -186,6 +209,7 @@ __all__ = [
     "all_flags",
     "cyclical_kl_weight",
     "linear_kl_weight",
+    "methods_of",
     "recipe_of_config",
     "resolve_method",
 ]

@@ -1,4 +1,5 @@
-"""Saving and loading checkpoints safely: atomic saves, sha256 checksums, and a verified loader.
+"""Saving and loading checkpoints safely: atomic saves, sha256 checksums, a verified loader, and the
+results file every script writes beside a model (all_results.json).
 
 `save_pretrained_atomically` writes a model and its tokenizer so that a crash never leaves a
 half-written file where a good one was, and records the sha256 of every weights file in
@@ -18,6 +19,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import cached_file
 
 CHECKSUMS_NAME = "checksums.json"
+# Every script's results file in a model folder (transformers' name), with the task that picks the card.
+RESULTS_NAME = "all_results.json"
+TASKS = ("language-modeling", "text-classification", "dialogue")
+# Read when a folder has no all_results.json: train.py's results and evaluate_model.py's figures before 0.4.
+LEGACY_RESULTS_NAME, LEGACY_EVALUATION_NAME = "metrics.json", "eval_results.json"
 
 
 def file_sha256(path):
@@ -34,6 +40,37 @@ def write_atomically(path, text):
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON results file ({error})") from None
+
+
+def read_results(folder):
+    """The results a training script wrote into `folder` (a dict with "task"; "evaluation" once
+    evaluate_model.py has measured it), or None when there are none. Folders written before 0.4 hold
+    train.py's metrics.json (task language-modeling) and evaluate_model.py's eval_results.json: they are
+    read as if they were one all_results.json. A file that is not JSON raises ValueError naming it."""
+    folder = Path(folder)
+    if (folder / RESULTS_NAME).exists():
+        return _read_json(folder / RESULTS_NAME)
+    results = None
+    if (folder / LEGACY_RESULTS_NAME).exists():
+        results = {"task": "language-modeling", **_read_json(folder / LEGACY_RESULTS_NAME)}
+    if (folder / LEGACY_EVALUATION_NAME).exists():
+        results = {"task": "language-modeling", **(results or {})}
+        results["evaluation"] = _read_json(folder / LEGACY_EVALUATION_NAME)
+    return results
+
+
+def write_results(folder, results):
+    """Write `results` (a dict naming its task, one of TASKS) as folder/all_results.json, atomically."""
+    if results.get("task") not in TASKS:
+        raise ValueError(f"results must name their task, one of {TASKS}; got {results.get('task')!r}")
+    write_atomically(Path(folder) / RESULTS_NAME, json.dumps(results, indent=2))
 
 
 def write_checksums(directory):
@@ -113,4 +150,13 @@ def load_pretrained(name_or_path, revision=None, auto_class=AutoModelForCausalLM
     return model, AutoTokenizer.from_pretrained(name_or_path, revision=revision)
 
 
-__all__ = ["load_pretrained", "save_pretrained_atomically", "verify_checksums", "write_atomically", "write_checksums"]
+__all__ = [
+    "RESULTS_NAME",
+    "load_pretrained",
+    "read_results",
+    "save_pretrained_atomically",
+    "verify_checksums",
+    "write_atomically",
+    "write_checksums",
+    "write_results",
+]

@@ -225,3 +225,23 @@ def test_paired_differences_are_taken_seed_by_seed_with_a_t_interval():
     assert d["n"] == 3 and d["mean"] == pytest.approx(9.0)
     assert d["ci95"] == pytest.approx([9 - 4.302653 / 3**0.5, 9 + 4.302653 / 3**0.5], abs=1e-5)
     assert semi_supervised.paired_difference(runs, "bnvae_0.7", "vae", 500) is None  # one side only
+
+
+def test_the_papers_figures_are_matched_by_budget_and_shown_beside_short_yelp_only(tmp_path, labelled_files):
+    import semi_supervised
+
+    files = ["--train_file", str(labelled_files["train"]), "--validation_file", str(labelled_files["valid"])]
+    files += ["--test_file", str(labelled_files["test"]), "--output_dir", str(tmp_path), "--seeds", "1"]
+    runs = {
+        f"bnvae_0.7/{b}/seed1": {"method": "bnvae_0.7", "budget": b, "seed": 1, "test_accuracy": 80.0}
+        for b in (100, 500, 2000)
+    }
+    for dataset in ("yelp", "rotten_tomatoes"):
+        args = semi_supervised.parse_args(["--dataset", dataset, "--budgets", "100", "500", "2000", *files])
+        semi_supervised.write_results(args, runs, None, 0.0)
+        row = next(line for line in (tmp_path / f"classification{args.suffix}.md").read_text().splitlines()
+                   if line.startswith("| BN-VAE (0.7) |"))  # fmt: skip
+        if dataset == "yelp":  # the 2,000-label column holds the paper's 2,000-label figure, not its 1,000's
+            assert "[paper 88.8]" in row and "[paper 91.6]" in row and "[paper 94.1]" in row and "92.5" not in row
+        else:
+            assert "paper" not in row

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
 from hf_bnvae.dialogue_metrics import bow_embeddings, distinct, response_metrics, train_word_vectors
@@ -253,7 +254,7 @@ def test_a_dialogue_model_is_pushed_and_loads_from_the_hub_cache(tmp_path, dialo
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--method", "cvae", "--gamma", "0.5"], "--gamma is BN-CVAE's"),
+        (["--method", "cvae", "--gamma", "0.5"], "--gamma only applies to --method bncvae, not cvae"),
         (["--gamma", "0"], "--gamma 0.0: must be > 0"),
         (["--per_device_train_batch_size", "1"], "must be >= 2"),
         (["--config_overrides", "latent=3"], "unknown BNCVAEConfig field"),
@@ -286,9 +287,62 @@ def test_reproduce_dialogue_writes_the_table_and_resumes(tmp_path, dialogue_file
         "python training/reproduce_dialogue.py --output_dir"
     )
     markdown = (tmp_path / "repro" / "dialogue.md").read_text()
-    assert "| bncvae_0.5 |" in markdown and "30.67 / 5.18 / 8.64" in markdown and "**Context 5**" in markdown
+    assert "| BN-CVAE (0.5) |" in markdown and "| CVAE + bag-of-words loss |" in markdown  # labels: the method table
+    assert "30.67 / 5.18 / 8.64" in markdown and "**Context 5**" in markdown
     capsys.readouterr()
     assert reproduce_dialogue.main(argv)["seconds"] == report["seconds"]  # nothing trained again
     assert capsys.readouterr().out.count("[skip]") == 3
     with pytest.raises(SystemExit):
         reproduce_dialogue.parse_args(["--gammas", "0"])
+
+
+def test_evaluation_loss_per_pair_is_the_models_loss(tmp_path, dialogue_files):
+    """evaluate_pairs sums each pair's loss (reconstruction + KL + BOW + prior KL at KL weight 1): over one
+    batch holding every pair, its mean is the model's own loss."""
+    import train_dialogue
+    from accelerate import Accelerator
+
+    for method in ("bncvae", "cvae_bow"):
+        model, _ = train_dialogue.main(dialogue_args(dialogue_files, tmp_path / method, "--method", method))
+        args = train_dialogue.parse_args(dialogue_args(dialogue_files, tmp_path / "x", "--method", method))
+        pairs = train_dialogue.load_pairs(args.test_file, args, None)
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / method)
+        dataset = DialogueDataset(pairs, tokenizer, args.max_utterance_length)
+        batch = next(iter(train_dialogue.loader(dataset, len(dataset), tokenizer.pad_token_id)))
+        figures = train_dialogue.evaluate_pairs(model, [batch], Accelerator(cpu=True), sample_latent=False)
+        with torch.no_grad():
+            expected = model.eval()(**batch, sample_latent=False).loss.item()
+        assert figures["loss"] == pytest.approx(expected, rel=1e-5) and figures["num_pairs"] == len(dataset)
+
+
+@pytest.mark.slow
+def test_two_processes_count_every_evaluation_pair_once(tmp_path, root, dialogue_files):
+    """9 test pairs over 2 processes x 2 per batch: accelerate repeats pairs to even out the last batches;
+    the gathered figures drop them."""
+    env = {**os.environ, "PYTHONPATH": f"{root / 'training'}:{root / 'tests'}"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(root / "tests" / "dialogue_ddp_probe.py"), str(tmp_path),
+        *dialogue_args(dialogue_files, tmp_path / "out", "--per_device_eval_batch_size", "2", "--max_test_contexts", "0",
+                       "--num_train_epochs", "1"),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    import train_dialogue
+
+    args = train_dialogue.parse_args(dialogue_args(dialogue_files, tmp_path / "x"))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    test_pairs, valid_pairs = (
+        len(
+            DialogueDataset(
+                train_dialogue.load_pairs(dialogue_files[s], args, None), tokenizer, args.max_utterance_length
+            )
+        )
+        for s in ("test", "valid")
+    )
+    assert test_pairs % 4 != 0  # so that the last batches are evened out with repeated pairs
+    assert [r["test"] for r in ranks] == [test_pairs, test_pairs]
+    assert [r["valid"] for r in ranks] == [[valid_pairs], [valid_pairs]]
+    assert ranks[0]["test_loss"] == ranks[1]["test_loss"]

@@ -3,6 +3,7 @@ cache offline, with and without the package; the model card."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -79,7 +80,7 @@ def test_train_push_then_load_offline_without_the_package(tmp_path, fake_hub, tr
     expected = outputs_of(model, AutoTokenizer.from_pretrained(folder))
     snapshot = fake_hub.snapshot("org/tiny-bnvae")
     published = ["model.safetensors", "config.json", "modeling_bnvae.py", "configuration_bnvae.py", "tokenizer.json"]
-    published += ["checksums.json", "metrics.json", "training_curves.png", "README.md"]
+    published += ["checksums.json", "all_results.json", "training_curves.png", "README.md"]
     for name in published:
         assert (snapshot / name).exists(), name
     assert not (snapshot / "checkpoints").exists()  # the top-level files only
@@ -93,7 +94,7 @@ def test_train_push_then_load_offline_without_the_package(tmp_path, fake_hub, tr
     card = ModelCard.load(snapshot / "README.md")
     assert card.data.library_name == "transformers" and "bnvae" in card.data.tags and card.data.license == "mit"
     assert card.data.datasets is None and card.data.eval_results is None
-    metrics = json.loads((folder / "metrics.json").read_text())["validation"]
+    metrics = json.loads((folder / "all_results.json").read_text())["validation"]
     assert f"| {metrics['nll']:.2f} | {metrics['ppl']:.1f} | {metrics['kl']:.2f} | {metrics['mi']:.1f} |" in card.text
     assert "trust_remote_code=True" in card.text and "BN makes the training batch size matter" in card.text
     assert "[More Information Needed]" not in card.text  # not transformers' / huggingface_hub's template
@@ -102,9 +103,9 @@ def test_train_push_then_load_offline_without_the_package(tmp_path, fake_hub, tr
 
 def test_card_of_a_model_trained_on_a_hub_dataset_has_a_rounded_model_index(tmp_path, trained_folder):
     _, folder = trained_folder("hub-data")
-    trained = json.loads((folder / "metrics.json").read_text())
+    trained = json.loads((folder / "all_results.json").read_text())
     trained["training_args"]["dataset_name"] = "org/my-corpus"
-    (folder / "metrics.json").write_text(json.dumps(trained))
+    (folder / "all_results.json").write_text(json.dumps(trained))
     card = build_model_card(folder, "org/x")
     metrics = trained["validation"]
     assert card.data.datasets == ["org/my-corpus"]
@@ -150,7 +151,7 @@ def test_the_package_loader_refuses_corrupted_weights_from_the_hub(tmp_path, fak
     blob.write_bytes(bytes(data))
     flipped = load_offline(fake_hub, "org/corrupt", tmp_path, loader="package")
     assert "corrupted or truncated" in flipped["error"] and "sha256" in flipped["error"]
-    # plain from_pretrained does not check sums (README: what is and is not verified)
+    # plain from_pretrained does not check sums (docs/hub.md: what is and is not verified)
     assert "error" not in load_offline(fake_hub, "org/corrupt", tmp_path, loader="remote")
     blob.write_bytes(bytes(data[: len(data) // 2]))
     truncated = load_offline(fake_hub, "org/corrupt", tmp_path, loader="package")
@@ -170,3 +171,29 @@ def test_card_shows_paths_relative_to_the_working_directory(tmp_path, monkeypatc
     assert portable_path(str(tmp_path / "data" / "train.txt")) == os.path.join("data", "train.txt")
     assert portable_path("/elsewhere/train.txt") == "/elsewhere/train.txt"
     assert portable_path(32) == 32 and portable_path("relative/path") == "relative/path"
+
+
+def test_every_script_writes_one_results_file_and_the_card_follows_its_task(tmp_path, trained_folder):
+    """all_results.json names its task; a folder of an earlier version (train.py's metrics.json and
+    evaluate_model.py's eval_results.json) reads as one, so its card still builds."""
+    from hf_bnvae.saving import read_results, write_results
+
+    _, folder = trained_folder("lm")
+    results = read_results(folder)
+    assert results["task"] == "language-modeling" and not (folder / "metrics.json").exists()
+    legacy = tmp_path / "legacy"
+    shutil.copytree(folder, legacy)
+    trained = json.loads((legacy / "all_results.json").read_text())
+    (legacy / "all_results.json").unlink()
+    (legacy / "metrics.json").write_text(json.dumps({k: v for k, v in trained.items() if k != "task"}))
+    measured = {**trained["validation"], "nll": 12.34, "split": "held-out"}
+    (legacy / "eval_results.json").write_text(json.dumps(measured))
+    assert read_results(legacy) == {**trained, "evaluation": measured}
+    card = build_model_card(legacy, "org/legacy")
+    assert "| 12.34 |" in card.text  # evaluate_model.py's figures come first
+    (legacy / "all_results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="all_results.json: not a readable JSON results file"):
+        read_results(legacy)
+    with pytest.raises(ValueError, match="must name their task"):
+        write_results(tmp_path, {"nll": 1.0})
+    assert read_results(tmp_path / "nothing") is None

@@ -22,7 +22,7 @@ def test_evaluate_script_writes_json_and_table(saved, sentences_file, capsys):
             "4",
         ]
     )
-    written = json.loads((saved / "eval_results.json").read_text())
+    written = json.loads((saved / "all_results.json").read_text())["evaluation"]
     assert written["num_sentences"] == 12 and written["iw_samples"] == 4 and written["nll"] == metrics["nll"]
     printed = capsys.readouterr().out
     assert "| NLL (IW) |" in printed and "| AU |" in printed
@@ -240,15 +240,15 @@ def test_reproduce_only_accepts_the_names_of_its_runs():
 def test_a_resumable_comparison_run_checkpoints_each_epoch_and_resumes_from_the_last(tmp_path, monkeypatch):
     import argparse
 
-    import reproduce
+    import experiments
 
     commands = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, check: commands.append(command))
+    monkeypatch.setattr(experiments.subprocess, "run", lambda command, check: commands.append(command))
     budget = argparse.Namespace(num_train_epochs=3, kl_warmup_epochs=1, max_train_samples=None)
-    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
+    experiments.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
     (tmp_path / "run" / "checkpoints" / "step_40").mkdir(parents=True)
-    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
-    reproduce.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"])
+    experiments.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"], resumable=True)
+    experiments.run_train_script(tmp_path / "run", budget, 1, ["--method", "vae"])
     fresh, resumed, plain = (" ".join(command) for command in commands)
     assert "--checkpointing_steps epoch" in fresh and "--resume_from_checkpoint" not in fresh
     assert "--checkpointing_steps epoch --resume_from_checkpoint latest" in resumed
@@ -269,9 +269,9 @@ def test_a_reproduce_part_evaluates_its_runs_and_writes_no_table(tmp_path, capsy
         "best_epoch": 0,
         "history": history,
     }
-    (folder / "metrics.json").write_text(json.dumps(trained))
     tested = {"nll": 98.7, "ppl": 147.8, "nelbo": 108.9, "kl": 0.05, "mi": -0.13, "au": 0}
-    (folder / "test_metrics.json").write_text(json.dumps(tested))
+    tested.update(protocol="reproduce.py", iw_sentences=200)  # reproduce.py's cached evaluation
+    (folder / "all_results.json").write_text(json.dumps({"task": "language-modeling", **trained, "evaluation": tested}))
     results = reproduce.main(["--output_dir", str(tmp_path), "--only", "vae"])
     assert results["vae"]["nll"] == 98.7 and "NLL 98.70" in capsys.readouterr().out
     assert not any((tmp_path / name).exists() for name in ("results.json", "results.md", "kl_mi_curves.png"))
@@ -311,3 +311,25 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
     assert sweep["methods"]["bnvae_1.5"]["kl_bound"] == 20.0 and sweep["protocol"]["corpus"] == "sentences"
     assert (tmp_path / "gamma_sweep.png").stat().st_size > 0
     assert "### BN-VAE (1.5)" in (tmp_path / "gamma_sweep.md").read_text()
+
+
+def test_experiment_runs_take_their_labels_and_flags_from_the_method_table(tmp_path):
+    from experiments import Run, mean_ci95
+
+    run = Run("ae_free_bits", "free_bits", {"free_bits": 6.0}, init_encoder_from="ae")
+    assert run.label == "pretrained encoder + free bits (6)"
+    assert run.train_flags(tmp_path) == [
+        "--method",
+        "free_bits",
+        "--free_bits",
+        "6",
+        "--init_encoder_from",
+        str(tmp_path / "ae"),
+    ]
+    assert Run("bnvae_1.5", "bnvae", {"gamma": 1.5}).label == "BN-VAE (1.5)"
+    assert converged.LABELS["lm"] == "LSTM-LM" and converged.LABELS["bnvae_0.3"] == "BN-VAE (0.3)"
+    with pytest.raises(ValueError, match="--gamma only applies to --method bnvae"):
+        _ = Run("x", "vae", {"gamma": 0.5}).label
+    assert mean_ci95([1.0, 1.0, 1.0]) == {"mean": 1.0, "ci95": [1.0, 1.0], "n": 3}
+    with pytest.raises(ValueError, match="at least 2 values"):
+        mean_ci95([1.0])

@@ -320,7 +320,7 @@ def test_every_method_trains(tmp_path, train_run, method):
     model, results = train_run("--method", method, "--max_train_samples", "64")
     history = results["history"][-1]
     assert math.isfinite(history["valid_nelbo"]) and results["optimizer_steps"] == 8
-    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "run" / "all_results.json").read_text())
     assert saved["method"] == method and saved["method_label"] == resolve_method(method).label
     assert (tmp_path / "run" / "training_curves.png").stat().st_size > 0
     if method == "lm":

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 import semi_supervised
-from reproduce import mean_std
+from experiments import mean_std
 from semi_supervised import BASELINE, DATASETS, checkpoint_of, models_folder, run_all
 
 from hf_bnvae.saving import write_atomically

@@ -16,7 +16,7 @@ epochs without a better validation loss, stop at the 5th decay), at most 100 epo
 10 epochs (nothing to warm up for the LM and the autoencoder), at the ptb sizes with a 10,000-word
 vocabulary (train.py's brown preset), on the first 10,000 training sentences (5,000 documents) with the
 whole validation split each epoch. Every run checkpoints each epoch and resumes from its last
-checkpoint; a run with a metrics.json is done; a finished run of another schedule or data is refused at
+checkpoint; a run with results (all_results.json) is done; a finished run of another schedule or data is refused at
 evaluation.
 
 Test: -ELBO, KL, MI (10 posterior draws per sentence) and AU on the whole test split; the
@@ -40,27 +40,21 @@ from pathlib import Path
 
 import sacrebleu
 import torch
-from reproduce import mean_std, run_train_script  # training/ is on the path when a training script runs
+from experiments import Run, mean_ci95, mean_std, run_train_script  # training/ is on the path when a script runs
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
-from hf_bnvae.saving import write_atomically
+from hf_bnvae.saving import read_results, write_atomically
 
 HERE = Path(__file__).resolve().parent
-METHODS = {"lm": ["--method", "lm"], "vae": ["--method", "vae"], "bnvae_0.6": ["--method", "bnvae", "--gamma", "0.6"]}
+COMPARISON = [Run("lm", "lm"), Run("vae", "vae"), Run("bnvae_0.6", "bnvae", {"gamma": 0.6})]
 SWEEP_GAMMAS = (0.3, 0.9, 1.2, 1.5)
 # trained with the first seed only: the gamma sweep (the autoencoder marks the end where KL is free)
-FIRST_SEED_ONLY = {
-    "ae": ["--method", "ae"],
-    **{f"bnvae_{g}": ["--method", "bnvae", "--gamma", str(g)] for g in SWEEP_GAMMAS},
-}
-LABELS = {
-    "lm": "LSTM-LM",
-    "vae": "VAE",
-    "ae": "autoencoder",
-    **{f"bnvae_{g}": f"BN-VAE ({g})" for g in (0.6, *SWEEP_GAMMAS)},
-}
+SWEEP = [Run("ae", "ae"), *(Run(f"bnvae_{g}", "bnvae", {"gamma": g}) for g in SWEEP_GAMMAS)]
+METHODS = {run.name: run for run in COMPARISON}
+FIRST_SEED_ONLY = {run.name: run for run in SWEEP}
+LABELS = {run.name: run.label for run in (*COMPARISON, *SWEEP)}
 PAIRED = [("bnvae_0.6", "lm"), ("vae", "lm"), ("bnvae_0.6", "vae")]  # (model, minus model), sentence by sentence
 SWEEP_ORDER = ["vae", *sorted((f"bnvae_{g}" for g in (0.6, *SWEEP_GAMMAS)), key=lambda m: float(m[6:])), "ae"]
 # The schedule every model trains with: train.py's flags (the official VAE rule, PlateauRule's defaults).
@@ -101,15 +95,15 @@ CORPORA = {
 
 
 def runs(args):
-    """(seed, method, train.py flags) of every run --methods selects: the comparison seed by seed, then the
-    sweep's runs with the first seed."""
+    """(seed, name, Run) of every run --methods selects: the comparison seed by seed, then the sweep's runs
+    with the first seed."""
     for seed in args.seeds:
-        for method, flags in METHODS.items():
-            if method in args.methods:
-                yield seed, method, flags
-    for method, flags in FIRST_SEED_ONLY.items():
-        if method in args.methods:
-            yield args.seeds[0], method, flags
+        for name, run in METHODS.items():
+            if name in args.methods:
+                yield seed, name, run
+    for name, run in FIRST_SEED_ONLY.items():
+        if name in args.methods:
+            yield args.seeds[0], name, run
 
 
 def parse_args(argv=None):
@@ -178,15 +172,14 @@ def schedule_flags(args):
 
 
 def train_missing(args):
-    """Train every planned run without a metrics.json, --num_workers at a time (one thread each), each
+    """Train every planned run without results, --num_workers at a time (one thread each), each
     resuming from its last checkpoint."""
-    todo = [(s, m, f) for s, m, f in runs(args) if not (run_dir(args, m, s) / "metrics.json").exists()]
+    todo = [(s, m, f) for s, m, f in runs(args) if read_results(run_dir(args, m, s)) is None]
     threads = ["--num_threads", "1"] if args.num_workers > 1 else []
 
-    def train(seed, method, flags):
-        run_train_script(
-            run_dir(args, method, seed), args, seed, [*flags, *data_flags(args), *schedule_flags(args), *threads], True
-        )
+    def train(seed, name, run):
+        flags = [*run.train_flags(), *data_flags(args), *schedule_flags(args), *threads]
+        run_train_script(run_dir(args, name, seed), args, seed, flags, resumable=True)
 
     with ThreadPoolExecutor(args.num_workers) as pool:
         for job in [pool.submit(train, *run) for run in todo]:
@@ -235,7 +228,7 @@ def evaluate_run(folder, record, test_texts, sample, args):
                 " delete it to evaluate again"
             )
         return kept["test"]
-    trained = json.loads((folder / "metrics.json").read_text())
+    trained = read_results(folder)
     check_schedule(trained, args, folder)
     start = time.perf_counter()
     model, tokenizer = load_pretrained(folder)
@@ -323,15 +316,6 @@ def summarise(runs):
         if values:
             summary[figure] = mean_std(values)
     return summary
-
-
-def mean_ci95(values):
-    """{"mean", "ci95", "n"}: the mean of `values` with its 95% t interval (n - 1 degrees of freedom)."""
-    from scipy.stats import t  # installed with the dev and classification extras (scikit-learn's dependency)
-
-    mean = statistics.mean(values)
-    half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(values)}
 
 
 def paired_nll(results, method, other):
@@ -527,7 +511,7 @@ def main(argv=None):
     results = {}
     for seed, method, _ in runs(args):
         folder, record = run_dir(args, method, seed), record_path(args, method, seed)
-        if record.exists() or (folder / "metrics.json").exists():
+        if record.exists() or read_results(folder) is not None:
             print(f"[evaluate] {folder.name}", flush=True)
             results.setdefault(method, {})[seed] = evaluate_run(folder, record, test_texts, sample, args)
     write_results(results, args, output)

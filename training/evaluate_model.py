@@ -6,6 +6,7 @@
 Metrics (nats per sentence unless stated): NLL (importance-weighted, K samples from q(z|x)), PPL
 (per word, end token counted, start token not), -ELBO, reconstruction, KL, mutual information,
 KL(q(z)||p(z)) and active units. Runs under `accelerate launch` too (sentences split over processes).
+The figures go into the "evaluation" entry of the model folder's all_results.json (or --output_file).
 """
 
 import argparse
@@ -20,6 +21,7 @@ from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.hub import portable_path
+from hf_bnvae.saving import RESULTS_NAME, read_results, write_atomically, write_results
 from hf_bnvae.trainer_utils import check_lower_bounds
 
 ROWS = [
@@ -50,7 +52,12 @@ def parse_args(argv=None):
         help="run the IW-NLL output layer through torch.compile: same numbers, ~1.16x faster on this project's CPU "
         "(needs a C++ compiler; falls back to eager with a warning)",
     )
-    p.add_argument("--output_file", default=None, help="JSON output (default: <model dir>/eval_results.json or ./)")
+    p.add_argument(
+        "--output_file",
+        default=None,
+        help='write the figures to this JSON file (default: the "evaluation" entry of the model folder\'s '
+        "all_results.json, or of ./all_results.json for a hub model)",
+    )
     args = p.parse_args(argv)
     bounds = {
         "max_eval_samples": (2, False, "active units and MI need 2 sentences"),
@@ -90,13 +97,16 @@ def main(argv=None):
         model=args.model_name_or_path,
     )
     if accelerator.is_main_process:
-        local = Path(args.model_name_or_path)
-        output = (
-            Path(args.output_file)
-            if args.output_file
-            else (local if local.is_dir() else Path(".")) / "eval_results.json"
-        )
-        output.write_text(json.dumps(metrics, indent=2))
+        if args.output_file:
+            output = Path(args.output_file)
+            write_atomically(output, json.dumps(metrics, indent=2))
+        else:
+            local = Path(args.model_name_or_path)
+            folder = local if local.is_dir() else Path(".")
+            results = read_results(folder) or {"task": "language-modeling"}
+            results["evaluation"] = metrics
+            write_results(folder, results)
+            output = folder / RESULTS_NAME
         print(f"{args.model_name_or_path} on {metrics['eval_data']}, K={args.iw_samples}")
         print(format_table(metrics))
         print(f"written to {output}")

@@ -6,8 +6,8 @@ Trains the LSTM LM, VAE, beta-VAE (0.4), cyclical annealing, free bits (4 nats p
 delta-VAE (0.15 nats per dimension), an autoencoder and then pretrained encoder + free bits, and
 BN-VAE with gamma 0.5, 0.6 and 0.7, all with the same seed, data and schedule (aggressive training,
 `--method aggressive`, is left out: RESULTS.md has its cost). Every run checkpoints each epoch (an
-interrupted one resumes), and finished models (a metrics.json in their folder) and evaluations (a
-test_metrics.json) are reused, so the script can run in parts: `--only NAME ...` trains and evaluates
+interrupted one resumes), and finished models (results in their folder) and their evaluations (the
+"evaluation" entry of their all_results.json) are reused, so the script can run in parts: `--only NAME ...` trains and evaluates
 just those runs and writes nothing but their cached evaluations (two parts side by side, each with
 OMP_NUM_THREADS=1, use two cores), and a plain call then writes the whole table. Writes
 training/reproduction/results.md (the table), results.json and kl_mi_curves.png.
@@ -21,39 +21,31 @@ NLL (K = 500) on the first 200 test sentences.
 import argparse
 import datetime
 import json
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from experiments import Run, run_train_script  # training/ is on the path when a script runs
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
-from hf_bnvae.trainer_utils import list_checkpoints
+from hf_bnvae.saving import read_results, write_results
 
 HERE = Path(__file__).resolve().parent
 
-RUNS = [  # (name, train.py arguments); "pretrained_fb" needs "ae" first
-    ("lm", ["--method", "lm"]),
-    ("vae", ["--method", "vae"]),
-    ("beta_vae_0.4", ["--method", "beta_vae", "--beta", "0.4"]),
-    ("cyclical", ["--method", "cyclical", "--cycle_epochs", "4"]),
-    ("free_bits_4", ["--method", "free_bits", "--free_bits", "4"]),
-    ("delta_vae_0.15", ["--method", "delta_vae", "--delta_rate", "0.15"]),
-    ("ae", ["--method", "ae"]),
-    ("pretrained_fb_4", ["--method", "free_bits", "--free_bits", "4", "--init_encoder_from", "{models}/ae"]),
-    ("bnvae_0.5", ["--method", "bnvae", "--gamma", "0.5"]),
-    ("bnvae_0.6", ["--method", "bnvae", "--gamma", "0.6"]),
-    ("bnvae_0.7", ["--method", "bnvae", "--gamma", "0.7"]),
+RUNS = [  # "pretrained_fb_4" starts from the autoencoder's encoder, so "ae" trains first
+    Run("lm", "lm"),
+    Run("vae", "vae"),
+    Run("beta_vae_0.4", "beta_vae", {"beta": 0.4}),
+    Run("cyclical", "cyclical", {"cycle_epochs": 4}),
+    Run("free_bits_4", "free_bits", {"free_bits": 4.0}),
+    Run("delta_vae_0.15", "delta_vae", {"delta_rate": 0.15}),
+    Run("ae", "ae"),
+    Run("pretrained_fb_4", "free_bits", {"free_bits": 4.0}, init_encoder_from="ae"),
+    Run("bnvae_0.5", "bnvae", {"gamma": 0.5}),
+    Run("bnvae_0.6", "bnvae", {"gamma": 0.6}),
+    Run("bnvae_0.7", "bnvae", {"gamma": 0.7}),
 ]
-
-
-def run_label(trained):
-    """A run's row label: its method's label (hf_bnvae.methods), marked when the encoder was pretrained."""
-    pretrained = trained["training_args"].get("init_encoder_from")
-    return f"pretrained encoder + {trained['method_label']}" if pretrained else trained["method_label"]
 
 
 def parse_args(argv=None):
@@ -69,66 +61,29 @@ def parse_args(argv=None):
         "--only", nargs="*", help="train and evaluate only these runs, writing no table (to run parts side by side)"
     )
     args = p.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - {name for name, _ in RUNS})
+    unknown = sorted(set(args.only or ()) - {run.name for run in RUNS})
     if unknown:
-        p.error(f"--only: unknown run(s) {unknown}; the runs are {[name for name, _ in RUNS]}")
+        p.error(f"--only: unknown run(s) {unknown}; the runs are {[run.name for run in RUNS]}")
     return args
 
 
-def mean_std(values):
-    """{"mean", "std", "runs"} of a figure over seeds: the sample std (n-1 divisor), 0 for one run."""
-    return {
-        "mean": statistics.mean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "runs": values,
-    }
-
-
-def run_train_script(output_dir, budget, seed, flags, resumable=False):
-    """Run train.py for one model of a comparison: the Brown preset (flags may name another), the training
-    budget's num_train_epochs, kl_warmup_epochs and max_train_samples (None: every sentence), no final
-    IW-NLL, plus `flags`. resumable: checkpoint every epoch, and resume from the last checkpoint there is."""
-    if resumable:
-        flags = [*flags, "--checkpointing_steps", "epoch"]
-        if list_checkpoints(Path(output_dir) / "checkpoints"):
-            flags += ["--resume_from_checkpoint", "latest"]
-    command = [
-        sys.executable,
-        str(HERE / "train.py"),
-        "--preset",
-        "brown",
-        "--output_dir",
-        str(output_dir),
-        "--num_train_epochs",
-        str(budget.num_train_epochs),
-        "--kl_warmup_epochs",
-        str(budget.kl_warmup_epochs),
-        "--seed",
-        str(seed),
-        "--iw_samples",
-        "0",
-        *(["--max_train_samples", str(budget.max_train_samples)] if budget.max_train_samples else []),
-        *flags,
-    ]
-    print(f"[train] {Path(output_dir).name}: {' '.join(command[1:])}", flush=True)
-    subprocess.run(command, check=True)
-
-
 def train_missing(args, models):
-    for name, extra in RUNS:
+    for run in RUNS:
+        name = run.name
         if args.only and name not in args.only:
             continue
-        if (models / name / "metrics.json").exists():
+        if read_results(models / name) is not None:
             print(f"[skip] {name}: already trained")
             continue
-        run_train_script(models / name, args, args.seed, [a.format(models=models) for a in extra], resumable=True)
+        run_train_script(models / name, args, args.seed, run.train_flags(models), resumable=True)
 
 
 @torch.no_grad()
 def evaluate_run(path, test_texts, args):
-    cached = path / "test_metrics.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    results = read_results(path)
+    cached = results.get("evaluation") or {}
+    if cached.get("protocol") == "reproduce.py" and cached.get("iw_sentences") == args.iw_test_sentences:
+        return cached
     model, tokenizer = load_pretrained(path)
     test_set = tokenize_texts(tokenizer, test_texts)
     iw_set = test_set.select(range(min(args.iw_test_sentences, len(test_set))))
@@ -142,8 +97,11 @@ def evaluate_run(path, test_texts, args):
         iw_samples=args.iw_samples,
         iw_sentences=subset["num_sentences"],
         nelbo_iw_subset=subset["nelbo"],
+        protocol="reproduce.py",
+        split="test",
+        eval_data=f"Brown test split; IW-NLL on its first {subset['num_sentences']} sentences",
     )
-    cached.write_text(json.dumps(metrics, indent=2))
+    write_results(path, {**results, "evaluation": metrics})
     return metrics
 
 
@@ -159,10 +117,10 @@ def write_table(results, output, args):
         "| model | NLL | PPL | -ELBO | KL | MI | AU | time |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, _ in RUNS:
-        if name not in results:
+    for run in RUNS:
+        if run.name not in results:
             continue
-        r = results[name]
+        r = results[run.name]
         lines.append(
             f"| {r['label']} | {r['nll']:.2f} | {r['ppl']:.1f} | {r['nelbo']:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | "
             f"{r['au']} | {r['train_seconds'] / vae_time:.2f}x |"
@@ -198,16 +156,17 @@ def main(argv=None):
     train_missing(args, models)
     test_texts = read_text_file(BROWN_DIR / "test.txt").texts
     results, histories = {}, {}
-    for name, _ in RUNS:
-        if not (models / name / "metrics.json").exists() or (args.only and name not in args.only):
+    for run in RUNS:
+        name = run.name
+        trained = read_results(models / name)
+        if trained is None or (args.only and name not in args.only):
             continue
-        trained = json.loads((models / name / "metrics.json").read_text())
         print(f"[evaluate] {name}", flush=True)
         results[name] = {
             **evaluate_run(models / name, test_texts, args),
             "train_seconds": trained["train_seconds"],
             "best_epoch": trained["best_epoch"],
-            "label": run_label(trained),
+            "label": run.label,
         }
         histories[results[name]["label"]] = trained["history"]
     if args.only:  # a part: its evaluations are cached; the table and the curves come from a plain call

@@ -26,7 +26,7 @@ from pathlib import Path
 import prepare_chitchat  # training/ is on the path when a training script runs
 import train_dialogue
 
-from hf_bnvae.saving import write_atomically
+from hf_bnvae.saving import read_results, write_atomically
 
 HERE = Path(__file__).resolve().parent
 KEYS = [
@@ -89,12 +89,12 @@ def train_missing(args):
     results = {}
     for key, flags in runs(args):
         folder = Path(args.output_dir) / "dialogue_models" / key
-        if not (folder / "all_results.json").exists():
+        if read_results(folder) is None:
             print(f"[train] {key}", flush=True)
             train_dialogue.main([*common, *shlex.split(args.train_args), *flags, "--output_dir", str(folder)])
         else:
             print(f"[skip] {key}: trained", flush=True)
-        results[key] = json.loads((folder / "all_results.json").read_text())
+        results[key] = read_results(folder)
     return results
 
 
@@ -110,7 +110,7 @@ def table(results):
         if "a_bow" in paper:
             cited += f"; A-bow {paper['a_bow']}, E-bow {paper['e_bow']}"
         lines.append(
-            f"| {key} | {r['test_ppl']:.2f} | {r['test_kl']:.2f} | "
+            f"| {r.get('method_label', key)} | {r['test_ppl']:.2f} | {r['test_kl']:.2f} | "
             f"{r['test_bleu_precision'][3]:.2f} / {r['test_bleu_recall'][3]:.2f} | "
             f"{100 * r['test_a_bow_precision']:.2f} / {100 * r['test_a_bow_recall']:.2f} | "
             f"{100 * r['test_e_bow_precision']:.2f} / {100 * r['test_e_bow_recall']:.2f} | "
@@ -126,7 +126,7 @@ def table(results):
     for i, example in enumerate(first["examples"]):
         lines += ["", f"**Context {i + 1}**: " + " / ".join(example["context"]), f"reference: {example['reference']}"]
         for key, r in results.items():
-            lines.append(f"- {key}: " + " | ".join(r["examples"][i]["samples"][:3]))
+            lines.append(f"- {r.get('method_label', key)}: " + " | ".join(r["examples"][i]["samples"][:3]))
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,6 @@ import json
 import multiprocessing
 import os
 import shlex
-import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -41,9 +40,9 @@ from pathlib import Path
 import bag_of_words
 import torch
 import train_classifier  # training/ is on the path when a training script runs
-from reproduce import mean_std, run_train_script
+from experiments import Run, mean_ci95, mean_std, run_train_script
 
-from hf_bnvae.saving import write_atomically
+from hf_bnvae.saving import read_results, write_atomically
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,30 +77,31 @@ DATASETS = {
 FINE_TUNING_RECIPE = "--metric_for_best_model loss"
 # A run recorded before recipes were recorded was selected by the metric it names (by the loss before that).
 LEGACY_RECIPE = "--metric_for_best_model {}"
-# (method key, train.py flags); "{models}/<key>" names the model a run starts from (trained first).
+# The language models (AE + free bits starts from the autoencoder's encoder, which trains first).
 PRETRAINED = [
-    ("ae", ["--method", "ae"]),
-    ("vae", ["--method", "vae"]),
-    ("bnvae_0.7", ["--method", "bnvae", "--gamma", "0.7"]),
-    ("ae_free_bits", ["--method", "free_bits", "--free_bits", "6", "--init_encoder_from", "{models}/ae"]),
+    Run("ae", "ae"),
+    Run("vae", "vae"),
+    Run("bnvae_0.7", "bnvae", {"gamma": 0.7}),
+    Run("ae_free_bits", "free_bits", {"free_bits": 6.0}, init_encoder_from="ae"),
 ]
 METHODS = ["scratch", "ae", "vae", "ae_free_bits", "bnvae_0.7"]  # the fine-tuned rows, as in the paper
 BASELINE = "bag_of_words"  # the calibration row, on the same label draws
 PAIRED_WITH = "bnvae_0.7"  # the method every other row is compared with, seed by seed
-LABELS = {
+LABELS = {  # the pretrained rows' from hf_bnvae.methods' table
     "scratch": "no pretraining",
-    "ae": "AE",
-    "vae": "VAE",
-    "ae_free_bits": "AE + free bits (6)",
-    "bnvae_0.7": "BN-VAE (0.7)",
+    **{run.name: run.label for run in PRETRAINED},
     BASELINE: "bag-of-words logistic regression",
 }
-# The paper's Table 3 (short Yelp: 100 / 500 / 1,000 / 2,000 / 10,000 labels)
+# The paper's Table 3 on short Yelp, by label budget: shown beside the Yelp table only (its data).
+PAPER_BUDGETS = (100, 500, 1000, 2000, 10000)
 PAPER = {
-    "ae": [81.1, 86.2, 90.3, 89.4, 94.1],
-    "vae": [66.1, 82.6, 88.4, 89.6, 94.5],
-    "ae_free_bits": [87.6, 90.2, 92.0, 93.4, 94.9],
-    "bnvae_0.7": [88.8, 91.6, 92.5, 94.1, 95.4],
+    method: dict(zip(PAPER_BUDGETS, figures))
+    for method, figures in {
+        "ae": [81.1, 86.2, 90.3, 89.4, 94.1],
+        "vae": [66.1, 82.6, 88.4, 89.6, 94.5],
+        "ae_free_bits": [87.6, 90.2, 92.0, 93.4, 94.9],
+        "bnvae_0.7": [88.8, 91.6, 92.5, 94.1, 95.4],
+    }.items()
 }
 
 
@@ -195,20 +195,18 @@ def pretrain(args):
     )
     jobs = {}
 
-    def train(name, flags):
-        for other, _ in PRETRAINED:  # wait for the models this one is built on
-            if f"{{models}}/{other}" in flags and other in jobs:
-                jobs[other].result()
-        flags = [f.format(models=models) for f in flags]
-        extra = [*data, "--num_threads", str(args.threads_per_worker), *shlex.split(args.train_args), *flags]
-        run_train_script(models / name, budget, 42, extra, resumable=True)
+    def train(run):
+        if run.init_encoder_from in jobs:  # wait for the model this one is built on
+            jobs[run.init_encoder_from].result()
+        extra = [*data, "--num_threads", str(args.threads_per_worker), *shlex.split(args.train_args)]
+        run_train_script(models / run.name, budget, 42, [*extra, *run.train_flags(models)], resumable=True)
 
     with ThreadPoolExecutor(args.num_workers) as pool:
-        for name, flags in PRETRAINED:
-            if (models / name / "metrics.json").exists():
-                print(f"[skip] {name}: pretrained", flush=True)
+        for run in PRETRAINED:
+            if read_results(models / run.name) is not None:
+                print(f"[skip] {run.name}: pretrained", flush=True)
                 continue
-            jobs[name] = pool.submit(train, name, flags)
+            jobs[run.name] = pool.submit(train, run)
         for job in jobs.values():
             job.result()
     return models
@@ -368,13 +366,7 @@ def paired_difference(runs, method, other, budget):
         if r["budget"] == budget and r["method"] in (method, other):
             by_seed.setdefault(r["seed"], {})[r["method"]] = r["test_accuracy"]
     differences = [v[method] - v[other] for v in by_seed.values() if len(v) == 2]
-    if len(differences) < 2:
-        return None
-    from scipy.stats import t  # scikit-learn's dependency, installed with the classification extra
-
-    mean, error = statistics.mean(differences), statistics.stdev(differences) / len(differences) ** 0.5
-    half = t.ppf(0.975, len(differences) - 1) * error
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(differences)}
+    return mean_ci95(differences) if len(differences) >= 2 else None
 
 
 def cell_text(summary, paper=None):
@@ -385,7 +377,7 @@ def cell_text(summary, paper=None):
 def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
     """classification<suffix>.json and .md: test accuracy (percent) per row and budget, mean ± std over
     seeds, the paper's figure beside ours, the majority floor; pretrain_seconds is None when the language
-    models were trained on another machine (their metrics.json are not here)."""
+    models were trained on another machine (their results are not here)."""
     output = Path(args.output_dir)
     budgets = args.budgets
     runs = {key: r for key, r in runs.items() if r["seed"] in args.seeds}  # the record may hold more seeds
@@ -416,8 +408,8 @@ def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
     header = " | ".join(f"{b} labels" if b != "all" else "all labels" for b in budgets)
     lines = [f"| pretraining | {header} |", "|---|" + "---|" * len(budgets)]
     for method, per_budget in methods.items():
-        paper = PAPER.get(method, [])
-        cells = [cell_text(per_budget.get(str(b)), paper[i] if i < len(paper) else None) for i, b in enumerate(budgets)]
+        paper = PAPER.get(method, {}) if args.dataset == "yelp" else {}  # the paper's figures are short Yelp's
+        cells = [cell_text(per_budget.get(str(b)), paper.get(b)) for b in budgets]
         lines.append(f"| {LABELS[method]} | {' | '.join(cells)} |")
     lines.append(
         f"| majority class ({majority['label']}) | " + " | ".join(f"{majority['accuracy']:.1f}" for _ in budgets) + " |"
@@ -454,10 +446,8 @@ def main(argv=None):
     if args.pretrain_only:
         return None
     state = fine_tune_all(args, models, record)
-    metrics = [models / name / "metrics.json" for name, _ in PRETRAINED]
-    pretrain_seconds = (
-        sum(json.loads(m.read_text())["train_seconds"] for m in metrics) if all(m.exists() for m in metrics) else None
-    )
+    pretrained = [read_results(models / run.name) for run in PRETRAINED]
+    pretrain_seconds = sum(r["train_seconds"] for r in pretrained) if all(pretrained) else None
     write_results(args, state["runs"], pretrain_seconds, state["wall_seconds"])
     return state["runs"]
 

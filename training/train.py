@@ -1,20 +1,19 @@
 """Train BN-VAE (or any baseline of the paper) with Accelerate.
 
     accelerate launch training/train.py                        # BN-VAE (gamma 0.6) on Brown, ~10 min on 2 CPU cores
-    accelerate launch training/train.py --method vae           # a baseline: see README for all of them
+    accelerate launch training/train.py --method vae           # a baseline: see docs/training.md for all of them
     accelerate launch --multi_gpu --num_processes 2 training/train.py   # 2 real processes (gloo on CPU)
 
 The recipe is the official code's: SGD without momentum, lr 1.0, grad-norm clip 5, KL weight 0 -> 1 over
 the warm-up epochs (per step), and the plateau rule (hf_bnvae.trainer_utils.PlateauRule: from epoch 15,
 5 epochs without improvement of the validation loss: lr x 0.5 and reload the best model; stop at the 5th
 decay). The best model by validation loss (reconstruction + final KL weight x KL: the -ELBO for VAE-type
-methods) is saved with save_pretrained, next to metrics.json and training_curves.png.
+methods) is saved with save_pretrained, next to all_results.json and training_curves.png.
 """
 
 import argparse
 import importlib.util
 import itertools
-import json
 import logging
 import math
 import os
@@ -31,8 +30,8 @@ from transformers import AutoTokenizer
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
 from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
-from hf_bnvae.methods import METHODS, all_flags, resolve_method
-from hf_bnvae.saving import save_pretrained_atomically, write_atomically
+from hf_bnvae.methods import METHODS, all_flags, methods_of, resolve_method
+from hf_bnvae.saving import RESULTS_NAME, save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
     PlateauRule,
     aggressive_encoder_updates,
@@ -124,7 +123,7 @@ def build_parser():
 
     model = p.add_argument_group("model and method")
     model.add_argument("--preset", default="brown", choices=list(PRESETS), help="model sizes and training defaults")
-    model.add_argument("--method", default="bnvae", choices=list(METHODS))
+    model.add_argument("--method", default="bnvae", choices=methods_of("bnvae"))
     for flag, (owner, spec) in all_flags().items():
         if isinstance(spec.default, bool):
             model.add_argument(f"--{flag}", action="store_true", help=f"{owner}: {spec.help}")
@@ -157,7 +156,7 @@ def build_parser():
         opt.add_argument(
             f"--plateau_{field}",
             type=type(default),
-            help=f"the plateau rule (see README; default {default}, the LM's {METHODS['lm'].plateau.get(field, default)})",
+            help=f"the plateau rule (see docs/training.md; default {default}, the LM's {METHODS['lm'].plateau.get(field, default)})",
         )
     opt.add_argument("--seed", type=int, default=42)
 
@@ -573,6 +572,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
         unwrapped.load_state_dict(state.best_weights)
     training_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None}
     results = {
+        "task": "language-modeling",
         "method": args.recipe.name,
         "method_label": args.recipe.label,
         "preset": args.preset,
@@ -605,7 +605,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
     if accelerator.is_main_process:
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_atomically(output / "metrics.json", json.dumps(results, indent=2))
+        write_results(output, results)
         if state.history:
             data_name = args.dataset_name or Path(args.train_file).parent.name
             plot_training_curves(
@@ -626,7 +626,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
 
 
 def print_summary(results, output):
-    written = "model, tokenizer, metrics.json" + (", training_curves.png" if results["history"] else "")
+    written = f"model, tokenizer, {RESULTS_NAME}" + (", training_curves.png" if results["history"] else "")
     lines = [f"saved to {output}: {written}"]
     if results["history"]:
         best = results["history"][results["best_epoch"]] if results["best_epoch"] >= 0 else results["history"][-1]
@@ -645,7 +645,7 @@ def print_summary(results, output):
 
 
 def main(argv=None):
-    """Train; returns the trained (best) model and the results dict written to metrics.json."""
+    """Train; returns the trained (best) model and the results dict written to all_results.json."""
     return train(parse_args(argv))
 
 

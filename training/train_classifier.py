@@ -22,7 +22,6 @@ labels it holds more labels than the training set, as in the paper's protocol.
 """
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -43,7 +42,7 @@ from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
-from hf_bnvae.saving import save_pretrained_atomically, write_atomically
+from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, cpu_state_dict
 
 logger = get_logger(__name__)
@@ -307,6 +306,7 @@ def main(argv=None):
         test = evaluate_split(model, test_loader, accelerator, len(label2id))
         majority = majority_class(test_labels, label2id)
     results = {
+        "task": "text-classification",
         "model_name_or_path": args.model_name_or_path,
         "from_scratch": args.from_scratch,
         "train_file": args.train_file,
@@ -334,7 +334,7 @@ def main(argv=None):
     if accelerator.is_main_process:
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_atomically(output / "all_results.json", json.dumps(results, indent=2))
+        write_results(output, results)
         tested = (
             "" if args.skip_test else f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; "
         )

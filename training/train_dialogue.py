@@ -16,7 +16,6 @@ Writes the model (save_pretrained), all_results.json (metrics, history, sample r
 """
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -31,15 +30,11 @@ from tqdm.auto import tqdm
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_tokenizer
 from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
-from hf_bnvae.saving import save_pretrained_atomically, write_atomically
+from hf_bnvae.methods import METHODS, methods_of, resolve_method
+from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, cpu_state_dict
 
 DATA = Path(__file__).resolve().parent / "data" / "chitchat"
-METHODS = {  # method -> (gamma given?, use_bow)
-    "cvae": (False, False),
-    "cvae_bow": (False, True),
-    "bncvae": (True, False),
-}
 LOWER_BOUNDS = {
     "gamma": (0, True, "the BN scale of BN-CVAE"),
     "vocab_size": (5, False, "tokens, the 4 special ones included"),
@@ -62,8 +57,9 @@ def build_parser():
     p.add_argument("--train_file", default=str(DATA / "train.jsonl"))
     p.add_argument("--validation_file", default=str(DATA / "valid.jsonl"))
     p.add_argument("--test_file", default=str(DATA / "test.jsonl"))
-    p.add_argument("--method", choices=sorted(METHODS), default="bncvae")
-    p.add_argument("--gamma", type=float, default=None, help="BN-CVAE's gamma (default 0.6); only with bncvae")
+    p.add_argument("--method", choices=methods_of("bncvae"), default="bncvae", help="hf_bnvae.methods' table")
+    gamma = METHODS["bncvae"].flags["gamma"]
+    p.add_argument("--gamma", type=float, default=None, help=f"bncvae: {gamma.help} (default {gamma.default})")
     p.add_argument("--preset", choices=sorted(DIALOGUE_PRESETS), default="small")
     p.add_argument(
         "--config_overrides",
@@ -93,11 +89,12 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.gamma is not None and args.method != "bncvae":
-        parser.error(f"--gamma is BN-CVAE's; --method {args.method} has no BN (gamma 0)")
-    if args.method == "bncvae":
-        args.gamma = 0.6 if args.gamma is None else args.gamma
     check_lower_bounds(parser, args, LOWER_BOUNDS)
+    try:
+        args.recipe = resolve_method(args.method, gamma=args.gamma)
+    except ValueError as error:
+        parser.error(str(error))
+    args.gamma = args.recipe.config["gamma"]
     try:
         args.overrides = parse_overrides(args.config_overrides)
     except ValueError as error:
@@ -152,25 +149,30 @@ def loader(dataset, batch_size, pad_token_id, shuffle=False, seed=0):
 
 @torch.no_grad()
 def evaluate_pairs(model, batches, accelerator, sample_latent, seed=0):
-    """Sums over the pairs (all processes): loss at KL weight 1, reconstruction, KL(q || p), tokens, pairs;
-    returns per-response means (nats), the per-word perplexity and the pair count."""
+    """Per-response means over the pairs of all processes (nats): the loss at KL weight 1, reconstruction,
+    KL(q || p); the per-word perplexity and the pair count. The per-pair figures are gathered with
+    accelerate's gather_for_metrics, which drops the pairs repeated to even out the last batches."""
     model.eval()
     torch.manual_seed(seed)
-    totals = torch.zeros(5, device=accelerator.device)
+    gamma = accelerator.unwrap_model(model).config.gamma
+    rows = []
     for batch in batches:
         out = model(**batch, sample_latent=sample_latent)
-        n = out.reconstruction_loss.shape[0]
-        loss = out.loss * n
-        totals += torch.stack(
-            [loss, out.reconstruction_loss.sum(), out.kl.sum(), out.num_tokens.sum().float(), torch.tensor(float(n))]
-        )
-    loss, reconstruction, kl, tokens, pairs = accelerator.reduce(totals, "sum").tolist()
+        loss = out.reconstruction_loss + out.kl  # each pair's loss at KL weight 1, as in the model's mean
+        if out.bow_loss is not None:
+            loss = loss + out.bow_loss
+        if gamma > 0:
+            loss = loss + out.prior_kl
+        per_pair = torch.stack([loss, out.reconstruction_loss, out.kl, out.num_tokens.float()], dim=-1)
+        rows.append(accelerator.gather_for_metrics(per_pair.double()))
+    loss, reconstruction, kl, tokens = torch.cat(rows).sum(0).tolist()
+    pairs = sum(len(r) for r in rows)
     return {
         "loss": loss / pairs,
         "reconstruction": reconstruction / pairs,
         "kl": kl / pairs,
         "ppl": math.exp(reconstruction / tokens),
-        "num_pairs": int(pairs),
+        "num_pairs": pairs,
     }
 
 
@@ -224,12 +226,10 @@ def main(argv=None):
     test_pairs = load_pairs(args.test_file, args, args.max_eval_samples)
     turns = [text for context, _, response in train_pairs for text in (*context, response)]
     tokenizer = build_word_tokenizer(turns, vocab_size=args.vocab_size)
-    gamma_given, use_bow = METHODS[args.method]
     config = BNCVAEConfig.from_preset(
         args.preset,
         vocab_size=len(tokenizer),
-        gamma=args.gamma if gamma_given else 0.0,
-        use_bow=use_bow,
+        **args.recipe.config,
         max_context_turns=args.max_context_turns,
         max_utterance_length=args.max_utterance_length,
         **args.overrides,
@@ -251,7 +251,7 @@ def main(argv=None):
         model, optimizer, train_loader, valid_loader, test_loader
     )
     accelerator.print(
-        f"{args.method}{f' (gamma {args.gamma})' if gamma_given else ''}: {len(datasets['train'])} training pairs, "
+        f"{args.recipe.label}: {len(datasets['train'])} training pairs, "
         f"vocabulary {len(tokenizer)}, {sum(p.numel() for p in model.parameters()):,} parameters"
     )
     history, best, best_weights, step = [], None, None, 0
@@ -285,7 +285,9 @@ def main(argv=None):
     train_seconds = time.perf_counter() - start
     test = evaluate_pairs(model, test_loader, accelerator, sample_latent=True, seed=args.seed)
     results = {
+        "task": "dialogue",
         "method": args.method,
+        "method_label": args.recipe.label,
         "gamma": config.gamma,
         "use_bow": config.use_bow,
         "best_epoch": best,
@@ -294,7 +296,7 @@ def main(argv=None):
         **{f"test_{k}": v for k, v in test.items()},
         "history": history,
         "train_seconds": train_seconds,
-        "training_args": {k: v for k, v in vars(args).items() if k != "overrides"},
+        "training_args": {k: v for k, v in vars(args).items() if k not in ("overrides", "recipe")},
     }
     if accelerator.is_main_process:
         if args.max_test_contexts:
@@ -307,7 +309,7 @@ def main(argv=None):
         results["seconds"] = time.perf_counter() - start
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_atomically(output / "all_results.json", json.dumps(results, indent=2))
+        write_results(output, results)
         accelerator.print(f"best epoch {best + 1}: test ppl {test['ppl']:.2f}, KL {test['kl']:.3f}; saved to {output}")
     return unwrapped, results
 
