@@ -1,12 +1,16 @@
 """Pieces of the training scripts that are not the model: the paper's plateau rule, the aggressive
 training loop, atomic training checkpoints (Accelerate's save_state / load_state) and the training-curves figure."""
 
+import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------
 # the plateau rule
@@ -88,13 +92,40 @@ def aggressive_encoder_updates(encoder_step, max_steps=100, check_every=15):
 # command-line checks
 
 
+def check_finite(parser, args):
+    """parser.error naming the first numeric flag (or list item) that is nan or infinite: a comparison with
+    nan is False, so a range check alone would let it through to the training."""
+    for flag, value in vars(args).items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, float) and not math.isfinite(item):
+                parser.error(f"--{flag} {item}: must be a finite number")
+
+
 def check_lower_bounds(parser, args, bounds):
     """parser.error naming the flag for a value below its bound. bounds: {flag: (bound, strict, meaning)},
-    strict meaning the bound itself is excluded; flags left unset (None) are not checked."""
+    strict meaning the bound itself is excluded; flags left unset (None) are not checked. Every numeric
+    flag is first checked to be finite (check_finite)."""
+    check_finite(parser, args)
     for flag, (low, strict, meaning) in bounds.items():
         value = getattr(args, flag, None)
         if value is not None and (value <= low if strict else value < low):
             parser.error(f"--{flag} {value}: must be {'>' if strict else '>='} {low} ({meaning})")
+
+
+def diverged(loss, epoch, have_best):
+    """Whether training diverged: the validation loss after `epoch` (0-based) is not finite. The caller then
+    stops with the best model it kept; with none (have_best False) RuntimeError, as nothing is worth saving."""
+    if math.isfinite(loss):
+        return False
+    if not have_best:
+        raise RuntimeError(
+            f"training diverged: the validation loss is {loss} after epoch {epoch + 1} and no earlier epoch had a"
+            " finite one; nothing was saved. Try a lower --learning_rate."
+        )
+    logger.warning(
+        f"training diverged: the validation loss is {loss} after epoch {epoch + 1}; stopping with the best model"
+    )
+    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -348,3 +348,9 @@ def test_a_failed_fine_tuning_run_is_reported_and_the_others_are_recorded(tmp_pa
         semi_supervised.fine_tune_all(args, tmp_path, record)
     runs = json.loads(record.read_text())["runs"]
     assert sorted(runs) == sorted(f"{m}/6/seed1" for m in [*semi_supervised.METHODS, "bag_of_words"] if m != "vae")
+
+
+def test_a_diverged_fine_tuning_fails_and_saves_nothing(saved, labelled_files, tmp_path):
+    with pytest.raises(RuntimeError, match="training diverged: the validation loss is nan after epoch 1"):
+        train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "out", "--learning_rate", "1e30"))
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -346,3 +346,11 @@ def test_two_processes_count_every_evaluation_pair_once(tmp_path, root, dialogue
     assert [r["test"] for r in ranks] == [test_pairs, test_pairs]
     assert [r["valid"] for r in ranks] == [[valid_pairs], [valid_pairs]]
     assert ranks[0]["test_loss"] == ranks[1]["test_loss"]
+
+
+def test_a_diverged_dialogue_run_fails_and_saves_nothing(tmp_path, dialogue_files):
+    import train_dialogue
+
+    with pytest.raises(RuntimeError, match="training diverged"):
+        train_dialogue.main(dialogue_args(dialogue_files, tmp_path / "out", "--learning_rate", "1e30"))
+    assert not (tmp_path / "out" / "model.safetensors").exists()

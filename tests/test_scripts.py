@@ -333,3 +333,27 @@ def test_experiment_runs_take_their_labels_and_flags_from_the_method_table(tmp_p
     assert mean_ci95([1.0, 1.0, 1.0]) == {"mean": 1.0, "ci95": [1.0, 1.0], "n": 3}
     with pytest.raises(ValueError, match="at least 2 values"):
         mean_ci95([1.0])
+
+
+@pytest.mark.parametrize(
+    "parse, argv",
+    [
+        ("train", ["--plateau_factor", "nan"]),
+        ("train", ["--kl_warmup_epochs", "inf"]),
+        ("train", ["--learning_rate", "nan"]),
+        ("train", ["--method", "beta_vae", "--beta", "nan"]),
+        ("generate", ["--model_name_or_path", "x", "--top_p", "nan", "sample"]),
+        ("generate", ["--model_name_or_path", "x", "--temperature", "nan", "sample"]),
+        ("train_classifier", ["--model_name_or_path", "x", "--output_dir", "x", "--learning_rate", "nan"]),
+        ("train_dialogue", ["--output_dir", "x", "--learning_rate", "inf"]),
+        ("converged", ["--plateau_factor", "nan"]),
+        ("reproduce_dialogue", ["--gammas", "0.6", "nan"]),
+    ],
+)
+def test_non_finite_flags_are_refused_before_anything_is_loaded(parse, argv, capsys):
+    import importlib
+
+    module = importlib.import_module(parse)
+    with pytest.raises(SystemExit):
+        module.parse_args(argv)
+    assert "must be a finite number" in capsys.readouterr().err

@@ -46,6 +46,7 @@ from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
 from hf_bnvae.saving import read_results, write_atomically
+from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
 COMPARISON = [Run("lm", "lm"), Run("vae", "vae"), Run("bnvae_0.6", "bnvae", {"gamma": 0.6})]
@@ -127,6 +128,7 @@ def parse_args(argv=None):
         "--evaluate_only", action="store_true", help="evaluate the finished runs and write the results; train nothing"
     )
     args = p.parse_args(argv)
+    check_finite(p, args)
     if args.train_only and args.evaluate_only:
         p.error("--train_only and --evaluate_only exclude each other")
     for flag in ("num_workers", "iw_test_sentences", "num_train_epochs"):

@@ -30,6 +30,7 @@ from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.saving import read_results, write_results
+from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,6 +62,7 @@ def parse_args(argv=None):
         "--only", nargs="*", help="train and evaluate only these runs, writing no table (to run parts side by side)"
     )
     args = p.parse_args(argv)
+    check_finite(p, args)
     unknown = sorted(set(args.only or ()) - {run.name for run in RUNS})
     if unknown:
         p.error(f"--only: unknown run(s) {unknown}; the runs are {[run.name for run in RUNS]}")

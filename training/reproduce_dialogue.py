@@ -27,6 +27,7 @@ import prepare_chitchat  # training/ is on the path when a training script runs
 import train_dialogue
 
 from hf_bnvae.saving import read_results, write_atomically
+from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
 KEYS = [
@@ -62,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--train_args", default="", help="more train_dialogue.py flags, in one string")
     args = p.parse_args(argv)
+    check_finite(p, args)
     if any(g <= 0 for g in args.gammas):
         p.error(f"--gammas {args.gammas}: every gamma must be > 0 (gamma 0 is the CVAE, already in the table)")
     return args

@@ -38,6 +38,7 @@ from hf_bnvae.trainer_utils import (
     average_bn_statistics,
     check_lower_bounds,
     cpu_state_dict,
+    diverged,
     plot_training_curves,
     resolve_checkpoint,
     save_checkpoint,
@@ -530,17 +531,8 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
         state.previous_mi = metrics["mi"]
     state.history.append(entry)
     selection = entry["valid_selection_loss"]
-    if not math.isfinite(selection):
-        if state.best_weights is None:
-            raise RuntimeError(
-                f"training diverged: the validation loss is {selection} after epoch {state.epoch + 1} "
-                "and no earlier epoch had a finite one; nothing was saved. Try a lower --learning_rate."
-            )
+    if diverged(selection, state.epoch, state.best_weights is not None):
         entry["plateau_action"] = "diverged"
-        logger.warning(
-            f"training diverged: the validation loss is {selection} after epoch {state.epoch + 1}; "
-            f"stopping with the best model (epoch {state.plateau.best_epoch + 1})"
-        )
         return True
     action = entry["plateau_action"] = state.plateau.update(state.epoch, selection)
     if action == "improved":

@@ -43,7 +43,7 @@ from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, cpu_state_dict
+from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, cpu_state_dict, diverged
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
@@ -280,6 +280,11 @@ def main(argv=None):
             if args.max_train_steps and steps >= args.max_train_steps:
                 break
         scores = evaluate_split(model, valid_loader, accelerator, len(label2id))
+        if diverged(scores["loss"], epoch, best_weights is not None):
+            history.append(
+                {"epoch": epoch, **{f"valid_{k}": v for k, v in scores.items()}, "plateau_action": "diverged"}
+            )
+            break
         action = plateau.update(epoch, scores["loss"])
         lr = optimizer.param_groups[0]["lr"]
         history.append(

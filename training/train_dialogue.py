@@ -17,7 +17,6 @@ Writes the model (save_pretrained), all_results.json (metrics, history, sample r
 
 import argparse
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -30,9 +29,10 @@ from tqdm.auto import tqdm
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_tokenizer
 from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
+from hf_bnvae.evaluation import perplexity
 from hf_bnvae.methods import METHODS, methods_of, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, cpu_state_dict
+from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, cpu_state_dict, diverged
 
 DATA = Path(__file__).resolve().parent / "data" / "chitchat"
 LOWER_BOUNDS = {
@@ -171,7 +171,7 @@ def evaluate_pairs(model, batches, accelerator, sample_latent, seed=0):
         "loss": loss / pairs,
         "reconstruction": reconstruction / pairs,
         "kl": kl / pairs,
-        "ppl": math.exp(reconstruction / tokens),
+        "ppl": perplexity(reconstruction, tokens),
         "num_pairs": pairs,
     }
 
@@ -273,6 +273,8 @@ def main(argv=None):
         average_bn_statistics(model, accelerator)  # every process evaluates and keeps the same model
         valid = evaluate_pairs(model, valid_loader, accelerator, sample_latent=True, seed=args.seed)
         history.append({"epoch": epoch, "step": step, **{f"valid_{k}": v for k, v in valid.items()}})
+        if diverged(valid["loss"], epoch, best is not None):
+            break
         accelerator.print(
             f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl {valid['ppl']:.2f}, KL {valid['kl']:.3f}"
         )
