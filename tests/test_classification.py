@@ -271,6 +271,9 @@ def test_the_semi_supervised_experiment_writes_its_table_and_resumes(tmp_path, l
     assert len(runs) == 6 * 2 * 2 and all(0 <= r["test_accuracy"] <= 100 for r in runs.values())
     recipes = {r["recipe"] for r in runs.values() if r["method"] != semi_supervised.BASELINE}
     assert recipes == {semi_supervised.FINE_TUNING_RECIPE}  # the default, recorded per run
+    tuned = [r for r in runs.values() if r["method"] != semi_supervised.BASELINE]
+    assert all(r["caps"] == {"num_train_epochs": 2, "max_train_steps": 3, "pretrain_epochs": 1} for r in tuned)
+    assert all(sum(r["test_predicted_counts"].values()) == 15 and 0 <= r["test_f1"] <= 100 for r in tuned)
     pretrained = json.loads((tmp_path / "classification_models" / "ae_free_bits" / "all_results.json").read_text())
     assert pretrained["training_args"]["init_encoder_from"].endswith("ae") and pretrained["method"] == "free_bits"
     report = json.loads((tmp_path / "classification.json").read_text())

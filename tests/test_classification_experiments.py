@@ -155,6 +155,23 @@ def test_a_record_of_another_recipe_is_not_mixed_in_and_old_records_name_their_s
         semi_supervised.parse_args(["--fine_tune_args", "--no_such_flag 3"])
 
 
+def test_a_record_made_with_other_caps_is_not_mixed_in(tmp_path):
+    """Runs recorded before their caps were had the defaults; other fine-tuning or pretraining caps refuse."""
+    record = tmp_path / "runs.json"
+    legacy = {"method": "ae", "budget": 6, "seed": 1, "test_accuracy": 50.0, "recipe": "--metric_for_best_model loss"}
+    capped = {**legacy, "caps": {"num_train_epochs": 2, "max_train_steps": None, "pretrain_epochs": 10}}
+    record.write_text(json.dumps({"runs": {"ae/6/seed1": legacy}, "wall_seconds": 1.0}))
+    plain = ["--budgets", "6", "--seeds", "1"]
+    assert semi_supervised.read_record(semi_supervised.parse_args(plain), record)["runs"]["ae/6/seed1"] == legacy
+    for extra in (["--max_train_steps", "3"], ["--pretrain_epochs", "2"]):
+        with pytest.raises(ValueError, match="ae/6/seed1 was run with"):
+            semi_supervised.read_record(semi_supervised.parse_args([*plain, *extra]), record)
+    record.write_text(json.dumps({"runs": {"ae/6/seed1": capped}, "wall_seconds": 1.0}))
+    assert semi_supervised.read_record(semi_supervised.parse_args([*plain, "--num_train_epochs", "2"]), record)
+    with pytest.raises(ValueError, match="pass the same flags to resume it"):
+        semi_supervised.read_record(semi_supervised.parse_args(plain), record)
+
+
 def test_the_yelp_dataset_sets_the_defaults_and_names_how_to_make_its_files(tmp_path, monkeypatch):
     yelp = dataclasses.replace(semi_supervised.DATASETS["yelp"], folder=tmp_path)
     monkeypatch.setitem(semi_supervised.DATASETS, "yelp", yelp)

@@ -245,7 +245,10 @@ def fine_tune(args, checkpoint, method, budget, seed, recipe=None):
     return {
         "valid_accuracy": 100 * results["eval_accuracy"],
         "test_accuracy": 100 * results["test_accuracy"],
+        "test_f1": 100 * results["test_f1"],
+        "test_predicted_counts": dict(zip(results["labels"], results["test_predicted_counts"])),
         "recipe": recipe,
+        "caps": caps_of(args),
         "best_epoch": results["best_epoch"] + 1,
         "epochs": len(results["history"]),
         "seconds": time.perf_counter() - tick,
@@ -271,6 +274,15 @@ def _limit_threads(threads):
     torch.set_num_threads(threads)
 
 
+def caps_of(args):
+    """What else shapes a fine-tuned run besides its recipe: the fine-tuning caps and the pretraining epochs."""
+    return {
+        "num_train_epochs": args.num_train_epochs,
+        "max_train_steps": args.max_train_steps,
+        "pretrain_epochs": args.pretrain_epochs,
+    }
+
+
 def recipe_of(run):
     """The fine-tuning recipe a recorded run used (runs recorded before recipes name only their selection)."""
     return run.get("recipe") or LEGACY_RECIPE.format(run.get("metric_for_best_model", "loss"))
@@ -287,6 +299,17 @@ def read_record(args, record):
             f"{record} holds runs fine-tuned with {' / '.join(map(repr, used))}, this run's recipe is"
             f" {args.fine_tune_args!r}: {hint} move it aside"
         )
+    legacy = {
+        "num_train_epochs": None,
+        "max_train_steps": None,
+        "pretrain_epochs": DATASETS[args.dataset].pretrain_epochs,
+    }
+    for key, run in state["runs"].items():  # runs recorded before the caps were had the defaults
+        if run["method"] != BASELINE and run.get("caps", legacy) != caps_of(args):
+            raise ValueError(
+                f"{record}: {key} was run with {run.get('caps', legacy)}, this run has {caps_of(args)}:"
+                " pass the same flags to resume it, or move the record aside"
+            )
     return state
 
 

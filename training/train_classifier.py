@@ -190,8 +190,9 @@ def dataset_of(tokenizer, texts, labels):
 
 @torch.no_grad()
 def evaluate_split(model, loader, accelerator, num_labels):
-    """Mean cross-entropy (nats per sentence), accuracy and macro F1 (fractions) over the loader's
-    sentences, every process's share gathered; accuracy and F1 through the local evaluate module."""
+    """Mean cross-entropy (nats per sentence), accuracy and macro F1 (fractions) and the number of sentences
+    predicted as each label id ("predicted_counts") over the loader's sentences, every process's share
+    gathered; accuracy and F1 through the local evaluate module."""
     model.eval()
     parts = {"index": [], "prediction": [], "reference": [], "loss": []}
     for batch in loader:
@@ -208,7 +209,8 @@ def evaluate_split(model, loader, accelerator, num_labels):
     scores = metric.compute(
         predictions=gathered["prediction"].tolist(), references=gathered["reference"].tolist(), num_labels=num_labels
     )
-    return {"loss": float(gathered["loss"].mean()), **scores}
+    counts = torch.bincount(gathered["prediction"], minlength=num_labels).tolist()
+    return {"loss": float(gathered["loss"].mean()), **scores, "predicted_counts": counts}
 
 
 def is_better(scores, best_score, metric):
@@ -306,7 +308,7 @@ def main(argv=None):
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(selected["weights"])
     if args.skip_test:
-        test, majority = {"accuracy": None, "f1": None}, (None, None)
+        test, majority = {"accuracy": None, "f1": None, "predicted_counts": None}, (None, None)
     else:
         test = evaluate_split(model, test_loader, accelerator, len(label2id))
         majority = majority_class(test_labels, label2id)
@@ -326,6 +328,8 @@ def main(argv=None):
         "plateau_decays": plateau.decays,
         "test_accuracy": test["accuracy"],
         "test_f1": test["f1"],
+        "test_predicted_counts": test["predicted_counts"],
+        "labels": sorted(label2id, key=label2id.get),  # the label names by id
         "test_majority_label": majority[0],
         "test_majority_accuracy": majority[1],
         "optimizer": args.optimizer,
