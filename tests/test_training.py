@@ -13,16 +13,11 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae.checkpoints import list_checkpoints, resolve_checkpoint, save_checkpoint
 from hf_bnvae.data import collate, length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, cyclical_kl_weight, linear_kl_weight, methods_of, resolve_method
-from hf_bnvae.trainer_utils import (
-    PlateauRule,
-    aggressive_encoder_updates,
-    list_checkpoints,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from hf_bnvae.trainer_utils import PlateauRule, aggressive_encoder_updates
 
 # -- a real 2-process run -------------------------------------------------------------------------
 
@@ -161,7 +156,7 @@ def test_interrupted_checkpoint_never_replaces_the_last_good_one(tmp_path):
     good = tmp_path / "step_4"
     good.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(FailingAccelerator(), tmp_path, 6)
+        save_checkpoint(FailingAccelerator(), tmp_path, 6, {"epoch": 1}, {})
     assert resolve_checkpoint("latest", tmp_path) == good
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         resolve_checkpoint("latest", tmp_path / "nothing")

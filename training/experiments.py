@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_bnvae.checkpoints import list_checkpoints
 from hf_bnvae.methods import resolve_method
-from hf_bnvae.trainer_utils import list_checkpoints
 
 HERE = Path(__file__).resolve().parent
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
+from hf_bnvae.checkpoints import cpu_state_dict, fingerprint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, all_flags, methods_of, resolve_method
@@ -37,11 +38,8 @@ from hf_bnvae.trainer_utils import (
     aggressive_encoder_updates,
     average_bn_statistics,
     check_lower_bounds,
-    cpu_state_dict,
     diverged,
     plot_training_curves,
-    resolve_checkpoint,
-    save_checkpoint,
 )
 
 logger = get_logger(__name__)
@@ -314,6 +312,23 @@ def build_optimizer(args, model):
     return torch.optim.SGD(params, lr=args.learning_rate, momentum=0.0)
 
 
+def run_definition(args, accelerator, tokenizer, train_ids, config):
+    """What a checkpoint must share with this run to be resumed (hf_bnvae.checkpoints.check_run): the
+    training sentences and the vocabulary (fingerprints of their ids), the model's config (sizes and
+    method settings), the method, the batches per step and the seed."""
+    return {
+        "train_sentences": len(train_ids),
+        "train_data": fingerprint(train_ids),
+        "vocabulary": fingerprint(tokenizer.get_vocab()),
+        "model_config": {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"},
+        "method": args.method,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "num_processes": accelerator.num_processes,
+        "seed": args.seed,
+    }
+
+
 class TrainingState:
     """Where the run is (for resuming mid-epoch), the plateau rule, the history and the best weights."""
 
@@ -379,7 +394,7 @@ def train(args):
     if recipe.aggressive:
         extra_loader = sentence_loader(train_set, tokenizer, args.per_device_train_batch_size, seed=args.seed + 1)
         extra_batches = endless_batches(accelerator.prepare(extra_loader), extra_loader.batch_sampler)
-    accelerator.register_for_checkpointing(state)
+    run = run_definition(args, accelerator, tokenizer, train_ids, accelerator.unwrap_model(model).config)
 
     # Accelerate also steps at the end of the loader, so a last partial accumulation is a step
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
@@ -391,7 +406,7 @@ def train(args):
 
     if args.resume_from_checkpoint:
         path = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
-        accelerator.load_state(str(path))
+        state.load_state_dict(load_checkpoint(accelerator, path, run))
         accelerator.print(
             f"resumed from {path}: epoch {state.epoch}, batch {state.batches_done}, step {state.optimizer_steps}"
         )
@@ -457,7 +472,7 @@ def train(args):
                     and args.checkpointing_steps.isdigit()
                     and state.optimizer_steps % int(args.checkpointing_steps) == 0
                 ):
-                    save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps)
+                    save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps, state.state_dict(), run)
                 if args.max_train_steps and state.optimizer_steps >= args.max_train_steps:
                     stop = True
                     break
@@ -468,7 +483,7 @@ def train(args):
         state.epoch += 1
         state.batches_done, state.epoch_sums = 0, state.new_epoch_sums()
         if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps)
+            save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps, state.state_dict(), run)
     progress.close()
     return finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus)
 

@@ -37,13 +37,14 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer
 
 from hf_bnvae import BNVAEForSequenceClassification
+from hf_bnvae.checkpoints import cpu_state_dict
 from hf_bnvae.configuration_bnvae import CLASSIFIER_INPUTS
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, cpu_state_dict, diverged
+from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, diverged
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"

@@ -27,12 +27,13 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_tokenizer
+from hf_bnvae.checkpoints import cpu_state_dict
 from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
 from hf_bnvae.evaluation import perplexity
 from hf_bnvae.methods import METHODS, methods_of, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, cpu_state_dict, diverged
+from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, diverged
 
 DATA = Path(__file__).resolve().parent / "data" / "chitchat"
 LOWER_BOUNDS = {
