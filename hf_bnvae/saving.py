@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import cached_file
 
 CHECKSUMS_NAME = "checksums.json"
@@ -24,6 +24,12 @@ RESULTS_NAME = "all_results.json"
 TASKS = ("language-modeling", "text-classification", "dialogue")
 # Read when a folder has no all_results.json: train.py's results and evaluate_model.py's figures before 0.4.
 LEGACY_RESULTS_NAME, LEGACY_EVALUATION_NAME = "metrics.json", "eval_results.json"
+# What each of the package's heads is for: named when a script is given a checkpoint of another head.
+USES = {
+    "BNVAEForLanguageModeling": "a sentence VAE: training/evaluate_model.py, training/generate.py, the explorer",
+    "BNVAEForSequenceClassification": "a classifier: the text-classification pipeline (docs/classification.md)",
+    "BNCVAEForConditionalGeneration": "a dialogue model: training/train_dialogue.py's evaluation (docs/dialogue.md)",
+}
 
 
 def file_sha256(path):
@@ -122,6 +128,23 @@ def verify_checksums(path_or_repo_id, revision=None):
             )
 
 
+def check_head(name_or_path, revision, auto_class, where):
+    """ValueError when the checkpoint was saved from another head than the one auto_class builds (e.g. a
+    classifier given to a language-model script, whose decoder would be random): transformers would load
+    it with the missing weights freshly initialised, or fail with a bare KeyError."""
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+    saved = (config.architectures or [None])[0]
+    wanted = auto_class._model_mapping.get(type(config), None)
+    if saved is None or (wanted is not None and saved == wanted.__name__):
+        return
+    needed = wanted.__name__ if wanted is not None else f"a model {auto_class.__name__} builds"
+    uses = USES.get(saved, "")
+    raise ValueError(
+        f"{where} is a {saved} checkpoint (model_type {config.model_type}), and this needs {needed}"
+        + (f"; that checkpoint is {uses}" if uses else "")
+    )
+
+
 def load_pretrained(name_or_path, revision=None, auto_class=AutoModelForCausalLM):
     """(model in eval mode, tokenizer) from a save_pretrained folder or a hub id, weights verified first.
 
@@ -137,6 +160,7 @@ def load_pretrained(name_or_path, revision=None, auto_class=AutoModelForCausalLM
             raise FileNotFoundError(f"{name_or_path}: no such model folder (and not a hub id 'org/name')") from None
     where = f"{name_or_path} (revision {revision or 'main'})"
     try:
+        check_head(name_or_path, revision, auto_class, where)
         verify_checksums(name_or_path, revision)
         model = auto_class.from_pretrained(name_or_path, revision=revision).eval()
     except Exception as error:

@@ -8,9 +8,24 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
-from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, load_pretrained, save_pretrained_atomically
+from hf_bnvae import (
+    BNCVAEConfig,
+    BNCVAEForConditionalGeneration,
+    BNVAEConfig,
+    BNVAEForLanguageModeling,
+    BNVAEForSequenceClassification,
+    BNVAEModel,
+    load_pretrained,
+    save_pretrained_atomically,
+)
 
 
 def eval_outputs(model, batch):
@@ -127,3 +142,35 @@ def test_atomic_save_writes_checksums_and_the_loader_verifies_them(trained, toke
 def test_loader_names_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         load_pretrained(str(tmp_path / "missing"))
+
+
+def test_scripts_refuse_a_checkpoint_of_another_head(tiny_config, tokenizer, tmp_path):
+    """A classifier given to generate.py / evaluate_model.py would get a random decoder (word salad, a
+    wrong NLL written to its results); a BN-CVAE a bare KeyError. Both are refused, naming what they are."""
+    import evaluate_model
+    import generate
+
+    classifier = BNVAEForSequenceClassification(tiny_config(num_labels=2))
+    save_pretrained_atomically(classifier, tokenizer, tmp_path / "classifier")
+    base = BNVAEModel(tiny_config())
+    save_pretrained_atomically(base, tokenizer, tmp_path / "base")
+    sizes = dict(embedding_size=8, utterance_hidden_size=8, context_hidden_size=8, decoder_hidden_size=8, latent_size=4)
+    dialogue = BNCVAEForConditionalGeneration(BNCVAEConfig(vocab_size=len(tokenizer), **sizes))
+    save_pretrained_atomically(dialogue, tokenizer, tmp_path / "dialogue")
+    cases = {
+        "classifier": "is a BNVAEForSequenceClassification checkpoint .* needs BNVAEForLanguageModeling; .* classifier",
+        "base": "is a BNVAEModel checkpoint .* needs BNVAEForLanguageModeling",
+        "dialogue": "is a BNCVAEForConditionalGeneration checkpoint \\(model_type bncvae\\), .* dialogue model",
+    }
+    for name, message in cases.items():
+        folder = str(tmp_path / name)
+        with pytest.raises(ValueError, match=message):
+            generate.main(["--model_name_or_path", folder, "sample", "--num_samples", "1"])
+        with pytest.raises(ValueError, match=message):
+            evaluate_model.main(["--model_name_or_path", folder, "--iw_samples", "0"])
+    assert not any((tmp_path / name / "all_results.json").exists() for name in cases)
+    # the head each was saved from loads as before
+    assert isinstance(
+        load_pretrained(tmp_path / "classifier", auto_class=AutoModelForSequenceClassification)[0],
+        BNVAEForSequenceClassification,
+    )
