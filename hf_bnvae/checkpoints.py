@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .saving import give_default_modes
+
 logger = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -75,6 +77,7 @@ def save_checkpoint(accelerator, checkpoints_dir, step, state, run, keep=2):
         numbers["tensor_files"] = sorted(k for k, v in state.items() if is_tensor_dict(v))
         (temporary / STATE_FILE).write_text(json.dumps(numbers))
         (temporary / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True))
+        give_default_modes(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)

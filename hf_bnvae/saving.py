@@ -86,6 +86,17 @@ def write_checksums(directory):
     write_atomically(directory / CHECKSUMS_NAME, json.dumps(sums, indent=2))
 
 
+def give_default_modes(folder):
+    """chmod every file in folder (recursively) to what open() would give it under the umask (0644 under
+    the usual 022): safetensors writes its files 0600, which other users and processes (a web server,
+    a shared cache) cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~umask)
+
+
 def save_pretrained_atomically(model, tokenizer, output_dir):
     """save_pretrained (model and tokenizer) into a temporary folder, checksums included, then move each
     file into output_dir with os.replace, checksums last: a crash mid-save never leaves a half-written
@@ -97,6 +108,7 @@ def save_pretrained_atomically(model, tokenizer, output_dir):
     model.save_pretrained(temporary)
     tokenizer.save_pretrained(temporary)
     write_checksums(temporary)
+    give_default_modes(temporary)
     for path in sorted(temporary.iterdir(), key=lambda p: p.name == CHECKSUMS_NAME):
         os.replace(path, output / path.name)
     temporary.rmdir()

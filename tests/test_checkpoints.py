@@ -2,9 +2,11 @@
 without the package, and the verified loader (checksums, atomic saves)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +28,14 @@ from hf_bnvae import (
     load_pretrained,
     save_pretrained_atomically,
 )
+
+
+def assert_default_modes(folder):
+    """Every file readable as open() would make it under the umask (safetensors alone writes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in Path(folder).rglob("*") if p.is_file()}
+    assert modes and set(modes.values()) == {oct(0o666 & ~umask)}, modes
 
 
 def eval_outputs(model, batch):
@@ -122,6 +132,7 @@ def test_atomic_save_writes_checksums_and_the_loader_verifies_them(trained, toke
     save_pretrained_atomically(trained, tokenizer, folder)
     sums = json.loads((folder / "checksums.json").read_text())
     assert list(sums) == ["model.safetensors"] and not (folder / ".saving").exists()
+    assert_default_modes(folder)
     loaded, loaded_tokenizer = load_pretrained(folder)
     assert not loaded.training and len(loaded_tokenizer) == len(tokenizer)
     torch.testing.assert_close(eval_outputs(loaded, batch)["mu"], eval_outputs(trained, batch)["mu"], rtol=0, atol=0)

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from conftest import tiny_train_args
+from test_checkpoints import assert_default_modes
 
 from hf_bnvae.checkpoints import LEGACY_STATE_FILE, RUN_FILE, STATE_FILE, list_checkpoints
 
@@ -37,6 +38,8 @@ def test_a_checkpoint_holds_no_pickled_training_state(checkpointed):
     names = {p.name for p in checkpointed.iterdir()}
     assert {STATE_FILE, RUN_FILE, "model.safetensors"} <= names
     assert not any(name.startswith("custom_checkpoint") for name in names)
+    assert_default_modes(checkpointed)
+    assert_default_modes(checkpointed.parent.parent)  # the saved model too
     state = json.loads((checkpointed / STATE_FILE).read_text())
     assert state["optimizer_steps"] == 4 and state["batches_done"] == 4
     run = json.loads((checkpointed / RUN_FILE).read_text())
