@@ -170,6 +170,15 @@ class LSTMEncoder(nn.Module):
         return self.to_posterior(last).chunk(2, dim=-1)
 
 
+def bn_kl_guarantee(mu):
+    """What BN guarantees of a training batch's mean KL, exactly, in nats per sentence: 1/2 sum_i of the
+    batch variance of the BN'd mean mu (B, n), i.e. n gamma^2 / 2 times the mean over dimensions of
+    v_i / (v_i + eps) (v_i: the raw mean's batch variance, eps: BN's), as KL >= 1/2 sum_i E[mu_i^2].
+    It equals the bound n gamma^2 / 2 up to that factor, which falls below 1 when a dimension's raw
+    means barely vary."""
+    return 0.5 * float(mu.float().var(dim=0, unbiased=False).sum())
+
+
 class BatchNormLatentHead(nn.Module):
     """Posterior parameters: BatchNorm1d on mu only, scale fixed at gamma, shift beta learned.
 

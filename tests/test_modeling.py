@@ -10,6 +10,7 @@ from torch.distributions import Normal, kl_divergence
 from hf_bnvae import PRESETS, BNVAEForLanguageModeling, BNVAEModel, gaussian_kl_per_dimension, vae_loss
 from hf_bnvae.modeling_bnvae import (
     DELTA_VAE_SQRT_EPS,
+    bn_kl_guarantee,
     delta_vae_posterior,
     delta_vae_variance_bounds,
     free_bits_kl,
@@ -105,10 +106,23 @@ def test_batch_kl_respects_the_lower_bound(tokenizer, tiny_config, gamma):
         eps_bound = float((gamma**2 * v / (v + model.config.bn_eps)).sum() / 2)
         assert eps_bound <= bound
         assert out.kl.mean().item() >= eps_bound * (1 - 1e-5), (step, out.kl.mean().item(), eps_bound)
+        # what train.py logs as guaranteed is exactly this, from the BN'd means alone
+        assert bn_kl_guarantee(out.mu.detach()) == pytest.approx(eps_bound, rel=1e-4)
         optimizer.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
+
+
+def test_the_guarantee_falls_below_the_bound_when_raw_means_barely_vary(tiny_config):
+    """v / (v + eps) < 1: with raw means of batch variance eps in every dimension, BN guarantees half the bound."""
+    head = BNVAEForLanguageModeling(tiny_config(gamma=0.6)).bnvae.latent_head.train()
+    eps = head.bn.eps
+    mu_raw = torch.randn(64, 8)
+    mu_raw = (mu_raw - mu_raw.mean(0)) / mu_raw.std(0, unbiased=False) * eps**0.5  # batch variance eps exactly
+    mu, logvar = head(mu_raw, torch.zeros(64, 8))
+    assert bn_kl_guarantee(mu) == pytest.approx(8 * 0.6**2 / 2 / 2, rel=1e-4)
+    assert gaussian_kl_per_dimension(mu, logvar).sum(-1).mean() >= bn_kl_guarantee(mu) * (1 - 1e-6)
 
 
 def test_plain_vae_has_no_bn_and_no_bound(tiny_config, batch):

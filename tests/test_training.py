@@ -633,3 +633,17 @@ def test_tracking_to_tensorboard_without_tensorboard_is_refused(monkeypatch):
     with pytest.raises(SystemExit):
         train.parse_args(["--with_tracking"])
     assert train.parse_args(["--with_tracking", "--report_to", "wandb"]).with_tracking
+
+
+def test_the_logged_kl_guarantee_is_what_bn_guarantees_on_the_batches(train_run, capsys):
+    """The summary printed "guaranteed >= n gamma^2 / 2" beside a training KL that could be below it (the
+    bound holds up to v / (v + eps)): it now prints the exact guarantee of the epoch's batches."""
+    _, results = train_run()
+    entry = results["history"][-1]
+    bound = results["kl_lower_bound"]
+    assert 0 < entry["train_kl_guarantee"] <= bound and entry["train_kl_guarantee"] <= entry["train_kl"]
+    assert f"BN guaranteed >= {entry['train_kl_guarantee']:.4f} on these batches" in capsys.readouterr().out
+    assert train.guarantee_note({"train_kl_guarantee": 0.7}, 0.72).startswith(
+        " (BN guaranteed >= 0.7000 on these batches: n gamma^2 / 2 = 0.7200 times"
+    )
+    assert train.guarantee_note({"train_kl_guarantee": 0.0}, 0.0) == ""  # no BN, nothing guaranteed
