@@ -240,7 +240,12 @@ def dialogue_card(model_dir, results, repo_id, license="mit", reproduce=None):
     config = BNCVAEConfig.from_pretrained(model_dir)
     args = results.get("training_args", {})
     data_name = Path(args.get("train_file", "chitchat/train.jsonl")).parent.name
-    indexed = [("test_ppl", "perplexity", "perplexity", 2), ("test_kl", "kl", "KL(q || p), nats", 2)]
+    results.setdefault("test_ppl_posterior", results.get("test_ppl"))  # the name of hf_bnvae 0.3
+    indexed = [
+        ("test_ppl_posterior", "perplexity", "perplexity, z from q(z|c,x) (sees the reference)", 2),
+        ("test_ppl_elbo", "perplexity", "perplexity bound from the ELBO", 2),
+        ("test_kl", "kl", "KL(q || p), nats", 2),
+    ]
     per_context = results["test_num_samples"] // results["test_num_contexts"] if "test_num_samples" in results else 0
     if "test_bleu_recall" in results:
         results["test_bleu4_precision"] = results["test_bleu_precision"][3]
@@ -256,6 +261,7 @@ def dialogue_card(model_dir, results, repo_id, license="mit", reproduce=None):
                    dataset_name=data_name, dataset_split="test", metric_type=metric, metric_name=name,
                    metric_value=round(results[key], decimals))
         for key, metric, name, decimals in indexed
+        if results.get(key) is not None  # results of hf_bnvae 0.3 have no ELBO perplexity
     ]  # fmt: skip
     card_data = ModelCardData(
         library_name="transformers",
@@ -311,7 +317,8 @@ def dialogue_card(model_dir, results, repo_id, license="mit", reproduce=None):
         num_contexts=results.get("test_num_contexts", 0),
         samples_per_context=per_context,
         decoding=results.get("decoding", "greedy per z"),
-        ppl=f"{results['test_ppl']:.2f}",
+        ppl_posterior=f"{results['test_ppl_posterior']:.2f}",
+        ppl_elbo=f"{results['test_ppl_elbo']:.2f}" if results.get("test_ppl_elbo") is not None else "-",
         kl=f"{results['test_kl']:.2f}",
         bleu_precision=series("test_bleu_precision"),
         bleu_recall=series("test_bleu_recall"),

@@ -206,7 +206,8 @@ def test_train_dialogue_end_to_end(tmp_path, dialogue_files, method, extra):
     assert saved["method"] == method and saved["gamma"] == (0.7 if method == "bncvae" else 0.0)
     assert saved["use_bow"] == (method == "cvae_bow") and saved["test_num_pairs"] == 9
     for key in (
-        "test_ppl",
+        "test_ppl_posterior",
+        "test_ppl_elbo",
         "test_kl",
         "test_a_bow_precision",
         "test_e_bow_recall",
@@ -221,7 +222,12 @@ def test_train_dialogue_end_to_end(tmp_path, dialogue_files, method, extra):
     assert loaded.config.latent_size == 4 and loaded.config.use_bow == (method == "cvae_bow")
     card = build_model_card(tmp_path / "out", "org/dialogue")
     index = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
-    assert index[("perplexity", "perplexity")] == round(saved["test_ppl"], 2)
+    assert index[("perplexity", "perplexity, z from q(z|c,x) (sees the reference)")] == round(
+        saved["test_ppl_posterior"], 2
+    )
+    # the ELBO's bound pays for the KL: log ppl_elbo / log ppl_posterior = (reconstruction + KL) / reconstruction
+    ratio = math.log(saved["test_ppl_elbo"]) / math.log(saved["test_ppl_posterior"])
+    assert ratio == pytest.approx((saved["test_reconstruction"] + saved["test_kl"]) / saved["test_reconstruction"])
     assert index[("bleu", "BLEU-4 recall (3 samples)")] == round(saved["test_bleu_recall"][3], 2)
     assert saved["decoding"] in card.text
     assert ("BN-CVAE" in card.text) == (method == "bncvae") and f"{saved['test_kl']:.2f}" in card.text

@@ -31,7 +31,8 @@ from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
 KEYS = [
-    "ppl",
+    "ppl_posterior",
+    "ppl_elbo",
     "kl",
     "bleu_precision",
     "bleu_recall",
@@ -100,19 +101,26 @@ def train_missing(args):
     return results
 
 
+def figure(results, key):
+    """A run's test figure; runs of hf_bnvae 0.3 named ppl_posterior "ppl" and had no ppl_elbo (None)."""
+    legacy = {"ppl_posterior": "test_ppl"}
+    return results.get(f"test_{key}", results.get(legacy.get(key, "")))
+
+
 def table(results):
     """Markdown: our figures with the paper's beside them, then five test contexts with 3 samples per method."""
     lines = [
-        "| method | PPL | KL | BLEU-4 P / R | A-bow P / R | E-bow P / R | distinct-1 / 2 | paper: PPL / KL / BLEU-4 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | PPL, z from q(z\\|c,x) | PPL, ELBO bound | KL | BLEU-4 P / R | A-bow P / R | E-bow P / R | distinct-1 / 2 | paper: PPL / KL / BLEU-4 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in results.items():
         paper = PAPER.get(key.split("_")[0] if key.startswith("bncvae") else key, {})
         cited = f"{paper['ppl']:.2f} / {paper['kl']:.2f} / {paper['bleu_4']:.2f}" if paper else "-"
         if "a_bow" in paper:
             cited += f"; A-bow {paper['a_bow']}, E-bow {paper['e_bow']}"
+        elbo = f"{figure(r, 'ppl_elbo'):.2f}" if figure(r, "ppl_elbo") is not None else "-"
         lines.append(
-            f"| {r.get('method_label', key)} | {r['test_ppl']:.2f} | {r['test_kl']:.2f} | "
+            f"| {r.get('method_label', key)} | {figure(r, 'ppl_posterior'):.2f} | {elbo} | {r['test_kl']:.2f} | "
             f"{r['test_bleu_precision'][3]:.2f} / {r['test_bleu_recall'][3]:.2f} | "
             f"{100 * r['test_a_bow_precision']:.2f} / {100 * r['test_a_bow_recall']:.2f} | "
             f"{100 * r['test_e_bow_precision']:.2f} / {100 * r['test_e_bow_recall']:.2f} | "
@@ -122,7 +130,9 @@ def table(results):
         "",
         "BLEU: sacrebleu sentence BLEU with effective order, so a response shorter than 4 words gets a BLEU-4"
         " from the orders it has (chitchat responses are short): not comparable with the paper's NLTK BLEU."
-        " A-bow / E-bow in percent (cosine x 100). Paper: Switchboard, its sizes.",
+        " A-bow / E-bow in percent (cosine x 100). Paper: Switchboard, its sizes. PPL, z from q(z|c,x): the"
+        " reference decoded with a z that has seen it (the paper's PPL; it favours the latent models); PPL,"
+        " ELBO bound: exp((reconstruction + KL) / words), which pays for what z knows of the reference.",
     ]
     first = next(iter(results.values()))
     for i, example in enumerate(first["examples"]):
@@ -137,7 +147,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     results = train_missing(args)
-    methods = {key: {k: r[f"test_{k}"] for k in KEYS} for key, r in results.items()}
+    methods = {key: {k: figure(r, k) for k in KEYS} for key, r in results.items()}
     report = {
         "methods": methods,
         "command": shlex.join(["python", "training/reproduce_dialogue.py", *argv]),

@@ -8,8 +8,9 @@ The recipe of Zhao et al. (2017): Adam (lr 1e-3), batch 30, gradient norm clippe
 weight raised linearly from 0 to 1 over --kl_warmup_steps (10,000 in the paper on Switchboard's ~200k
 pairs; default here 2,000, about two epochs of --max_train_samples 30,000), and the epoch with the
 lowest validation loss (KL weight 1, z drawn from the recognition network with a fixed seed) kept.
-Test: the reference response's per-word perplexity with z drawn from q(z | c, x) (words + `</s>`), the
-KL; then for --max_test_contexts test contexts (a seeded random sample), --num_samples responses each
+Test: the reference response's per-word perplexity (words + `</s>`) with z drawn from q(z | c, x), which has
+seen the reference (`ppl_posterior`, the paper's figure), and the ELBO's bound on it, which has not
+(`ppl_elbo`); the KL; then for --max_test_contexts test contexts (a seeded random sample), --num_samples responses each
 from z ~ p(z | c) (greedy decoding per z, `METRIC_DECODING`), scored with `hf_bnvae.dialogue_metrics` (BLEU-1..4 precision / recall, A-bow and E-bow with
 word2vec vectors trained on the training split unless --word_vectors gives a file, distinct-1/2).
 Writes the model (save_pretrained), all_results.json (metrics, history, sample responses).
@@ -151,8 +152,12 @@ def loader(dataset, batch_size, pad_token_id, shuffle=False, seed=0):
 @torch.no_grad()
 def evaluate_pairs(model, batches, accelerator, sample_latent, seed=0):
     """Per-response means over the pairs of all processes (nats): the loss at KL weight 1, reconstruction,
-    KL(q || p); the per-word perplexity and the pair count. The per-pair figures are gathered with
-    accelerate's gather_for_metrics, which drops the pairs repeated to even out the last batches."""
+    KL(q || p); two per-word perplexities and the pair count. `ppl_posterior` decodes the reference with
+    z from q(z | c, x), which has seen that reference (the figure the paper reports, favouring the latent
+    models); `ppl_elbo` = exp((reconstruction + KL) / words), the upper bound on the perplexity of
+    p(x | c) the ELBO gives, which pays for what z carries about the reference. The per-pair figures are
+    gathered with accelerate's gather_for_metrics, which drops the pairs repeated to even out the last
+    batches."""
     model.eval()
     torch.manual_seed(seed)
     gamma = accelerator.unwrap_model(model).config.gamma
@@ -172,7 +177,8 @@ def evaluate_pairs(model, batches, accelerator, sample_latent, seed=0):
         "loss": loss / pairs,
         "reconstruction": reconstruction / pairs,
         "kl": kl / pairs,
-        "ppl": perplexity(reconstruction, tokens),
+        "ppl_posterior": perplexity(reconstruction, tokens),
+        "ppl_elbo": perplexity(reconstruction + kl, tokens),
         "num_pairs": pairs,
     }
 
@@ -277,7 +283,7 @@ def main(argv=None):
         if diverged(valid["loss"], epoch, best is not None):
             break
         accelerator.print(
-            f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl {valid['ppl']:.2f}, KL {valid['kl']:.3f}"
+            f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl (z from q) {valid['ppl_posterior']:.2f}, ppl (ELBO) {valid['ppl_elbo']:.2f}, KL {valid['kl']:.3f}"
         )
         if best is None or valid["loss"] < history[best]["valid_loss"]:
             best = epoch
@@ -313,7 +319,9 @@ def main(argv=None):
         output = Path(args.output_dir)
         save_pretrained_atomically(unwrapped, tokenizer, output)
         write_results(output, results)
-        accelerator.print(f"best epoch {best + 1}: test ppl {test['ppl']:.2f}, KL {test['kl']:.3f}; saved to {output}")
+        accelerator.print(
+            f"best epoch {best + 1}: test ppl (z from q) {test['ppl_posterior']:.2f}, ppl (ELBO) {test['ppl_elbo']:.2f}, KL {test['kl']:.3f}; saved to {output}"
+        )
     return unwrapped, results
 
 
