@@ -82,6 +82,10 @@ def _parse_record(line, path, number):
     for k, turn in enumerate(record["turns"]):
         if not isinstance(turn, dict) or "speaker" not in turn or not isinstance(turn.get("text"), str):
             raise ValueError(f'{where}: turn {k} is not an object with "speaker" and a "text" string')
+        if isinstance(turn["speaker"], bool) or not isinstance(turn["speaker"], (str, int)):
+            raise ValueError(
+                f"{where}: turn {k}'s speaker is {json.dumps(turn['speaker'])}; a speaker is a string or an integer"
+            )
         turns.append((turn["speaker"], turn["text"]))
     return str(record.get("id", number)), turns
 

@@ -5,6 +5,7 @@ training loop, the command-line checks, BN statistics over processes and the tra
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -99,15 +100,66 @@ def check_finite(parser, args):
                 parser.error(f"--{flag} {item}: must be a finite number")
 
 
+# Bounds every script shares (its own table adds to them): {flag: (bound, strict, meaning)}.
+COMMON_BOUNDS = {"seed": (0, False, "numpy takes seeds from 0 to 2**32 - 1")}
+
+
 def check_lower_bounds(parser, args, bounds):
     """parser.error naming the flag for a value below its bound. bounds: {flag: (bound, strict, meaning)},
-    strict meaning the bound itself is excluded; flags left unset (None) are not checked. Every numeric
-    flag is first checked to be finite (check_finite)."""
+    strict meaning the bound itself is excluded, added to COMMON_BOUNDS; flags left unset (None) or absent
+    are not checked. Every numeric flag is first checked to be finite (check_finite)."""
     check_finite(parser, args)
-    for flag, (low, strict, meaning) in bounds.items():
+    for flag, (low, strict, meaning) in {**COMMON_BOUNDS, **bounds}.items():
         value = getattr(args, flag, None)
         if value is not None and (value <= low if strict else value < low):
             parser.error(f"--{flag} {value}: must be {'>' if strict else '>='} {low} ({meaning})")
+
+
+def check_paths(parser, args, model_flags=()):
+    """parser.error, before any work, for an --output_dir that is an existing file, and for each flag of
+    model_flags (a model folder or a hub id) whose value is a file, or is not a folder and does not look
+    like a hub id: exactly one '/', no leading '.', '/' or '~', no local parent folder (`outputs/missing`
+    is a missing folder, not a hub repository), valid characters. Otherwise transformers would report a
+    bad repo id or a failed connection to the hub."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    output_dir = getattr(args, "output_dir", None)
+    if output_dir and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        parser.error(f"--output_dir {output_dir}: is a file, not a folder")
+    for flag in model_flags:
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir():
+            continue
+        if path.exists():
+            parser.error(f"--{flag} {value}: is a file, not a model folder")
+        hub_like = value.count("/") == 1 and not value.startswith((".", "/", "~")) and not path.parent.is_dir()
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            hub_like = False
+        if not hub_like:
+            parser.error(f"--{flag} {value}: no such folder (and not a hub id 'org/name')")
+
+
+def check_precision(accelerator):
+    """ValueError for fp16 on a CPU, where Accelerate accepts it and trains in fp32 without a word (native
+    fp16 autocast needs a GPU; bf16 runs on CPUs)."""
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "fp16":
+        raise ValueError("--mixed_precision fp16 needs a GPU; on a CPU use bf16 or no (fp32)")
+
+
+def warn_unfinished_warmup(accelerator, warmup_steps, total_steps):
+    """A warning when the KL warm-up is longer than the run: the KL weight never reaches 1, so the model
+    trains on a weakened objective to the end."""
+    if warmup_steps > total_steps:
+        logger.warning(
+            f"the KL warm-up ({warmup_steps} steps) is longer than the run ({total_steps} steps): the KL weight"
+            f" ends at {total_steps / warmup_steps:.2f}, never 1; shorten the warm-up or train longer"
+        )
+        accelerator.print(f"warning: the KL weight never reaches 1 (warm-up {warmup_steps} > {total_steps} steps)")
 
 
 def diverged(loss, epoch, have_best):
@@ -191,6 +243,9 @@ __all__ = [
     "average_bn_statistics",
     "check_finite",
     "check_lower_bounds",
+    "check_paths",
+    "check_precision",
+    "warn_unfinished_warmup",
     "diverged",
     "plot_training_curves",
 ]

@@ -243,6 +243,10 @@ def test_the_script_refuses_bad_labelled_files_and_other_checkpoints(saved, labe
     no_tab.write_text("good\tfine .\na line without a label\n")
     with pytest.raises(ValueError, match="some lines have a `label<TAB>` prefix and some do not"):
         train_classifier.main(classifier_args(saved, {**labelled_files, "test": no_tab}, tmp_path / "b"))
+    one_class = tmp_path / "one_class.txt"
+    one_class.write_text("good\tfine .\ngood\tnice .\n")
+    with pytest.raises(ValueError, match="every line has the label 'good'; a classifier needs >= 2"):
+        train_classifier.main(classifier_args(saved, {**labelled_files, "train": one_class}, tmp_path / "e"))
     with pytest.raises(ValueError, match="larger than the training pool"):
         train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "c", "--max_train_samples", "61"))
     other = tmp_path / "other"

@@ -55,6 +55,10 @@ def test_conversations_merge_turns_and_count_what_they_drop(tmp_path):
         (b'{"turns": [{"speaker": "A"}]}\n', 'turn 0 is not an object with "speaker" and a "text"'),
         (b'{"turns": [{"speaker": "A", "text": "caf\xe9"}]}\n', "line 1: not UTF-8"),
         (b"\n\n", "no conversation with at least two turns"),
+        (b'{"turns": [{"speaker": ["A"], "text": "hi"}]}\n', r'turn 0\'s speaker is \["A"\]; a speaker is a string'),
+        (b'{"turns": [{"speaker": {"n": 1}, "text": "hi"}]}\n', r"turn 0's speaker is \{\"n\": 1\}"),
+        (b'{"turns": [{"speaker": null, "text": "hi"}]}\n', "turn 0's speaker is null"),
+        (b'{"turns": [{"speaker": true, "text": "hi"}]}\n', "turn 0's speaker is true"),
     ],
 )
 def test_bad_files_are_named(tmp_path, content, message):

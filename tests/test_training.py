@@ -516,6 +516,9 @@ def test_labelled_lines(tmp_path):
         (["--max_eval_samples", "1"], "--max_eval_samples 1: must be >= 2"),
         (["--plateau_factor", "2"], "--plateau_factor 2.0: must be <= 1"),
         (["--method", "free_bits", "--free_bits", "-1"], "--free_bits -1.0: must be > 0"),
+        (["--seed", "-1"], "--seed -1: must be >= 0"),
+        (["--method", "vae", "--init_encoder_from", "./missing"], "--init_encoder_from ./missing: no such folder"),
+        (["--tokenizer_name", "a/b/c"], "--tokenizer_name a/b/c: no such folder (and not a hub id 'org/name')"),
     ],
 )
 def test_bad_flags(argv, message, capsys):
@@ -647,3 +650,20 @@ def test_the_logged_kl_guarantee_is_what_bn_guarantees_on_the_batches(train_run,
         " (BN guaranteed >= 0.7000 on these batches: n gamma^2 / 2 = 0.7200 times"
     )
     assert train.guarantee_note({"train_kl_guarantee": 0.0}, 0.0) == ""  # no BN, nothing guaranteed
+
+
+def test_late_failures_come_first(tmp_path, capsys):
+    """An --output_dir that is a file failed only after training; fp16 on a CPU trained in fp32 silently."""
+    existing = tmp_path / "a_file"
+    existing.write_text("not a folder")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--output_dir", str(existing)])
+    assert f"--output_dir {existing}: is a file, not a folder" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--mixed_precision fp16 needs a GPU"):
+            train.make_accelerator(train.parse_args(["--mixed_precision", "fp16", "--output_dir", str(tmp_path)]))
+
+
+def test_a_kl_warmup_longer_than_the_run_is_warned_about(train_run, capsys):
+    train_run("--kl_warmup_epochs", "4")  # a run of one epoch
+    assert "warning: the KL weight never reaches 1 (warm-up 200 > 50 steps)" in capsys.readouterr().out

@@ -39,8 +39,11 @@ from hf_bnvae.trainer_utils import (
     aggressive_encoder_updates,
     average_bn_statistics,
     check_lower_bounds,
+    check_paths,
+    check_precision,
     diverged,
     plot_training_curves,
+    warn_unfinished_warmup,
 )
 
 logger = get_logger(__name__)
@@ -228,6 +231,7 @@ def parse_args(argv=None):
         parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
     if args.recipe.aggressive and args.gradient_accumulation_steps > 1:
         parser.error("--method aggressive updates the encoder batch by batch: use --gradient_accumulation_steps 1")
+    check_paths(parser, args, model_flags=("tokenizer_name", "init_encoder_from"))
     return args
 
 
@@ -247,6 +251,7 @@ def make_accelerator(args):
         raise RuntimeError(
             f"launched {launched} processes but Accelerate joined {accelerator.num_processes}: they would train independently"
         )
+    check_precision(accelerator)
     if accelerator.device.type == "cpu":
         torch.set_num_threads(args.num_threads or default_num_threads(accelerator.num_processes))
     return accelerator
@@ -403,6 +408,7 @@ def train(args):
     total_steps = args.num_train_epochs * steps_per_epoch
     if args.max_train_steps:
         total_steps = min(total_steps, args.max_train_steps)
+    warn_unfinished_warmup(accelerator, warmup_steps, total_steps)
     checkpoints_dir = Path(args.output_dir) / "checkpoints"
 
     if args.resume_from_checkpoint:

@@ -44,7 +44,7 @@ from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, diverged
+from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, check_paths, check_precision, diverged
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
@@ -120,6 +120,7 @@ def parse_args(argv=None):
     for flag in ("train_file", "validation_file") + (() if args.skip_test else ("test_file",)):
         if not Path(getattr(args, flag)).is_file():
             parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
+    check_paths(parser, args, model_flags=("model_name_or_path",))
     return args
 
 
@@ -131,6 +132,8 @@ def labelled(path, label2id=None):
         raise ValueError(f"{path}: every line needs a `label<TAB>text` form")
     if label2id is None:
         label2id = {name: i for i, name in enumerate(sorted(set(corpus.labels)))}
+        if len(label2id) < 2:  # one label would build a regression head that scores 100% on anything
+            raise ValueError(f"{path}: every line has the label {next(iter(label2id))!r}; a classifier needs >= 2")
     unknown = sorted(set(corpus.labels) - set(label2id))
     if unknown:
         raise ValueError(f"{path}: unknown label(s) {unknown}; the training pool's labels are {sorted(label2id)}")
@@ -225,6 +228,7 @@ def is_better(scores, best_score, metric):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    check_precision(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     set_seed(args.seed)
     pool_texts, pool_labels, label2id = labelled(args.train_file)

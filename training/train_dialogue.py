@@ -34,7 +34,14 @@ from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_p
 from hf_bnvae.evaluation import perplexity
 from hf_bnvae.methods import METHODS, methods_of, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import average_bn_statistics, check_lower_bounds, diverged
+from hf_bnvae.trainer_utils import (
+    average_bn_statistics,
+    check_lower_bounds,
+    check_paths,
+    check_precision,
+    diverged,
+    warn_unfinished_warmup,
+)
 
 DATA = Path(__file__).resolve().parent / "data" / "chitchat"
 LOWER_BOUNDS = {
@@ -92,6 +99,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     check_lower_bounds(parser, args, LOWER_BOUNDS)
+    check_paths(parser, args)
     try:
         args.recipe = resolve_method(args.method, gamma=args.gamma)
     except ValueError as error:
@@ -225,6 +233,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    check_precision(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     set_seed(args.seed)
@@ -261,6 +270,7 @@ def main(argv=None):
         f"{args.recipe.label}: {len(datasets['train'])} training pairs, "
         f"vocabulary {len(tokenizer)}, {sum(p.numel() for p in model.parameters()):,} parameters"
     )
+    warn_unfinished_warmup(accelerator, args.kl_warmup_steps, args.num_train_epochs * len(train_loader))
     history, best, best_weights, step = [], None, None, 0
     for epoch in range(args.num_train_epochs):
         model.train()
