@@ -19,8 +19,11 @@ from .modeling_bnvae import (
     BatchNormLatentHead,
     BNVAEPreTrainedModel,
     RecurrentStateGenerationMixin,
+    check_count,
+    check_generation_counts,
     check_input_ids,
     check_latent,
+    check_token_labels,
     gaussian_kl_per_dimension,
     sequence_lengths,
 )
@@ -318,6 +321,7 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
 
         loss = reconstruction_loss = kl = prior_kl = bow_loss = num_tokens = None
         if labels is not None:
+            check_token_labels(labels, input_ids, self.config.vocab_size)
             targets = labels[:, 1:]
             valid = targets != -100
             if attention_mask is not None:
@@ -368,6 +372,7 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
         (greedy by default; sampling and beams through the usual arguments). Returns (B', T) ids starting
         with `<s>`. Every returned sequence of a context shares its z: for several z per context, repeat the
         context (`sample_responses` does)."""
+        check_generation_counts(kwargs)
         context = self.encode_context(context_input_ids, context_attention_mask, context_speakers)
         if latent is None:
             mu, logvar = self.prior_parameters(context)
@@ -420,6 +425,7 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
         contexts = [contexts] if single else list(contexts)
         if not contexts:
             raise ValueError("sample_responses() needs at least one context")
+        check_count("num_samples", num_samples)
         tensors = self.context_tensors(contexts, tokenizer, speakers)
         repeated = {name: t.repeat_interleave(num_samples, 0) for name, t in tensors.items()}
         sequences = self.generate(**repeated, max_new_tokens=max_new_tokens, **generate_kwargs)

@@ -107,6 +107,8 @@ def check_input_ids(input_ids, vocab_size):
         raise ValueError("input_ids is empty: pass at least one sentence of at least one token")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
@@ -114,11 +116,42 @@ def check_input_ids(input_ids, vocab_size):
 
 
 def check_latent(latent, batch_size, latent_size):
-    """Raise a ValueError naming the expected shape unless latent is (batch_size, latent_size)."""
+    """Raise a ValueError naming the expected shape unless latent is (batch_size, latent_size) and finite
+    (a NaN z would decode to `</s>` without a word)."""
     if latent.dim() != 2 or tuple(latent.shape) != (batch_size, latent_size):
         raise ValueError(
             f"latent must have shape (batch={batch_size}, latent_size={latent_size}), got {tuple(latent.shape)}"
         )
+    if not bool(torch.isfinite(latent).all()):
+        raise ValueError("latent contains NaN or infinite values")
+
+
+def check_token_labels(labels, input_ids, vocab_size):
+    """Raise a ValueError unless labels (B, T) has input_ids' shape and holds token ids in [0, vocab_size)
+    or -100 (ignored)."""
+    if tuple(labels.shape) != tuple(input_ids.shape):
+        raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must hold integer token ids, got dtype {labels.dtype}")
+    outside = (labels != -100) & ((labels < 0) | (labels >= vocab_size))
+    if bool(outside.any()):
+        raise ValueError(
+            f"labels contain token id {int(labels[outside][0])}, outside the vocabulary [0, {vocab_size}) and not -100"
+        )
+
+
+def check_count(name, value, minimum=1):
+    """Raise a ValueError naming the argument unless value is an integer >= minimum (a count of sentences,
+    samples, steps or beams)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_generation_counts(kwargs):
+    """check_count for the generate() arguments that count (num_beams=0 divided by zero in transformers)."""
+    for name in ("num_beams", "num_return_sequences", "max_new_tokens"):
+        if kwargs.get(name) is not None:
+            check_count(name, kwargs[name])
 
 
 def sequence_lengths(input_ids, attention_mask):
@@ -176,7 +209,7 @@ def bn_kl_guarantee(mu):
     v_i / (v_i + eps) (v_i: the raw mean's batch variance, eps: BN's), as KL >= 1/2 sum_i E[mu_i^2].
     It equals the bound n gamma^2 / 2 up to that factor, which falls below 1 when a dimension's raw
     means barely vary."""
-    return 0.5 * float(mu.float().var(dim=0, unbiased=False).sum())
+    return 0.5 * float(mu.detach().float().var(dim=0, unbiased=False).sum())
 
 
 class BatchNormLatentHead(nn.Module):
@@ -632,6 +665,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         elif latent is not None:
             check_latent(latent, input_ids.shape[0], self.config.latent_size)
 
+        if labels is not None:
+            check_token_labels(labels, input_ids, self.config.vocab_size)
         loss_only = labels is not None and not return_logits
         # the loss never reads the prediction after the last token: the loss-only path does not compute it
         hidden, new_state = self.decoder(input_ids[:, :-1] if loss_only else input_ids, latent, state)
@@ -687,6 +722,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         gets it, a prompt ending in `</s>` (the tokenizer's default) is continued before it, and no prompt
         at all starts from `<s>` alone. Prompts in one call must have the same length (no padding).
         """
+        check_generation_counts(kwargs)
         prompt = kwargs.pop("input_ids", inputs)
         attention_mask = kwargs.pop("attention_mask", None)
         if attention_mask is not None and not bool(attention_mask.all()):
@@ -750,6 +786,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ValueError("encode() needs at least one sentence, got an empty list")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"encode(): text {i} is {text!r}; every text needs at least one word")
         batch = tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
         return self.posterior_mean(batch["input_ids"], batch["attention_mask"])
 
@@ -770,6 +809,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
 
     def sample_prior(self, num_sentences, tokenizer, generator=None, **generate_kwargs):
         """Sentences decoded from z ~ N(0, I)."""
+        check_count("num_sentences", num_sentences)
         latent = torch.randn(num_sentences, self.config.latent_size, generator=generator)
         return self.decode(latent, tokenizer, **generate_kwargs)
 
@@ -778,7 +818,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         return self.decode(self.encode(texts, tokenizer), tokenizer, **generate_kwargs)
 
     def interpolate(self, text_a, text_b, tokenizer, steps=5, **generate_kwargs):
-        """Sentences decoded along the straight line between the posterior means of two sentences."""
+        """Sentences decoded along the straight line between the posterior means of two sentences: `steps`
+        points, both ends included."""
+        check_count("steps", steps, minimum=2)
         ends = self.encode([text_a, text_b], tokenizer)
         weights = torch.linspace(0, 1, steps, device=ends.device)[:, None]
         return self.decode((1 - weights) * ends[0] + weights * ends[1], tokenizer, **generate_kwargs)
@@ -840,6 +882,10 @@ class BNVAEForSequenceClassification(BNVAEPreTrainedModel):
         else:
             mu = self.bnvae(input_ids, attention_mask, sample_latent=False).mu  # (B, n), BN'd posterior mean
         logits = self.classifier(self.dropout(mu))
+        if labels is not None and (labels.dim() == 0 or labels.shape[0] != input_ids.shape[0]):
+            raise ValueError(
+                f"labels must have one entry per sentence ({input_ids.shape[0]}), got shape {tuple(labels.shape)}"
+            )
         loss = self._classification_loss(logits, labels) if labels is not None else None
         return self._output(SequenceClassifierOutput(loss=loss, logits=logits), return_dict)
 

@@ -10,7 +10,12 @@ import pytest
 import torch
 from transformers import pipeline
 
-from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae import (
+    BNCVAEConfig,
+    BNCVAEForConditionalGeneration,
+    BNVAEForLanguageModeling,
+    BNVAEForSequenceClassification,
+)
 
 
 @pytest.fixture
@@ -193,3 +198,38 @@ def test_checkpoints_of_0_2_keep_their_output_bias_and_get_the_generation_defaul
     torch.testing.assert_close(loaded.decoder.lm_head.bias, old.decoder.lm_head.bias)
     assert loaded.generation_config.no_repeat_ngram_size == 3
     assert BNVAEForLanguageModeling(trained.config).decoder.lm_head.bias is None  # a new model: no bias
+
+
+def test_api_errors_name_the_argument(model, batch, tokenizer, tiny_config):
+    """Each failed with an error that did not name the argument (or not at all): ZeroDivisionError for
+    num_beams=0, "input_ids is empty" for zero counts, `</s>` from a NaN z, a vector for an empty text."""
+    model.eval()
+    ids = batch["input_ids"]
+    cases = [
+        (lambda: model(input_ids=ids.float()), "input_ids must hold integer token ids, got dtype torch.float32"),
+        (lambda: model(input_ids=ids, labels=ids[:, :-1]), "labels must have the shape of input_ids"),
+        (lambda: model(input_ids=ids, labels=ids.clone().fill_(10**6)), "labels contain token id 1000000"),
+        (lambda: model.generate(max_new_tokens=3, num_beams=0), "num_beams must be an integer >= 1, got 0"),
+        (lambda: model.interpolate("the man .", "a day .", tokenizer, steps=0), "steps must be an integer >= 2"),
+        (lambda: model.sample_prior(0, tokenizer), "num_sentences must be an integer >= 1, got 0"),
+        (lambda: model.decode(torch.full((1, 8), float("nan")), tokenizer), "latent contains NaN or infinite"),
+        (lambda: model.encode(["the man .", " "], tokenizer), "encode\\(\\): text 1 is ' '; every text needs"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    model.train()  # the fused training loss checks its labels too
+    with pytest.raises(ValueError, match="labels contain token id -5"):
+        model(input_ids=ids, labels=ids.clone().fill_(-5), return_logits=False)
+    classifier = BNVAEForSequenceClassification(tiny_config(num_labels=2)).eval()
+    with pytest.raises(ValueError, match=r"labels must have one entry per sentence \(\d+\), got shape \(1,\)"):
+        classifier(input_ids=ids, labels=torch.tensor([1]))
+
+
+def test_dialogue_api_errors_name_the_argument(tokenizer):
+    sizes = dict(embedding_size=8, utterance_hidden_size=8, context_hidden_size=8, decoder_hidden_size=8, latent_size=4)
+    model = BNCVAEForConditionalGeneration(BNCVAEConfig(vocab_size=len(tokenizer), gamma=0.5, **sizes)).eval()
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1, got 0"):
+        model.sample_responses(["hello there ."], tokenizer, num_samples=0)
+    with pytest.raises(ValueError, match="num_beams must be an integer >= 1, got 0"):
+        model.sample_responses(["hello there ."], tokenizer, num_samples=1, num_beams=0)

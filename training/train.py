@@ -461,7 +461,7 @@ def train(args):
             sums["reconstruction"] += float(outputs.reconstruction_loss.detach().sum())
             sums["kl"] += float(outputs.kl.detach().sum()) if outputs.kl is not None else 0.0
             if kl_guaranteed:  # the batch's guaranteed KL, summed over its sentences (see bn_kl_guarantee)
-                guarantee = bn_kl_guarantee(outputs.mu.detach()) * len(batch["input_ids"])
+                guarantee = bn_kl_guarantee(outputs.mu) * len(batch["input_ids"])
                 sums["kl_guarantee"] = sums.get("kl_guarantee", 0.0) + guarantee  # absent in 0.3 checkpoints
             sums["sentences"] += len(batch["input_ids"])
             state.step_losses.append(loss)
