@@ -4,6 +4,7 @@ training loop, the command-line checks, BN statistics over processes and the tra
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,11 +145,19 @@ def check_paths(parser, args, model_flags=()):
             parser.error(f"--{flag} {value}: no such folder (and not a hub id 'org/name')")
 
 
-def check_precision(accelerator):
-    """ValueError for fp16 on a CPU, where Accelerate accepts it and trains in fp32 without a word (native
-    fp16 autocast needs a GPU; bf16 runs on CPUs)."""
+def check_accelerator(accelerator, environ=None):
+    """ValueError for what Accelerate accepts without a word but does not do: fp16 on a CPU (it trains in
+    fp32; native fp16 autocast needs a GPU, bf16 runs on CPUs), and `accelerate launch --num_processes N`
+    without `--multi_gpu`, whose simple launcher starts one process (it sets MASTER_ADDR for N > 1, while
+    the multi-process launcher, torchrun, sets WORLD_SIZE)."""
+    environ = os.environ if environ is None else environ
     if accelerator.device.type == "cpu" and accelerator.mixed_precision == "fp16":
         raise ValueError("--mixed_precision fp16 needs a GPU; on a CPU use bf16 or no (fp32)")
+    if "ACCELERATE_USE_CPU" in environ and "MASTER_ADDR" in environ and "WORLD_SIZE" not in environ:
+        raise ValueError(
+            "accelerate launch --num_processes N without --multi_gpu starts a single process; for N CPU"
+            " processes: accelerate launch --multi_gpu --num_processes N"
+        )
 
 
 def warn_unfinished_warmup(accelerator, warmup_steps, total_steps):
@@ -244,7 +253,7 @@ __all__ = [
     "check_finite",
     "check_lower_bounds",
     "check_paths",
-    "check_precision",
+    "check_accelerator",
     "warn_unfinished_warmup",
     "diverged",
     "plot_training_curves",

@@ -667,3 +667,16 @@ def test_late_failures_come_first(tmp_path, capsys):
 def test_a_kl_warmup_longer_than_the_run_is_warned_about(train_run, capsys):
     train_run("--kl_warmup_epochs", "4")  # a run of one epoch
     assert "warning: the KL weight never reaches 1 (warm-up 200 > 50 steps)" in capsys.readouterr().out
+
+
+def test_two_processes_without_multi_gpu_are_refused(tmp_path, root, tiny_args):
+    """accelerate launch --num_processes 2 without --multi_gpu ran one process without a word."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(root / "training" / "train.py"),
+        *tiny_args(tmp_path / "out"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--num_processes N without --multi_gpu starts a single process" in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -38,9 +38,9 @@ from hf_bnvae.trainer_utils import (
     PlateauRule,
     aggressive_encoder_updates,
     average_bn_statistics,
+    check_accelerator,
     check_lower_bounds,
     check_paths,
-    check_precision,
     diverged,
     plot_training_curves,
     warn_unfinished_warmup,
@@ -251,7 +251,7 @@ def make_accelerator(args):
         raise RuntimeError(
             f"launched {launched} processes but Accelerate joined {accelerator.num_processes}: they would train independently"
         )
-    check_precision(accelerator)
+    check_accelerator(accelerator)
     if accelerator.device.type == "cpu":
         torch.set_num_threads(args.num_threads or default_num_threads(accelerator.num_processes))
     return accelerator

@@ -44,7 +44,7 @@ from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import PlateauRule, check_lower_bounds, check_paths, check_precision, diverged
+from hf_bnvae.trainer_utils import PlateauRule, check_accelerator, check_lower_bounds, check_paths, diverged
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
@@ -228,7 +228,7 @@ def is_better(scores, best_score, metric):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    check_precision(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
+    check_accelerator(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     set_seed(args.seed)
     pool_texts, pool_labels, label2id = labelled(args.train_file)

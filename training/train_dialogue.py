@@ -36,9 +36,9 @@ from hf_bnvae.methods import METHODS, methods_of, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
     average_bn_statistics,
+    check_accelerator,
     check_lower_bounds,
     check_paths,
-    check_precision,
     diverged,
     warn_unfinished_warmup,
 )
@@ -233,7 +233,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    check_precision(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
+    check_accelerator(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     set_seed(args.seed)
