@@ -102,7 +102,11 @@ def check_finite(parser, args):
 
 
 # Bounds every script shares (its own table adds to them): {flag: (bound, strict, meaning)}.
-COMMON_BOUNDS = {"seed": (0, False, "numpy takes seeds from 0 to 2**32 - 1")}
+COMMON_BOUNDS = {
+    "seed": (0, False, "numpy takes seeds from 0 to 2**32 - 1"),
+    "num_threads": (1, False, "threads"),
+    "gradient_accumulation_steps": (1, False, "batches per optimizer step"),
+}
 
 
 def check_lower_bounds(parser, args, bounds):
@@ -143,6 +147,53 @@ def check_paths(parser, args, model_flags=()):
             hub_like = False
         if not hub_like:
             parser.error(f"--{flag} {value}: no such folder (and not a hub id 'org/name')")
+
+
+# ----------------------------------------------------------------------------------------------
+# the Accelerator every training script makes
+
+
+def add_accelerator_arguments(parser):
+    """--mixed_precision and --num_threads, the Accelerate set-up flags of every training script."""
+    parser.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None, help="default: as launched")
+    parser.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="CPU threads per process (default: OMP_NUM_THREADS if set outside accelerate launch, else cores / processes)",
+    )
+
+
+def make_accelerator(args, **kwargs):
+    """The Accelerator of a training script: on the CPU when there is no GPU (so that several launched CPU
+    processes join one gloo group instead of training independent copies), the args' --mixed_precision
+    and --gradient_accumulation_steps when the script has them, kwargs (e.g. log_with); then the
+    world-size guard, check_accelerator, and on a CPU the thread policy (default_num_threads)."""
+    from accelerate import Accelerator
+
+    kwargs = {"gradient_accumulation_steps": getattr(args, "gradient_accumulation_steps", 1), **kwargs}
+    if getattr(args, "mixed_precision", None) is not None:
+        kwargs["mixed_precision"] = args.mixed_precision
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # e.g. --multi_gpu without GPU and without cpu=True
+        raise RuntimeError(
+            f"launched {launched} processes but Accelerate joined {accelerator.num_processes}: they would train independently"
+        )
+    check_accelerator(accelerator)
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(getattr(args, "num_threads", None) or default_num_threads(accelerator.num_processes))
+    return accelerator
+
+
+def default_num_threads(num_processes, environ=os.environ):
+    """CPU threads per process: the user's OMP_NUM_THREADS (e.g. two jobs sharing the cores), except that
+    accelerate launch (which marks its processes with ACCELERATE_USE_CPU) sets it to 1 even for one
+    process, so there the cores are shared among the processes on this machine."""
+    if environ.get("OMP_NUM_THREADS", "").isdigit() and "ACCELERATE_USE_CPU" not in environ:
+        return max(1, int(environ["OMP_NUM_THREADS"]))
+    local = int(environ.get("LOCAL_WORLD_SIZE", num_processes))
+    return max(1, (os.cpu_count() or 1) // local)
 
 
 def check_accelerator(accelerator, environ=None):
@@ -253,7 +304,10 @@ __all__ = [
     "check_finite",
     "check_lower_bounds",
     "check_paths",
+    "add_accelerator_arguments",
     "check_accelerator",
+    "default_num_threads",
+    "make_accelerator",
     "warn_unfinished_warmup",
     "diverged",
     "plot_training_curves",

@@ -17,7 +17,7 @@ from hf_bnvae.checkpoints import list_checkpoints, resolve_checkpoint, save_chec
 from hf_bnvae.data import collate, length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, cyclical_kl_weight, linear_kl_weight, methods_of, resolve_method
-from hf_bnvae.trainer_utils import PlateauRule, aggressive_encoder_updates
+from hf_bnvae.trainer_utils import PlateauRule, aggressive_encoder_updates, default_num_threads, make_accelerator
 
 # -- a real 2-process run -------------------------------------------------------------------------
 
@@ -68,12 +68,12 @@ def test_two_cpu_processes_train_in_sync(tmp_path, root, tiny_args, sync_bn):
 
 def test_threads_follow_omp_num_threads_except_under_accelerate_launch():
     cores = os.cpu_count() or 1
-    assert train.default_num_threads(1, environ={"OMP_NUM_THREADS": "1"}) == 1  # two jobs sharing the cores
-    assert train.default_num_threads(1, environ={}) == cores
+    assert default_num_threads(1, environ={"OMP_NUM_THREADS": "1"}) == 1  # two jobs sharing the cores
+    assert default_num_threads(1, environ={}) == cores
     # accelerate launch sets OMP_NUM_THREADS=1 for one process too: the cores are shared among its processes
     launched = {"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "True", "LOCAL_WORLD_SIZE": "1"}
-    assert train.default_num_threads(1, environ=launched) == cores
-    assert train.default_num_threads(2, environ={**launched, "LOCAL_WORLD_SIZE": "2"}) == max(1, cores // 2)
+    assert default_num_threads(1, environ=launched) == cores
+    assert default_num_threads(2, environ={**launched, "LOCAL_WORLD_SIZE": "2"}) == max(1, cores // 2)
 
 
 def test_resume_reaches_the_same_losses(tmp_path, train_run):
@@ -661,7 +661,7 @@ def test_late_failures_come_first(tmp_path, capsys):
     assert f"--output_dir {existing}: is a file, not a folder" in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--mixed_precision fp16 needs a GPU"):
-            train.make_accelerator(train.parse_args(["--mixed_precision", "fp16", "--output_dir", str(tmp_path)]))
+            make_accelerator(train.parse_args(["--mixed_precision", "fp16", "--output_dir", str(tmp_path)]))
 
 
 def test_a_kl_warmup_longer_than_the_run_is_warned_about(train_run, capsys):
@@ -680,3 +680,25 @@ def test_two_processes_without_multi_gpu_are_refused(tmp_path, root, tiny_args):
     assert result.returncode != 0
     assert "--num_processes N without --multi_gpu starts a single process" in result.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_three_training_scripts_share_the_accelerator_set_up(tmp_path, capsys):
+    """train_classifier.py and train_dialogue.py built a bare Accelerator: no --num_threads, no
+    --mixed_precision, no world-size guard. All three take make_accelerator's flags and bounds now."""
+    import argparse
+
+    import train_classifier
+    import train_dialogue
+
+    for module in (train, train_classifier, train_dialogue):
+        parser = module.build_parser()
+        assert {"--num_threads", "--mixed_precision", "--seed"} <= set(parser._option_string_actions), module
+    with pytest.raises(SystemExit):
+        train_dialogue.parse_args(["--output_dir", str(tmp_path), "--num_threads", "0"])
+    assert "--num_threads 0: must be >= 1" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    try:
+        make_accelerator(argparse.Namespace(num_threads=1, mixed_precision="no"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -16,12 +16,11 @@ import importlib.util
 import itertools
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, skip_first_batches
+from accelerate import skip_first_batches
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
@@ -36,12 +35,13 @@ from hf_bnvae.modeling_bnvae import bn_kl_guarantee
 from hf_bnvae.saving import RESULTS_NAME, save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
     PlateauRule,
+    add_accelerator_arguments,
     aggressive_encoder_updates,
     average_bn_statistics,
-    check_accelerator,
     check_lower_bounds,
     check_paths,
     diverged,
+    make_accelerator,
     plot_training_curves,
     warn_unfinished_warmup,
 )
@@ -82,7 +82,6 @@ LOWER_BOUNDS = {
     "logging_steps": (1, False, "optimiser steps"),
     "iw_samples": (0, False, "0 skips the importance-weighted NLL"),
     "max_iw_eval_samples": (2, False, "MI and active units need 2 sentences"),
-    "num_threads": (1, False, "threads"),
     "beta": (0, False, "KL weight"),
     "cycle_epochs": (0, True, "epochs"),
     "free_bits": (0, True, "nats"),
@@ -165,7 +164,6 @@ def build_parser():
 
     run = p.add_argument_group("run")
     run.add_argument("--output_dir", default="outputs/bnvae-brown")
-    run.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None, help="default: as launched")
     run.add_argument("--sync_bn", action="store_true", help="BN statistics over all processes")
     run.add_argument(
         "--checkpointing_steps", type=checkpointing_steps, default=None, help="an integer (every n steps) or 'epoch'"
@@ -176,12 +174,7 @@ def build_parser():
     run.add_argument("--logging_steps", type=int, default=50)
     run.add_argument("--iw_samples", type=int, default=500, help="K for the final importance-weighted NLL (0: skip)")
     run.add_argument("--max_iw_eval_samples", type=int, default=200, help="sentences scored with the IW-NLL at the end")
-    run.add_argument(
-        "--num_threads",
-        type=int,
-        default=None,
-        help="CPU threads per process (default: OMP_NUM_THREADS if set outside accelerate launch, else cores / processes)",
-    )
+    add_accelerator_arguments(run)
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None)
     return p
@@ -237,34 +230,6 @@ def parse_args(argv=None):
 
 # ----------------------------------------------------------------------------------------------
 # set-up
-
-
-def make_accelerator(args):
-    kwargs = {"gradient_accumulation_steps": args.gradient_accumulation_steps, "cpu": not torch.cuda.is_available()}
-    if args.mixed_precision is not None:
-        kwargs["mixed_precision"] = args.mixed_precision
-    if args.with_tracking:
-        kwargs.update(log_with=args.report_to, project_dir=args.output_dir)
-    accelerator = Accelerator(**kwargs)
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:  # e.g. --multi_gpu without GPU and without cpu=True
-        raise RuntimeError(
-            f"launched {launched} processes but Accelerate joined {accelerator.num_processes}: they would train independently"
-        )
-    check_accelerator(accelerator)
-    if accelerator.device.type == "cpu":
-        torch.set_num_threads(args.num_threads or default_num_threads(accelerator.num_processes))
-    return accelerator
-
-
-def default_num_threads(num_processes, environ=os.environ):
-    """CPU threads per process: the user's OMP_NUM_THREADS (e.g. two jobs sharing the cores), except that
-    accelerate launch (which marks its processes with ACCELERATE_USE_CPU) sets it to 1 even for one
-    process, so there the cores are shared among the processes on this machine."""
-    if environ.get("OMP_NUM_THREADS", "").isdigit() and "ACCELERATE_USE_CPU" not in environ:
-        return max(1, int(environ["OMP_NUM_THREADS"]))
-    local = int(environ.get("LOCAL_WORLD_SIZE", num_processes))
-    return max(1, (os.cpu_count() or 1) // local)
 
 
 def load_corpora(args):
@@ -363,7 +328,8 @@ class TrainingState:
 
 
 def train(args):
-    accelerator = make_accelerator(args)
+    tracking = {"log_with": args.report_to, "project_dir": args.output_dir} if args.with_tracking else {}
+    accelerator = make_accelerator(args, **tracking)
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
     )

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import evaluate
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
@@ -44,7 +43,14 @@ from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
 from hf_bnvae.saving import save_pretrained_atomically, write_results
-from hf_bnvae.trainer_utils import PlateauRule, check_accelerator, check_lower_bounds, check_paths, diverged
+from hf_bnvae.trainer_utils import (
+    PlateauRule,
+    add_accelerator_arguments,
+    check_lower_bounds,
+    check_paths,
+    diverged,
+    make_accelerator,
+)
 
 logger = get_logger(__name__)
 DATA = Path(__file__).resolve().parent / "data" / "rotten_tomatoes"
@@ -99,6 +105,7 @@ def build_parser():
         "--skip_test", action="store_true", help="evaluate on the validation set only (when choosing a recipe)"
     )
     p.add_argument("--seed", type=int, default=42)
+    add_accelerator_arguments(p)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--push_to_hub", action="store_true", help="upload the saved classifier with its model card")
     p.add_argument("--hub_model_id", default=None, help="org/name on the hub")
@@ -227,8 +234,7 @@ def is_better(scores, best_score, metric):
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    check_accelerator(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
+    accelerator = make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     set_seed(args.seed)
     pool_texts, pool_labels, label2id = labelled(args.train_file)

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -35,11 +34,12 @@ from hf_bnvae.evaluation import perplexity
 from hf_bnvae.methods import METHODS, methods_of, resolve_method
 from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
+    add_accelerator_arguments,
     average_bn_statistics,
-    check_accelerator,
     check_lower_bounds,
     check_paths,
     diverged,
+    make_accelerator,
     warn_unfinished_warmup,
 )
 
@@ -91,6 +91,7 @@ def build_parser():
     p.add_argument("--max_new_tokens", type=int, default=40)
     p.add_argument("--word_vectors", default=None, help="word2vec-format vectors for A-bow / E-bow")
     p.add_argument("--seed", type=int, default=42)
+    add_accelerator_arguments(p)
     p.add_argument("--output_dir", required=True)
     return p
 
@@ -232,8 +233,7 @@ def word_vectors(args, pairs):
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    check_accelerator(accelerator)  # accelerate launch --mixed_precision fp16 on a CPU
+    accelerator = make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     set_seed(args.seed)
