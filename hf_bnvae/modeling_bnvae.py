@@ -716,7 +716,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         """transformers' `generate`, with the latent z as an extra input. Returns the prompt as given, then
         the new tokens (like every transformers model), so the text-generation pipeline works unchanged.
 
-        latent (`(B, n)`): the z to decode. When None: the posterior mean of the prompt if
+        latent (`(B, n)`): the z to decode. When None: the posterior mean of the prompt as a prefix
+            (`<s> w_1 ... w_k` without `</s>`, so that z does not say the sentence ends there) if
             latent_from_prompt=True, else a draw from the prior N(0, I) (torch's global RNG: seed it to repeat).
         The decoder always starts from `<s>`: a prompt without it (tokenised with add_special_tokens=False)
         gets it, a prompt ending in `</s>` (the tokenizer's default) is continued before it, and no prompt
@@ -767,8 +768,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
             return latent.to(self.device)
         if not latent_from_prompt:
             return torch.randn(batch_size, size).to(self.device)
-        # the prompt as a whole sentence, <s> prompt </s>, encoded with BN's running statistics
-        return self.posterior_mean(nn.functional.pad(start, (0, 1), value=self.config.eos_token_id))
+        # the prompt as a prefix, <s> prompt without </s>, encoded with BN's running statistics: encoded as a
+        # finished sentence, z would tell the decoder to end it at once
+        return self.posterior_mean(start)
 
     def prepare_inputs_for_generation(self, input_ids, state=None, latent=None, use_cache=None, **kwargs):
         if state is not None:

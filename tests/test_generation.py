@@ -98,8 +98,10 @@ def test_latent_defaults_to_a_prior_draw_or_the_prompt_posterior(ready, tokenize
     assert torch.equal(drawn, ready.generate(**kwargs, latent=z))  # z ~ N(0, I) from torch's global RNG
     prompt = tokenizer(["the cat sat"], add_special_tokens=False, return_tensors="pt")["input_ids"]
     from_prompt = ready.generate(input_ids=prompt, latent_from_prompt=True, max_new_tokens=5, min_new_tokens=5)
-    mean = ready.encode(["the cat sat"], tokenizer)  # <s> the cat sat </s>, eval statistics
-    with_mean = ready.generate(input_ids=prompt, latent=mean, max_new_tokens=5, min_new_tokens=5)
+    prefix = ready.posterior_mean(torch.cat([bos(ready, 1), prompt], dim=1))  # <s> the cat sat, no </s>
+    with_mean = ready.generate(input_ids=prompt, latent=prefix, max_new_tokens=5, min_new_tokens=5)
+    sentence = ready.encode(["the cat sat"], tokenizer)  # <s> the cat sat </s>: a finished sentence
+    assert not torch.allclose(prefix, sentence)
     assert torch.equal(from_prompt, with_mean)
     assert torch.equal(from_prompt[:, :3], prompt)  # <s> is added for the decoder and removed again
 
