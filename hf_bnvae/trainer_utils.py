@@ -154,8 +154,11 @@ def check_paths(parser, args, model_flags=()):
 
 
 def add_accelerator_arguments(parser):
-    """--mixed_precision and --num_threads, the Accelerate set-up flags of every training script."""
+    """--mixed_precision, --num_threads and --gradient_accumulation_steps (unless the parser has it), the
+    Accelerate set-up flags of every training script."""
     parser.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None, help="default: as launched")
+    if "--gradient_accumulation_steps" not in parser._option_string_actions:
+        parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
     parser.add_argument(
         "--num_threads",
         type=int,
@@ -184,6 +187,21 @@ def make_accelerator(args, **kwargs):
     if accelerator.device.type == "cpu":
         torch.set_num_threads(getattr(args, "num_threads", None) or default_num_threads(accelerator.num_processes))
     return accelerator
+
+
+def optimizer_step(accelerator, model, optimizer, loss, max_grad_norm, before_step=None):
+    """The training step every script takes, inside `with accelerator.accumulate(model)`: backward, then at
+    the end of an accumulation the gradient norm clipped to max_grad_norm (0 or None: not clipped),
+    before_step() (e.g. dropping some gradients), the optimizer step and zero_grad (Accelerate's prepared
+    optimizer skips both mid-accumulation). Returns whether an optimizer step was taken."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if before_step is not None:
+        before_step()
+    optimizer.step()
+    optimizer.zero_grad()
+    return accelerator.sync_gradients
 
 
 def default_num_threads(num_processes, environ=os.environ):
@@ -308,6 +326,7 @@ __all__ = [
     "check_accelerator",
     "default_num_threads",
     "make_accelerator",
+    "optimizer_step",
     "warn_unfinished_warmup",
     "diverged",
     "plot_training_curves",

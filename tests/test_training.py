@@ -702,3 +702,20 @@ def test_the_three_training_scripts_share_the_accelerator_set_up(tmp_path, capsy
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_classifier_accumulates_gradients_like_train(tmp_path, saved, labelled_files):
+    """With --gradient_accumulation_steps 2 a run takes half the optimizer steps (each on two batches)."""
+    import train_classifier
+
+    common = [
+        "--model_name_or_path", str(saved), "--train_file", str(labelled_files["train"]),
+        "--validation_file", str(labelled_files["valid"]), "--test_file", str(labelled_files["test"]),
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--max_train_samples", "16",
+        "--plateau_max_decays", "0",
+    ]  # fmt: skip
+    _, one = train_classifier.main([*common, "--output_dir", str(tmp_path / "one")])
+    _, two = train_classifier.main(
+        [*common, "--output_dir", str(tmp_path / "two"), "--gradient_accumulation_steps", "2"]
+    )
+    assert one["optimizer_steps"] == 4 and two["optimizer_steps"] == 2

@@ -42,6 +42,7 @@ from hf_bnvae.trainer_utils import (
     check_paths,
     diverged,
     make_accelerator,
+    optimizer_step,
     plot_training_curves,
     warn_unfinished_warmup,
 )
@@ -415,13 +416,11 @@ def train(args):
                 )
             with accelerator.accumulate(model):
                 outputs = model(**batch, labels=batch["input_ids"], kl_weight=kl_weight, return_logits=False)
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if state.aggressive:  # while aggressive, the outer step trains the decoder only
-                    drop_gradients(accelerator.unwrap_model(model).bnvae)
-                optimizer.step()
-                optimizer.zero_grad()
+                # while aggressive, the outer step trains the decoder only
+                decoder_only = (
+                    (lambda: drop_gradients(accelerator.unwrap_model(model).bnvae)) if state.aggressive else None
+                )
+                optimizer_step(accelerator, model, optimizer, outputs.loss, args.max_grad_norm, decoder_only)
             state.batches_done += 1
             loss = float(outputs.loss.detach())
             sums["reconstruction"] += float(outputs.reconstruction_loss.detach().sum())

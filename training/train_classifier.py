@@ -50,6 +50,7 @@ from hf_bnvae.trainer_utils import (
     check_paths,
     diverged,
     make_accelerator,
+    optimizer_step,
 )
 
 logger = get_logger(__name__)
@@ -283,13 +284,9 @@ def main(argv=None):
         batch_sampler.set_epoch(epoch)
         for batch in train_loader:
             batch.pop("index")
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
-            steps += 1
+            with accelerator.accumulate(model):
+                stepped = optimizer_step(accelerator, model, optimizer, model(**batch).loss, args.max_grad_norm)
+            steps += stepped
             if args.max_train_steps and steps >= args.max_train_steps:
                 break
         scores = evaluate_split(model, valid_loader, accelerator, len(label2id))

@@ -18,6 +18,7 @@ Writes the model (save_pretrained), all_results.json (metrics, history, sample r
 
 import argparse
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from hf_bnvae.trainer_utils import (
     check_paths,
     diverged,
     make_accelerator,
+    optimizer_step,
     warn_unfinished_warmup,
 )
 
@@ -270,20 +272,17 @@ def main(argv=None):
         f"{args.recipe.label}: {len(datasets['train'])} training pairs, "
         f"vocabulary {len(tokenizer)}, {sum(p.numel() for p in model.parameters()):,} parameters"
     )
-    warn_unfinished_warmup(accelerator, args.kl_warmup_steps, args.num_train_epochs * len(train_loader))
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    warn_unfinished_warmup(accelerator, args.kl_warmup_steps, args.num_train_epochs * steps_per_epoch)
     history, best, best_weights, step = [], None, None, 0
     for epoch in range(args.num_train_epochs):
         model.train()
         progress = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process)
         for batch in progress:
             kl_weight = min(1.0, step / args.kl_warmup_steps) if args.kl_warmup_steps else 1.0
-            out = model(**batch, kl_weight=kl_weight)
-            accelerator.backward(out.loss)
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
-            step += 1
+            with accelerator.accumulate(model):
+                out = model(**batch, kl_weight=kl_weight)
+                step += optimizer_step(accelerator, model, optimizer, out.loss, args.max_grad_norm)
             progress.set_postfix(
                 loss=f"{out.loss.item():.2f}", kl=f"{out.kl.mean().item():.2f}", kl_w=f"{kl_weight:.2f}"
             )
