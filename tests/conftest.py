@@ -213,3 +213,34 @@ def fake_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)
     monkeypatch.setattr(HfApi, "_validate_yaml", lambda api, content, **kwargs: ModelCard(content).data)
     return hub
+
+
+@pytest.fixture
+def refused(capsys):
+    """refused(call, message): call() must stop with argparse's error (exit code 2) naming `message`."""
+
+    def check(call, message):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            call()
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+    return check
+
+
+# Tests that train a model end to end or start processes are marked `slow` here, in one place, instead of
+# one decorator each: any test using a fixture that runs a real training, whose code starts a process, or
+# that runs a script's main().
+TRAINING_FIXTURES = {"train_run", "checkpointed"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        runs_a_script = "subprocess." in source or ".main(" in source
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or runs_a_script:
+            item.add_marker(pytest.mark.slow)

@@ -301,7 +301,7 @@ def test_the_semi_supervised_experiment_writes_its_table_and_resumes(tmp_path, l
     assert semi_supervised.main(argv) == runs  # everything is in the record: nothing retrains
 
 
-def test_the_script_pushes_the_classifier_with_its_card(saved, labelled_files, tmp_path, fake_hub):
+def test_the_script_pushes_the_classifier_with_its_card(saved, labelled_files, tmp_path, fake_hub, refused):
     train_classifier.main(
         classifier_args(saved, labelled_files, tmp_path / "out", "--push_to_hub", "--hub_model_id", "org/rt-cls")
     )
@@ -310,11 +310,13 @@ def test_the_script_pushes_the_classifier_with_its_card(saved, labelled_files, t
         assert (snapshot / name).exists(), name
     card = ModelCard.load(snapshot / "README.md")
     assert card.data.pipeline_tag == "text-classification" and card.data.eval_results[0].metric_config == "60 labels"
-    with pytest.raises(SystemExit):
-        train_classifier.parse_args(classifier_args(saved, labelled_files, tmp_path / "x", "--push_to_hub"))
+    refused(
+        lambda: train_classifier.parse_args(classifier_args(saved, labelled_files, tmp_path / "x", "--push_to_hub")),
+        "--push_to_hub needs --hub_model_id org/name",
+    )
 
 
-def test_the_experiment_caps_the_seeds_of_large_budgets_and_keeps_seed_order():
+def test_the_experiment_caps_the_seeds_of_large_budgets_and_keeps_seed_order(refused):
     import semi_supervised
 
     args = semi_supervised.parse_args(["--budgets", "100", "all", "--seeds", "1", "2", "3", "--max_seeds", "all=1"])
@@ -327,13 +329,11 @@ def test_the_experiment_caps_the_seeds_of_large_budgets_and_keeps_seed_order():
     assert [k for k in keys if "/all/" in k] == [f"{m}/all/seed1" for m in rows]
     assert len(keys) == 5 + 6 + 6 + 6  # seed 1 (less the finished run) with all, then seeds 2 and 3 without
     assert [seed for *_, seed in todo] == sorted(seed for *_, seed in todo)
-    with pytest.raises(SystemExit):
-        semi_supervised.parse_args(["--max_seeds", "all:3"])
-    with pytest.raises(SystemExit):
-        semi_supervised.parse_args(["--num_workers", "0"])
-    for bad in ("all=0", "All=3", "5000=2"):
-        with pytest.raises(SystemExit):
-            semi_supervised.parse_args(["--max_seeds", bad])
+    refused(lambda: semi_supervised.parse_args(["--max_seeds", "all:3"]), "each item must be BUDGET=K")
+    refused(lambda: semi_supervised.parse_args(["--num_workers", "0"]), "--num_workers 0: must be at least 1")
+    for bad, message in (("all=0", "K must be at least 1"), ("All=3", "'All' is not a label budget"),
+                         ("5000=2", "'5000' is not a label budget")):  # fmt: skip
+        refused(lambda bad=bad: semi_supervised.parse_args(["--max_seeds", bad]), f"--max_seeds {bad}: {message}")
 
 
 def test_a_failed_fine_tuning_run_is_reported_and_the_others_are_recorded(tmp_path, monkeypatch):

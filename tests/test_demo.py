@@ -298,7 +298,7 @@ def test_the_classify_and_respond_tabs_in_headless_chromium(other_heads, map_fil
             shutil.copy(tmp_path / f"{name}.png", Path(target) / f"demo_{name}.png")
 
 
-def test_the_latency_benchmark_times_every_tab_of_each_kind(saved, other_heads, capsys):
+def test_the_latency_benchmark_times_every_tab_of_each_kind(saved, other_heads, capsys, refused):
     import latency
 
     language_model = latency.main([str(saved), "--repeats", "2"])
@@ -313,5 +313,4 @@ def test_the_latency_benchmark_times_every_tab_of_each_kind(saved, other_heads, 
     assert set(latency.main([str(other_heads["classifier"]), "--repeats", "1"])["actions"]) == {"classify"}
     assert set(latency.main([str(other_heads["dialogue"]), "--repeats", "1"])["actions"]) == {"respond (5 samples)"}
     assert "| reconstruct |" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        latency.parse_args([str(saved), "--repeats", "0"])
+    refused(lambda: latency.parse_args([str(saved), "--repeats", "0"]), "--repeats 0: must be at least 1")

@@ -280,7 +280,7 @@ def test_train_dialogue_bad_flags(tmp_path, dialogue_files, extra, message, caps
     assert message in capsys.readouterr().err
 
 
-def test_reproduce_dialogue_writes_the_table_and_resumes(tmp_path, dialogue_files, capsys):
+def test_reproduce_dialogue_writes_the_table_and_resumes(tmp_path, dialogue_files, capsys, refused):
     import reproduce_dialogue
 
     train_args = f"--config_overrides {TINY} --per_device_train_batch_size 4 --num_samples 3 --max_new_tokens 5"
@@ -302,8 +302,7 @@ def test_reproduce_dialogue_writes_the_table_and_resumes(tmp_path, dialogue_file
     capsys.readouterr()
     assert reproduce_dialogue.main(argv)["seconds"] == report["seconds"]  # nothing trained again
     assert capsys.readouterr().out.count("[skip]") == 3
-    with pytest.raises(SystemExit):
-        reproduce_dialogue.parse_args(["--gammas", "0"])
+    refused(lambda: reproduce_dialogue.parse_args(["--gammas", "0"]), "every gamma must be > 0")
 
 
 def test_evaluation_loss_per_pair_is_the_models_loss(tmp_path, dialogue_files):

@@ -87,6 +87,13 @@ def test_sampling_is_reproducible_with_a_seed(ready):
     torch.manual_seed(3)
     second = ready.generate(**kwargs)
     assert torch.equal(first, second)
+    torch.manual_seed(4)
+    assert not torch.equal(first, ready.generate(**kwargs))  # another seed, other samples: sampling is on
+    greedy = ready.generate(input_ids=bos(ready, 4), latent=z, max_new_tokens=10, do_sample=False)
+    assert not torch.equal(first, greedy)
+    torch.manual_seed(3)  # top_k=1 sampling is greedy decoding: the sampling arguments are honoured
+    one = ready.generate(input_ids=bos(ready, 4), latent=z, max_new_tokens=10, do_sample=True, top_k=1)
+    assert torch.equal(one, greedy)
 
 
 def test_latent_defaults_to_a_prior_draw_or_the_prompt_posterior(ready, tokenizer):
@@ -137,14 +144,18 @@ def test_text_generation_pipeline_without_the_package(saved, tmp_path):
         sys.modules["hf_bnvae"] = None  # the package cannot be imported in this process
         from transformers import pipeline
         generator = pipeline("text-generation", model={str(saved)!r}, trust_remote_code=True)
-        out = generator("the dog ", max_new_tokens=5, do_sample=False, latent_from_prompt=True)
+        out = generator("the dog ", max_new_tokens=5, min_new_tokens=2, do_sample=False, latent_from_prompt=True)
         assert type(generator.model).__module__.startswith("transformers_modules")
         print(out[0]["generated_text"])
         """
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1].startswith("the dog")
+    # the same words as the package's own model in this process, and new words after the prompt
+    expected = pipeline("text-generation", model=str(saved))(
+        "the dog ", max_new_tokens=5, min_new_tokens=2, do_sample=False, latent_from_prompt=True
+    )[0]["generated_text"]
+    assert result.stdout.strip().splitlines()[-1] == expected and len(expected.split()) > 2
 
 
 def test_convenience_methods(ready, tokenizer, corpus):
@@ -152,14 +163,20 @@ def test_convenience_methods(ready, tokenizer, corpus):
     assert z.shape == (3, 8) and not ready.training
     with pytest.raises(ValueError, match="at least one sentence"):
         ready.encode([], tokenizer)
-    texts = ready.reconstruct(corpus[:3], tokenizer, max_new_tokens=10)
-    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    assert ready.decode(z, tokenizer, max_new_tokens=10) == texts
-    samples = ready.sample_prior(5, tokenizer, generator=torch.Generator().manual_seed(0), max_new_tokens=10)
-    assert len(samples) == 5
-    path = ready.interpolate(corpus[0], corpus[1], tokenizer, steps=4, max_new_tokens=10)
-    assert len(path) == 4
+
+    lengths = {"max_new_tokens": 10, "min_new_tokens": 3}  # the tiny model would end at once: empty texts
+
+    def greedy(latent):  # the plain transformers path: generate from <s> with z, then batch_decode
+        ids = ready.generate(input_ids=bos(ready, len(latent)), latent=latent, do_sample=False, **lengths)
+        return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    texts = ready.reconstruct(corpus[:3], tokenizer, **lengths)
+    assert texts == greedy(z) and all(texts)
+    samples = ready.sample_prior(5, tokenizer, generator=torch.Generator().manual_seed(0), **lengths)
+    assert samples == greedy(torch.randn(5, 8, generator=torch.Generator().manual_seed(0)))
+    path = ready.interpolate(corpus[0], corpus[1], tokenizer, steps=4, **lengths)
     assert path[0] == texts[0] and path[-1] == texts[1]  # the ends decode the two posterior means
+    assert path[1:3] == greedy(torch.stack([(2 / 3) * z[0] + (1 / 3) * z[1], (1 / 3) * z[0] + (2 / 3) * z[1]]))
 
 
 def test_generation_defaults_never_emit_special_tokens_and_never_repeat_a_trigram(tiny_config, tokenizer):

@@ -602,7 +602,7 @@ def test_prepare_brown_keeps_each_test_sentence_genre(tmp_path):
     assert sorted(kept) == sorted(genre_of)
 
 
-def test_prepare_brown_documents_are_windows_of_whole_sentences_and_samples_stay_in_one_split(tmp_path):
+def test_prepare_brown_documents_are_windows_of_whole_sentences_and_samples_stay_in_one_split(tmp_path, refused):
     import prepare_brown
 
     source = tmp_path / "package"
@@ -626,15 +626,13 @@ def test_prepare_brown_documents_are_windows_of_whole_sentences_and_samples_stay
         assert samples == set(record[split]["samples"])
         first = documents[0].split()
         assert first[0].endswith("s0") and first[10].endswith("s1")  # sentences in corpus order
-    with pytest.raises(SystemExit):
-        prepare_brown.parse_args(["--documents", "--document_words", "0"])
+    refused(lambda: prepare_brown.parse_args(["--documents", "--document_words", "0"]), "--document_words 0: must be")
 
 
-def test_tracking_to_tensorboard_without_tensorboard_is_refused(monkeypatch):
+def test_tracking_to_tensorboard_without_tensorboard_is_refused(monkeypatch, refused):
     real = train.importlib.util.find_spec
     monkeypatch.setattr(train.importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real(name))
-    with pytest.raises(SystemExit):
-        train.parse_args(["--with_tracking"])
+    refused(lambda: train.parse_args(["--with_tracking"]), "--with_tracking --report_to tensorboard needs tensorboard")
     assert train.parse_args(["--with_tracking", "--report_to", "wandb"]).with_tracking
 
 

@@ -3,6 +3,7 @@ and legacy (hf_bnvae 0.3) checkpoints are handled (hf_bnvae.checkpoints through 
 
 import json
 import os
+import pickle
 import shutil
 
 import pytest
@@ -46,16 +47,29 @@ def test_a_checkpoint_holds_no_pickled_training_state(checkpointed):
     assert run["method"] == "bnvae" and run["train_sentences"] > 0 and len(run["train_data"]) == 64
 
 
-@pytest.mark.parametrize("name", [LEGACY_STATE_FILE, "random_states_0.pkl", "optimizer.bin"])
-def test_a_crafted_pickle_in_a_checkpoint_is_never_executed(tmp_path, checkpointed, train_run, name):
+@pytest.mark.parametrize(
+    "name, refused",
+    [
+        # Accelerate would unpickle it with weights_only=False: refused before anything is read
+        (LEGACY_STATE_FILE, (ValueError, "custom_checkpoint_0.pkl, which this package never writes")),
+        # read by Accelerate with weights_only=True: its unpickler refuses the object
+        ("optimizer.bin", (pickle.UnpicklingError, "Weights only load failed")),
+        # Accelerate's random states: the same unpickler; an unreadable file is skipped and the run goes on
+        ("random_states_0.pkl", None),
+    ],
+)
+def test_a_crafted_pickle_in_a_checkpoint_is_never_executed(tmp_path, checkpointed, train_run, name, refused):
     """Accelerate loads custom_checkpoint_<i>.pkl with weights_only=False; the training state is no longer
     registered with it, and its own files are read with weights_only=True."""
     marker = tmp_path / "pwned"
     plant(checkpointed / name, marker)
-    try:
-        train_run("--max_train_steps", "6", "--resume_from_checkpoint", "latest", name="run")
-    except Exception:  # refusing the planted file is fine; running it is not
-        pass
+    resume = ("--max_train_steps", "6", "--resume_from_checkpoint", "latest")
+    if refused is None:
+        _, results = train_run(*resume, name="run")
+        assert results["train_step_losses"] and len(results["train_step_losses"]) == 6
+    else:
+        with pytest.raises(refused[0], match=refused[1]):
+            train_run(*resume, name="run")
     assert not marker.exists()
 
 
