@@ -280,21 +280,28 @@ def average_bn_statistics(model, accelerator):
 # figure
 
 
-def plot_training_curves(history, kl_lower_bound, path, title=""):
+def plot_training_curves(history, kl_lower_bound, path, title="", step_losses=None):
     """history: list of per-epoch dicts (epoch, train_reconstruction, train_kl, valid_reconstruction,
-    valid_kl, valid_au, valid_mi, lr). Writes a 2x2 PNG to path."""
+    valid_kl, valid_au, valid_mi, lr); step_losses: the training objective of every batch (nats per
+    sentence, KL weight applied), drawn thin under the epoch means, batch i at epoch (i + 1) / batches per
+    epoch. Writes a 2x2 PNG to path: whole epochs on every x axis, each legend below its panel so that it
+    hides no point. Returns the (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
     epochs = [h["epoch"] + 1 for h in history]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     ax = axes[0, 0]
-    ax.plot(epochs, [h["train_reconstruction"] for h in history], "o-", label="train")
+    if step_losses:
+        per_epoch = len(step_losses) / max(epochs[-1], 1)  # batches per epoch (the run may have stopped mid-epoch)
+        steps = [(i + 1) / per_epoch for i in range(len(step_losses))]
+        ax.plot(steps, step_losses, "-", color="0.75", linewidth=0.6, label="train objective, per batch")
+    ax.plot(epochs, [h["train_reconstruction"] for h in history], "o-", label="train (epoch mean)")
     ax.plot(epochs, [h["valid_reconstruction"] for h in history], "s-", label="valid")
     ax.set(title="reconstruction (nats / sentence)", xlabel="epoch")
-    ax.legend()
     ax = axes[0, 1]
     ax.plot(epochs, [h["train_kl"] for h in history], "o-", label="train KL")
     ax.plot(epochs, [h["valid_kl"] for h in history], "s-", label="valid KL")
@@ -302,17 +309,24 @@ def plot_training_curves(history, kl_lower_bound, path, title=""):
     if kl_lower_bound > 0:
         ax.axhline(kl_lower_bound, color="k", linestyle="--", label=f"bound n*gamma^2/2 = {kl_lower_bound:.2f}")
     ax.set(title="KL and MI (nats / sentence)", xlabel="epoch")
-    ax.legend()
     ax = axes[1, 0]
     ax.plot(epochs, [h["valid_au"] for h in history], "o-")
     ax.set(title="active units (valid)", xlabel="epoch")
     ax = axes[1, 1]
     ax.plot(epochs, [h["lr"] for h in history], "o-")
     ax.set(title="learning rate", xlabel="epoch", yscale="log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5 if not step_losses else 0, epochs[-1] + 0.5)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small", frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 __all__ = [

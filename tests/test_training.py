@@ -717,3 +717,27 @@ def test_the_classifier_accumulates_gradients_like_train(tmp_path, saved, labell
         [*common, "--output_dir", str(tmp_path / "two"), "--gradient_accumulation_steps", "2"]
     )
     assert one["optimizer_steps"] == 4 and two["optimizer_steps"] == 2
+
+
+def test_the_training_curves_show_every_batch_on_whole_epochs_with_legends_off_the_points(tmp_path):
+    from hf_bnvae.trainer_utils import plot_training_curves
+
+    history = [
+        {"epoch": e, "train_reconstruction": 90 - e, "train_kl": 3.0, "valid_reconstruction": 91 - e, "valid_kl": 3.0,
+         "valid_au": 30, "valid_mi": 2.0, "lr": 1.0 if e < 3 else 0.5}
+        for e in range(5)
+    ]  # fmt: skip
+    steps = [100.0 - i / 10 for i in range(5 * 12)]
+    fig = plot_training_curves(history, 5.76, tmp_path / "curves.png", "t", step_losses=steps)
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    per_batch = [line for line in fig.axes[0].lines if len(line.get_xdata()) == len(steps)]
+    assert len(per_batch) == 1 and per_batch[0].get_xdata()[11] == pytest.approx(1.0)  # batch 12 ends epoch 1
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the figure was closed: draw it again to measure where things are
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_title()
+        if ax.get_legend() is not None:  # below its panel: it covers none of the plotted points
+            assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))

@@ -597,6 +597,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
                 unwrapped.kl_lower_bound,
                 output / "training_curves.png",
                 f"{args.recipe.label} on {data_name}",
+                step_losses=state.step_losses,
             )
         print_summary(results, output)
         if args.push_to_hub:
