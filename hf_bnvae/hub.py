@@ -75,14 +75,17 @@ def rounded(value, decimals):
     return round(value) if decimals == 0 else round(value, decimals)
 
 
-def build_model_card(model_dir, repo_id, license="mit", reproduce=None):
+def build_model_card(model_dir, repo_id, license="mit", reproduce=None, allow_subset=False):
     """ModelCard for the model saved in model_dir, with the metrics measured on it, from the template of
     the task its all_results.json records: `language_model_card`, `classifier_card` or `dialogue_card`.
-    ValueError when the folder has no results (nothing measured)."""
+    evaluate_model.py's figures on part of a split ("evaluation_subset") are used only with allow_subset
+    (and only when there is no whole-split evaluation). ValueError when the folder has no results."""
     model_dir = Path(model_dir)
     results = read_results(model_dir)
     if results is None:
         raise ValueError(f"{model_dir} has no {RESULTS_NAME} (the training scripts write it): nothing measured")
+    if allow_subset and "evaluation_subset" in results and "evaluation" not in results:
+        results = {**results, "evaluation": results["evaluation_subset"]}
     card = {"language-modeling": language_model_card, "text-classification": classifier_card, "dialogue": dialogue_card}
     return card[results["task"]](model_dir, results, repo_id, license, reproduce)
 
@@ -385,6 +388,9 @@ def main(argv=None):
     card.add_argument("repo_id")
     card.add_argument("--output", help="default: print it")
     card.add_argument("--reproduce", help="the command that reproduces the figures, shown in the card")
+    card.add_argument(
+        "--allow_subset", action="store_true", help="use evaluate_model.py's figures on part of a split if nothing else"
+    )
     push = sub.add_parser("push", help="upload a trained model folder with its card")
     push.add_argument("model_dir")
     push.add_argument("repo_id")
@@ -392,7 +398,9 @@ def main(argv=None):
     push.add_argument("--private", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "card":
-        text = str(build_model_card(args.model_dir, args.repo_id, reproduce=args.reproduce))
+        text = str(
+            build_model_card(args.model_dir, args.repo_id, reproduce=args.reproduce, allow_subset=args.allow_subset)
+        )
         if args.output:
             Path(args.output).write_text(text)
         else:

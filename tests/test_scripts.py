@@ -8,6 +8,11 @@ import evaluate_model
 import generate
 import pytest
 
+from hf_bnvae import load_pretrained
+from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.evaluation import evaluate_language_model
+from hf_bnvae.hub import build_model_card
+
 
 def test_evaluate_script_writes_json_and_table(saved, sentences_file, capsys):
     metrics = evaluate_model.main(
@@ -22,10 +27,26 @@ def test_evaluate_script_writes_json_and_table(saved, sentences_file, capsys):
             "4",
         ]
     )
-    written = json.loads((saved / "all_results.json").read_text())["evaluation"]
+    results = json.loads((saved / "all_results.json").read_text())
+    written = results["evaluation_subset"]  # 12 of the file's sentences: kept apart from a whole-split figure
+    assert "evaluation" not in results
     assert written["num_sentences"] == 12 and written["iw_samples"] == 4 and written["nll"] == metrics["nll"]
+    # the NLL is the model's own on those sentences: recomputed here with the script's seed
+    model, tokenizer = load_pretrained(saved)
+    texts = read_text_file(sentences_file).texts[:12]
+    again = evaluate_language_model(model, sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, 64),
+                                    iw_samples=4, seed=evaluate_model.parse_args(["--model_name_or_path", "x"]).seed)  # fmt: skip
+    assert written["nll"] == pytest.approx(again["nll"], rel=1e-5)
     printed = capsys.readouterr().out
-    assert "| NLL (IW) |" in printed and "| AU |" in printed
+    assert "| NLL (IW) |" in printed and "| AU |" in printed and "roughly 0 min on 2 CPU cores" in printed
+    # a card takes the subset only when asked
+    with pytest.raises(ValueError, match="has no measured NLL"):
+        build_model_card(saved, "org/m")
+    assert f"{written['nll']:.2f}" in build_model_card(saved, "org/m", allow_subset=True).text
+    evaluate_model.main(["--model_name_or_path", str(saved), "--test_file", str(sentences_file), "--iw_samples", "2"])
+    whole = json.loads((saved / "all_results.json").read_text())
+    assert whole["evaluation"]["num_sentences"] == len(read_text_file(sentences_file).texts)
+    assert whole["evaluation_subset"] == written  # the subset's figures stay as they were
 
 
 def test_generate_script(saved, corpus):
