@@ -1,7 +1,8 @@
 """hf_bnvae: BN-VAE (Zhu et al., ACL 2020) as a Hugging Face model package.
 
 Importing the package registers the config and models with the Auto classes. The modules for the
-scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are imported on demand.
+scripts (`hf_bnvae.data`, `methods`, `evaluation`, `trainer_utils`, `hub`) are imported on demand, and so
+is the Trainer integration (`KLAnnealingCallback`, `DataCollatorForSentenceVAE`).
 """
 
 from transformers import (
@@ -46,7 +47,21 @@ AutoModelForSeq2SeqLM.register(BNCVAEConfig, BNCVAEForConditionalGeneration, exi
 BNCVAEConfig.register_for_auto_class()
 BNCVAEForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
+# transformers' Trainer integration, imported on first use (it imports transformers' trainer modules)
+_TRAINER_NAMES = ("DataCollatorForSentenceVAE", "KLAnnealingCallback")
+
+
+def __getattr__(name):
+    if name in _TRAINER_NAMES:
+        from . import trainer_callbacks
+
+        return getattr(trainer_callbacks, name)
+    raise AttributeError(f"module 'hf_bnvae' has no attribute {name!r}")
+
+
 __all__ = [
+    "DataCollatorForSentenceVAE",
+    "KLAnnealingCallback",
     "DIALOGUE_PRESETS",
     "PRESETS",
     "BNCVAEConfig",

@@ -513,6 +513,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         super().__init__(config)
         self.bnvae = BNVAEModel(config) if config.use_latent else None
         self.decoder = LSTMDecoder(config)
+        # the KL weight `forward` uses when none is passed: set per step by a training loop that cannot pass
+        # it (hf_bnvae.KLAnnealingCallback under transformers' Trainer); not part of the config
+        self.kl_weight = 1.0
         self.post_init()
         self.generation_config.update(**self.generation_defaults())
         self.generation_config._from_model_config = False  # saved as ours, so from_pretrained keeps it
@@ -635,7 +638,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         latent: torch.FloatTensor | None = None,
-        kl_weight: float = 1.0,
+        kl_weight: float | None = None,
         sample_latent: bool | None = None,
         return_logits: bool = True,
         state: tuple | None = None,
@@ -648,7 +651,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         labels (`(B, T)`): usually input_ids (shifted inside); -100 or pad positions (attention_mask 0)
             are ignored. When given, `loss` and `reconstruction_loss` are computed.
         latent (`(B, n)`): decode from this z instead of encoding input_ids (generation, prior samples).
-        kl_weight (`float`): weight of the KL term in `loss` (annealing, beta-VAE, 0 for the autoencoder).
+        kl_weight (`float`): weight of the KL term in `loss` (annealing, beta-VAE, 0 for the autoencoder);
+            default: the model's `kl_weight` attribute (1.0 unless a callback sets it).
         sample_latent (`bool`): draw z = mu + sigma * eps (default in training) or use z = mu
             (default in eval mode, so eval outputs are deterministic).
         return_logits (`bool`): False skips the (B, T, V) logits and computes the loss on the real
@@ -656,6 +660,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         state (`tuple` of two `(1, B, H)`): decoder LSTM state to continue from (generation cache).
         """
         check_input_ids(input_ids, self.config.vocab_size)
+        kl_weight = self.kl_weight if kl_weight is None else kl_weight
         posterior = BNVAEModelOutput()
         if latent is None and self.bnvae is not None:
             if state is not None:

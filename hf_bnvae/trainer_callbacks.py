@@ -1,0 +1,96 @@
+"""Training BN-VAE with transformers' Trainer: the paper's KL annealing as a callback, and a data collator.
+
+    trainer = Trainer(
+        model=BNVAEForLanguageModeling(config),
+        args=TrainingArguments(output_dir, dataloader_drop_last=True, train_sampling_strategy="group_by_length"),
+        train_dataset=tokenized,  # an "input_ids" column of `<s> w_1 ... w_m </s>` token ids
+        data_collator=DataCollatorForSentenceVAE(tokenizer.pad_token_id),
+        callbacks=[KLAnnealingCallback(warmup_steps=1000)],
+    )
+
+The callback sets the model's `kl_weight` before every optimizer step from a method of the table
+(`hf_bnvae.methods`: linear warm-up for the VAE-type methods, cyclical, constant beta) and writes it into
+the Trainer's log history as `kl_weight` at every logging step.
+"""
+
+import math
+
+import torch
+from transformers import TrainerCallback
+
+from .methods import METHODS, resolve_method
+
+
+class KLAnnealingCallback(TrainerCallback):
+    """Set `model.kl_weight` at every optimizer step from `method`'s schedule (a name of
+    `hf_bnvae.methods.METHODS` with its settings, e.g. `method="beta_vae", beta=0.4`; default "bnvae":
+    linear 0 -> 1 over warmup_steps), as train.py does. The weight is logged as `kl_weight`
+    in `trainer.state.log_history` (it is added after the Trainer's reporters have run, so they do not
+    see it).
+
+    A BN-VAE training batch needs two sentences: if the training set would end in a batch of one, training
+    stops before its first step with a message (pass `dataloader_drop_last=True`)."""
+
+    def __init__(self, warmup_steps, method="bnvae", **method_settings):
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; the table has {sorted(METHODS)}")
+        self.method = resolve_method(method, **method_settings)  # the method's KL schedule, its settings checked
+        self.warmup_steps, self.steps_per_epoch, self.current = warmup_steps, 1, 0.0
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        if train_dataloader is not None:
+            batches = len(train_dataloader)
+            self.steps_per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
+            check_no_batch_of_one(args, train_dataloader)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.current = self.method.kl_weight(state.global_step, self.warmup_steps, self.steps_per_epoch)
+        model.kl_weight = self.current
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history and "loss" in state.log_history[-1]:
+            state.log_history[-1]["kl_weight"] = self.current
+        if logs is not None:
+            logs["kl_weight"] = self.current
+
+
+def check_no_batch_of_one(args, train_dataloader):
+    """ValueError when the training set's last batch would hold one sentence (BN needs two in training)."""
+    dataset = getattr(train_dataloader, "dataset", None)
+    if dataset is None or args.dataloader_drop_last:
+        return
+    batch = args.per_device_train_batch_size * max(1, args.world_size)
+    if len(dataset) % batch == 1:
+        raise ValueError(
+            f"{len(dataset)} training sentences in batches of {batch} end in a batch of one, which BN cannot"
+            " normalise: pass TrainingArguments(dataloader_drop_last=True)"
+        )
+
+
+class DataCollatorForSentenceVAE:
+    """Pads features with "input_ids" (`<s> w_1 ... w_m </s>` token-id lists) on the right, as
+    hf_bnvae.data.collate does: input_ids with pad_token_id, attention_mask 1 on tokens, labels the
+    input_ids with -100 on padding (the model shifts them). Returns (B, T) long tensors."""
+
+    def __init__(self, pad_token_id):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features):
+        if not features:
+            raise ValueError("DataCollatorForSentenceVAE: an empty batch")
+        sequences = [list(feature["input_ids"]) for feature in features]
+        if any(len(s) == 0 for s in sequences):
+            raise ValueError("DataCollatorForSentenceVAE: a sentence without tokens")
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for i, sequence in enumerate(sequences):
+            input_ids[i, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+            attention_mask[i, : len(sequence)] = 1
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+__all__ = ["DataCollatorForSentenceVAE", "KLAnnealingCallback"]
