@@ -48,7 +48,7 @@ BNCVAEConfig.register_for_auto_class()
 BNCVAEForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 # transformers' Trainer integration, imported on first use (it imports transformers' trainer modules)
-_TRAINER_NAMES = ("DataCollatorForSentenceVAE", "KLAnnealingCallback")
+_TRAINER_NAMES = ("DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback")
 
 
 def __getattr__(name):
@@ -62,6 +62,7 @@ def __getattr__(name):
 __all__ = [
     "DataCollatorForSentenceVAE",
     "KLAnnealingCallback",
+    "PlateauCallback",
     "DIALOGUE_PRESETS",
     "PRESETS",
     "BNCVAEConfig",

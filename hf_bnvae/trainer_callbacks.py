@@ -93,4 +93,45 @@ class DataCollatorForSentenceVAE:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-__all__ = ["DataCollatorForSentenceVAE", "KLAnnealingCallback"]
+class PlateauCallback(TrainerCallback):
+    """The paper's learning-rate rule (`hf_bnvae.trainer_utils.PlateauRule`: reference loss, patience,
+    x factor, back to the best model, stop at the max_decays-th decay) on the Trainer's evaluations (one
+    per epoch with `eval_strategy="epoch"`): counted from 0, `metric` (default the evaluation loss) of each
+    evaluation updates the rule; on a decay the model goes back to the best weights kept in memory and the
+    optimizer's learning rate (and the scheduler's base rate, so a constant schedule keeps it) is
+    multiplied by factor; on the last decay training stops (`control.should_training_stop`). Each
+    evaluation's action is logged as `plateau_action`. The official VAE rule by default; the LM's:
+    `PlateauCallback(start_epoch=0, patience=2)`."""
+
+    def __init__(self, start_epoch=15, patience=5, factor=0.5, max_decays=5, metric="eval_loss"):
+        from .trainer_utils import PlateauRule
+
+        self.rule = PlateauRule(start_epoch, patience, factor, max_decays)
+        self.metric, self.evaluations, self.best_weights = metric, 0, None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        from .checkpoints import cpu_state_dict
+
+        if metrics is None or self.metric not in metrics:
+            raise ValueError(
+                f"PlateauCallback needs {self.metric!r} in the evaluation metrics, got {sorted(metrics or {})}"
+            )
+        action = self.rule.update(self.evaluations, metrics[self.metric])
+        self.evaluations += 1
+        if action == "improved":
+            self.best_weights = cpu_state_dict(model)
+        if action in ("decay", "stop"):
+            if self.best_weights is not None:
+                model.load_state_dict(self.best_weights)
+            for group in optimizer.param_groups:
+                group["lr"] *= self.rule.factor
+            if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
+                lr_scheduler.base_lrs = [lr * self.rule.factor for lr in lr_scheduler.base_lrs]
+            control.should_training_stop = action == "stop"
+        metrics["plateau_action"] = action
+        if state.log_history and self.metric in state.log_history[-1]:
+            state.log_history[-1]["plateau_action"] = action
+        return control
+
+
+__all__ = ["DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback"]

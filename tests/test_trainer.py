@@ -13,7 +13,7 @@ def sentences(tokenizer, corpus, n):
     return tokenize_texts(tokenizer, texts).remove_columns(["index", "attention_mask"])
 
 
-def trainer_for(model, dataset, tokenizer, tmp_path, callback, **overrides):
+def trainer_for(model, dataset, tokenizer, tmp_path, callback, eval_dataset=None, **overrides):
     args = dict(
         output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=8,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_drop_last=False, seed=0,
@@ -22,6 +22,7 @@ def trainer_for(model, dataset, tokenizer, tmp_path, callback, **overrides):
         model=model,
         args=TrainingArguments(**{**args, **overrides}),
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         data_collator=DataCollatorForSentenceVAE(tokenizer.pad_token_id),
         callbacks=[callback],
     )
@@ -77,3 +78,52 @@ def test_the_collator_pads_as_train_py_and_gives_the_same_objective(tiny_config,
     assert trainer_loss.item() == pytest.approx(train_py_loss.item(), rel=5e-5)
     with pytest.raises(ValueError, match="an empty batch"):
         DataCollatorForSentenceVAE(0)([])
+
+
+def test_the_plateau_callback_decays_reloads_the_best_and_stops(tiny_config, tokenizer, corpus, tmp_path):
+    """The rule on the Trainer's own optimizer and constant scheduler, evaluation by evaluation."""
+    from transformers.trainer_callback import TrainerControl
+
+    from hf_bnvae import PlateauCallback
+
+    torch.manual_seed(0)
+    model = BNVAEForLanguageModeling(tiny_config())
+    trainer = trainer_for(model, sentences(tokenizer, corpus, 16), tokenizer, tmp_path, KLAnnealingCallback(0),
+                          lr_scheduler_type="constant", max_steps=4)  # fmt: skip
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
+    callback = PlateauCallback(start_epoch=0, patience=1, factor=0.5, max_decays=2)
+    control = TrainerControl()
+
+    def evaluate(loss):
+        metrics = {"eval_loss": loss}
+        callback.on_evaluate(trainer.args, trainer.state, control, metrics=metrics, model=model,
+                             optimizer=optimizer, lr_scheduler=scheduler)  # fmt: skip
+        return metrics["plateau_action"]
+
+    assert evaluate(10.0) == "improved"
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.decoder.lm_head.weight.add_(1.0)  # training moved on
+    assert evaluate(11.0) == "decay"  # one evaluation without improvement: lr x 0.5, back to the best model
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3) and not control.should_training_stop
+    torch.testing.assert_close(model.decoder.lm_head.weight, best["decoder.lm_head.weight"])
+    scheduler.step()  # a constant schedule keeps the decayed rate
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    assert evaluate(12.0) == "stop" and control.should_training_stop
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25e-3)
+
+
+def test_the_plateau_callback_in_a_real_trainer_run(tiny_config, tokenizer, corpus, tmp_path):
+    from hf_bnvae import PlateauCallback
+
+    torch.manual_seed(0)
+    data = sentences(tokenizer, corpus, 16)
+    trainer = trainer_for(BNVAEForLanguageModeling(tiny_config()), data, tokenizer, tmp_path, KLAnnealingCallback(2),
+                          eval_dataset=data, max_steps=-1, num_train_epochs=3, eval_strategy="epoch",
+                          lr_scheduler_type="constant")  # fmt: skip
+    trainer.add_callback(PlateauCallback(start_epoch=0, patience=1, max_decays=5))
+    trainer.train()
+    actions = [entry["plateau_action"] for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert len(actions) == 3 and actions[0] == "improved"
+    assert set(actions) <= {"improved", "wait", "decay", "stop"}
