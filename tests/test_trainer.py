@@ -108,6 +108,7 @@ def test_the_plateau_callback_decays_reloads_the_best_and_stops(tiny_config, tok
     assert evaluate(11.0) == "decay"  # one evaluation without improvement: lr x 0.5, back to the best model
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3) and not control.should_training_stop
     torch.testing.assert_close(model.decoder.lm_head.weight, best["decoder.lm_head.weight"])
+    optimizer.step()  # (no gradients: nothing moves)
     scheduler.step()  # a constant schedule keeps the decayed rate
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
     assert evaluate(12.0) == "stop" and control.should_training_stop
