@@ -123,7 +123,15 @@ def test_a_training_batch_of_one_is_refused(dialogue_config, dialogue_batch):
     one = {name: tensor[:1] for name, tensor in dialogue_batch.items()}
     with pytest.raises(ValueError, match="batch of one"):
         model(**one)
-    model.eval()(**one)  # eval mode uses the running statistics
+    out = model.eval()(**one)  # eval mode: BN with the running statistics, so one pair is fine
+    context = model.encode_context(
+        one["context_input_ids"], one.get("context_attention_mask"), one.get("context_speakers")
+    )
+    response = model.encode_utterances(one["input_ids"], one.get("attention_mask"))
+    raw, _ = model.recognition(torch.cat([context, response], dim=-1)).chunk(2, dim=-1)
+    bn = model.latent_head.bn
+    expected = (raw - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(out.mu, expected)
 
 
 def test_bad_contexts_are_named(dialogue_config, dialogue_batch):
