@@ -35,13 +35,17 @@ def explorer(saved, map_file):
 def test_reconstruct_sample_and_interpolate(explorer, trained):
     mean, decoded = explorer.reconstruct("the cat sat on the mat")
     assert len(mean) == trained.config.latent_size and set(decoded) == {"greedy", "sampled", "beam"}
-    assert all(isinstance(text, str) for text in decoded.values())
-    assert mean == pytest.approx(
-        explorer.model.encode(["the cat sat on the mat"], explorer.tokenizer)[0].tolist(), abs=1e-3
-    )
+    model, tokenizer = explorer.model, explorer.tokenizer
+    z = model.encode(["the cat sat on the mat"], tokenizer)
+    assert mean == pytest.approx(z[0].tolist(), abs=1e-3)
+    assert decoded["greedy"] == model.decode(z, tokenizer)[0]  # the tab shows the model's own decodings
+    assert decoded["beam"] == model.decode(z, tokenizer, num_beams=5)[0]
     first, second = explorer.sample(3, 0.8, 0.9, 7), explorer.sample(3, 0.8, 0.9, 7)
     assert len(first) == 3 and first == second  # seeded
-    assert len(explorer.interpolate("the cat sat on the mat", "a dog ran in the park", 4)) == 4
+    assert explorer.sample(3, 0.8, 0.9, 8) != first  # and the seed matters
+    path = explorer.interpolate("the cat sat on the mat", "a dog ran in the park", 4)
+    ends = model.reconstruct(["the cat sat on the mat", "a dog ran in the park"], tokenizer)
+    assert len(path) == 4 and [path[0], path[-1]] == ends  # the ends are the two sentences' reconstructions
 
 
 def test_latent_map_projects_on_the_principal_components(explorer, corpus):
