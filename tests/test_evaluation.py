@@ -195,10 +195,11 @@ def test_compiled_output_layer_gives_the_same_nll(tiny_config, tokenizer, corpus
     torch.manual_seed(0)
     model = train_steps(BNVAEForLanguageModeling(tiny_config(output_layer_bias=bias)), batch)
     texts = corpus * 2
-    # it really compiles where a C++ compiler exists (it once fell back to eager on every bias-free
-    # model, warning only); elsewhere the fallback is the documented behaviour
-    if shutil.which("c++") or shutil.which("g++"):
-        assert compiled_output_layer_nll(model) != model.output_layer_nll
+    # it really compiles (it once fell back to eager on every bias-free model, warning only); without a
+    # C++ compiler the fallback is the documented behaviour, and eager against eager would prove nothing
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("no C++ compiler: compile=True falls back to the eager output layer")
+    assert compiled_output_layer_nll(model) != model.output_layer_nll
     eager = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8)
     compiled = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8, compile=True)
     assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4)
