@@ -12,6 +12,7 @@ import pytest
 import semi_supervised
 import torch
 import train_classifier
+from transformers import AutoTokenizer
 
 from hf_bnvae import BNVAEConfig, BNVAEForSequenceClassification, hub
 
@@ -113,9 +114,17 @@ def test_validation_only_fine_tuning_never_reads_a_test_file(saved, labelled_fil
         *("--skip_test", "--classifier_input", "raw", "--max_train_samples", "12"),
     ]  # fmt: skip
     model, results = train_classifier.main(argv)
-    assert results["test_accuracy"] is None and 0 <= results["eval_accuracy"] <= 1
+    assert results["test_accuracy"] is None
     assert results["classifier_input"] == "raw" and model.config.classifier_input == "raw"
-    assert BNVAEForSequenceClassification.from_pretrained(tmp_path / "out").config.classifier_input == "raw"
+    saved_classifier = BNVAEForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    assert saved_classifier.config.classifier_input == "raw"
+    # the validation accuracy is the saved classifier's own on the validation file
+    texts, labels, _ = train_classifier.labelled(labelled_files["valid"], saved_classifier.config.label2id)
+    batch = AutoTokenizer.from_pretrained(tmp_path / "out")(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predicted = saved_classifier(**batch).logits.argmax(-1)
+    accuracy = float((predicted == torch.tensor(labels)).double().mean())
+    assert results["eval_accuracy"] == pytest.approx(accuracy)  # a fraction
     with pytest.raises(ValueError, match="--skip_test: no test figures"):
         hub.build_model_card(tmp_path / "out", "org/c")
     # the card says what the classifier reads (its figures here are made up: this run has no test figures)
