@@ -81,10 +81,8 @@ def map_and_diagnostics_tabs(explorer):
         )
         text = gr.Textbox(label="Your sentence (optional)", elem_id="map-input")
         button = gr.Button("Show the map", elem_id="map-button")
-        plot = gr.ScatterPlot(
-            x="x", y="y", color="label", tooltip=["label", "sentence"], height=500, elem_id="map-plot"
-        )
-        button.click(page_errors(explorer.latent_map), text, plot)
+        plot = gr.Plot(elem_id="map-plot")
+        button.click(page_errors(explorer.latent_map_figure), text, plot)
     with gr.Tab("Diagnostics"):
         button = gr.Button("Measure the latent dimensions", elem_id="diagnostics-button")
         summary = gr.Markdown(elem_id="diagnostics-summary")

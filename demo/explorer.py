@@ -187,6 +187,34 @@ class Explorer:
             frame.loc[len(frame)] = {"x": x, "y": y, "label": "your sentence", "sentence": " ".join(words)}
         return frame
 
+    def latent_map_figure(self, text=None):
+        """latent_map as a matplotlib `Figure` (outside pyplot): one colour per label (tab20, so up to 20
+        labels never share one), the user's sentence as a large black star with its words beside it, and
+        the legend below the axes, where it hides no point and fits the figure's width."""
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
+
+        frame = self.latent_map(text)
+        figure = Figure(figsize=(12, 6))  # fits a 1280x900 page below the controls
+        ax = figure.subplots()
+        labels = [label for label in dict.fromkeys(frame["label"]) if label != "your sentence"]
+        palette = colormaps["tab20"] if len(labels) > 10 else colormaps["tab10"]
+        for i, label in enumerate(labels):
+            points = frame[frame["label"] == label]
+            ax.scatter(points["x"], points["y"], s=18, alpha=0.75, color=palette(i % palette.N), label=label)
+        yours = frame[frame["label"] == "your sentence"]
+        if len(yours):
+            x, y, words = yours["x"].iloc[0], yours["y"].iloc[0], yours["sentence"].iloc[0]
+            ax.scatter([x], [y], s=320, marker="*", color="black", edgecolors="white", zorder=5, label="your sentence")
+            ax.annotate(words if len(words) <= 40 else words[:37] + "...", (x, y), xytext=(8, 8),
+                        textcoords="offset points", fontsize=10, weight="bold")  # fmt: skip
+        ax.set(xlabel="first principal component", ylabel="second principal component")
+        ax.set_title(f"Posterior means of {len(frame) - len(yours)} held-out sentences")
+        columns = min(5, max(1, len(labels) + len(yours)))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=columns, fontsize="small", frameon=False)
+        figure.tight_layout()
+        return figure
+
     def diagnostics(self):
         """Per latent dimension: the KL from N(0, 1) averaged over the map sentences (nats) and the variance
         of the posterior mean over them; plus the BN bound per dimension (gamma^2 / 2) and the active units."""
@@ -214,12 +242,12 @@ class Explorer:
 
         d = self.diagnostics()
         frame = d["frame"]
-        figure = Figure(figsize=(8, 5))
+        figure = Figure(figsize=(10, 5))
         top, bottom = figure.subplots(2, 1, sharex=True)
         top.bar(frame["dimension"], frame["kl"], color="tab:blue")
         if d["bound_per_dimension"] > 0:
             top.axhline(d["bound_per_dimension"], color="tab:red", linestyle="--", label="BN bound gamma^2 / 2")
-            top.legend(loc="upper right")
+            top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars
         top.set_ylabel("KL (nats)")
         top.set_title(f"KL {d['kl_total']:.2f} nats per sentence over {d['num_sentences']} sentences")
         bottom.bar(frame["dimension"], frame["mean_variance"], color="tab:green")
@@ -227,7 +255,7 @@ class Explorer:
         bottom.set_yscale("log")
         bottom.set_ylabel("Var of E[z|x]")
         bottom.set_xlabel(f"latent dimension ({d['active_units']} of {len(frame)} active)")
-        bottom.legend(loc="upper right")
+        bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         figure.tight_layout()
         return figure
 

@@ -229,7 +229,7 @@ def test_the_app_in_headless_chromium(running_app, tmp_path):
         page.get_by_role("tab", name="Latent map").click()
         textbox("map-input").fill("the dog sat on a log")
         page.locator("#map-button").click()
-        expect(page.locator("#map-plot .vega-embed .role-mark").first).to_be_visible(timeout=30000)  # the points
+        expect(page.locator("#map-plot img").first).to_be_visible(timeout=30000)  # the rendered figure, not a spinner
         page.screenshot(path=shots / "map.png")
 
         page.get_by_role("tab", name="Diagnostics").click()
@@ -318,3 +318,27 @@ def test_the_latency_benchmark_times_every_tab_of_each_kind(saved, other_heads, 
     assert set(latency.main([str(other_heads["dialogue"]), "--repeats", "1"])["actions"]) == {"respond (5 samples)"}
     assert "| reconstruct |" in capsys.readouterr().out
     refused(lambda: latency.parse_args([str(saved), "--repeats", "0"]), "--repeats 0: must be at least 1")
+
+
+def test_the_latent_map_figure_marks_your_sentence_and_keeps_its_legend_off_the_points(explorer):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = explorer.latent_map_figure("the dog sat on a log")
+    ax = figure.axes[0]
+    genres = [c for c in ax.collections if c.get_label() != "your sentence"]
+    colours = {tuple(c.get_facecolor()[0][:3]) for c in genres}
+    assert len(colours) == len(genres) == len(set(explorer.map_labels))  # one colour per genre, none shared
+    (yours,) = [c for c in ax.collections if c.get_label() == "your sentence"]
+    assert yours.get_sizes()[0] > 10 * genres[0].get_sizes()[0]  # a marker of its own
+    assert any("the dog sat on a log" in t.get_text() for t in ax.texts)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    legend, plot_area = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert not legend.overlaps(plot_area) and legend.x0 >= 0 and legend.x1 <= figure.bbox.width
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "your sentence" in labels and set(explorer.map_labels) <= set(labels)
+    diagnostics = explorer.diagnostics_figure()
+    FigureCanvasAgg(diagnostics).draw()
+    for axes in diagnostics.axes:
+        if axes.get_legend() is not None:  # beside the bars, not on them
+            assert not axes.get_legend().get_window_extent().overlaps(axes.get_window_extent())
