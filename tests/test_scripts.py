@@ -328,6 +328,8 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
         "| BN-VAE (0.6) - LSTM-LM | +1.00 [+1.00, +1.00] (3 sentences) | +1.00, +1.00 |"
         in (tmp_path / "converged.md").read_text()
     )
+    converged.write_sweep({m: r for m, r in results.items() if m != "bnvae_1.5"}, args, tmp_path)
+    assert not (tmp_path / "gamma_sweep.json").exists()  # the comparison's runs alone are no sweep
     converged.write_sweep(results, args, tmp_path)
     sweep = json.loads((tmp_path / "gamma_sweep.json").read_text())
     assert list(sweep["methods"]) == ["vae", "bnvae_0.6", "bnvae_1.5"]  # by gamma, the ends outside
