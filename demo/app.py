@@ -29,8 +29,9 @@ def page_errors(function):
     def run(*args):
         try:
             return function(*args)
-        except InputError as error:
-            raise gr.Error(str(error)) from None
+        except InputError as error:  # expected: one log line, no traceback on the server's console
+            logger.info("%s: %s", function.__name__, error)
+            raise gr.Error(str(error), print_exception=False) from None
         except Exception as error:  # the page must keep serving whatever happens
             logger.exception("%s failed", function.__name__)
             raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). Try other input.") from None

@@ -342,3 +342,25 @@ def test_the_latent_map_figure_marks_your_sentence_and_keeps_its_legend_off_the_
     for axes in diagnostics.axes:
         if axes.get_legend() is not None:  # beside the bars, not on them
             assert not axes.get_legend().get_window_extent().overlaps(axes.get_window_extent())
+
+
+def test_an_expected_input_error_is_one_log_line_not_a_traceback(caplog):
+    """gr.Error prints its traceback on the server by default; an InputError (e.g. empty text) is expected."""
+    import app
+    import gradio as gr
+
+    def empty(text):
+        raise InputError("Type a sentence first.")
+
+    with caplog.at_level("INFO"), pytest.raises(gr.Error) as raised:
+        app.page_errors(empty)("")
+    assert raised.value.print_exception is False and raised.value.message == "Type a sentence first."
+    assert [r.getMessage() for r in caplog.records] == ["empty: Type a sentence first."]
+    assert not any(r.exc_info for r in caplog.records)
+
+    def broken(text):
+        raise RuntimeError("bug")
+
+    with pytest.raises(gr.Error) as raised:  # an unexpected failure keeps its traceback in the log
+        app.page_errors(broken)("x")
+    assert raised.value.print_exception is True
