@@ -1,7 +1,10 @@
-"""Pieces of the training scripts that are not the model: the paper's plateau rule, the aggressive
-training loop, the command-line checks, BN statistics over processes and the training-curves figure
-(training checkpoints: hf_bnvae.checkpoints)."""
+"""The skeleton the three training scripts (train.py, train_classifier.py, train_dialogue.py) share: the
+common arguments and their bounds, the Accelerator, the optimizer step, the paper's plateau rule and the
+best-weights keeper that applies it, epoch checkpoints, saving a run (save_run); also the aggressive
+training loop, BN statistics over processes and the training-curves figure (checkpoint files:
+hf_bnvae.checkpoints)."""
 
+import argparse
 import logging
 import math
 import os
@@ -9,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .checkpoints import cpu_state_dict, fingerprint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .saving import save_pretrained_atomically, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,50 @@ class PlateauRule:
     def load_state_dict(self, state):
         self.__dict__.update(state)
 
+    @classmethod
+    def from_args(cls, args):
+        """The rule of a training script's --plateau_start_epoch, --plateau_patience, --plateau_factor and
+        --plateau_max_decays (add_training_arguments)."""
+        return cls(args.plateau_start_epoch, args.plateau_patience, args.plateau_factor, args.plateau_max_decays)
+
+
+class BestWeightsKeeper:
+    """The plateau rule applied to a model: after each epoch's validation, keep a copy of the best weights;
+    at a decay multiply the lr by the rule's factor and go back to them (as the official scripts do).
+
+    `update(model, optimizer, epoch, loss)` returns the rule's action ("improved", "wait", "decay",
+    "stop") or "diverged" for a loss that is not finite, after which the caller stops with the best
+    weights (RuntimeError from `diverged` when no epoch had a finite loss). model: the unwrapped model.
+    """
+
+    def __init__(self, rule):
+        self.rule, self.best_weights = rule, None
+
+    def update(self, model, optimizer, epoch, loss):
+        if diverged(loss, epoch, self.best_weights is not None):
+            return "diverged"
+        action = self.rule.update(epoch, loss)
+        if action == "improved":
+            self.best_weights = cpu_state_dict(model)
+        elif action in ("decay", "stop"):
+            model.load_state_dict(self.best_weights)
+            for group in optimizer.param_groups:
+                group["lr"] *= self.rule.factor
+        return action
+
+    def restore_best(self, model):
+        """Load the best weights into model (no-op before the first validation)."""
+        if self.best_weights is not None:
+            model.load_state_dict(self.best_weights)
+
+    def state_dict(self):
+        """{"plateau": the rule's progress, "best_weights": tensors or None}, for a training checkpoint."""
+        return {"plateau": self.rule.state_dict(), "best_weights": self.best_weights}
+
+    def load_state_dict(self, state):
+        self.rule.load_state_dict(state["plateau"])
+        self.best_weights = state["best_weights"]
+
 
 # ----------------------------------------------------------------------------------------------
 # aggressive inference-network training
@@ -101,8 +151,18 @@ def check_finite(parser, args):
                 parser.error(f"--{flag} {item}: must be a finite number")
 
 
-# Bounds every script shares (its own table adds to them): {flag: (bound, strict, meaning)}.
+# Bounds of the flags every script shares (add_training_arguments; a script's own table adds to them):
+# {flag: (bound, strict, meaning)}.
 COMMON_BOUNDS = {
+    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one"),
+    "per_device_eval_batch_size": (1, False, "examples"),
+    "learning_rate": (0, True, "step size"),
+    "num_train_epochs": (1, False, "epochs"),
+    "max_grad_norm": (0, False, "0 turns clipping off"),
+    "plateau_start_epoch": (0, False, "epoch index"),
+    "plateau_patience": (1, False, "epochs"),
+    "plateau_factor": (0, True, "lr multiplier"),
+    "plateau_max_decays": (0, False, "decays (0: never decay)"),
     "seed": (0, False, "numpy takes seeds from 0 to 2**32 - 1"),
     "num_threads": (1, False, "threads"),
     "gradient_accumulation_steps": (1, False, "batches per optimizer step"),
@@ -112,12 +172,15 @@ COMMON_BOUNDS = {
 def check_lower_bounds(parser, args, bounds):
     """parser.error naming the flag for a value below its bound. bounds: {flag: (bound, strict, meaning)},
     strict meaning the bound itself is excluded, added to COMMON_BOUNDS; flags left unset (None) or absent
-    are not checked. Every numeric flag is first checked to be finite (check_finite)."""
+    are not checked. Every numeric flag is first checked to be finite (check_finite); --plateau_factor
+    must also be at most 1."""
     check_finite(parser, args)
     for flag, (low, strict, meaning) in {**COMMON_BOUNDS, **bounds}.items():
         value = getattr(args, flag, None)
         if value is not None and (value <= low if strict else value < low):
             parser.error(f"--{flag} {value}: must be {'>' if strict else '>='} {low} ({meaning})")
+    if getattr(args, "plateau_factor", None) is not None and args.plateau_factor > 1:
+        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
 
 
 def check_paths(parser, args, model_flags=()):
@@ -167,6 +230,83 @@ def add_accelerator_arguments(parser):
     )
 
 
+def checkpointing_steps(value):
+    """--checkpointing_steps: a positive integer or 'epoch'."""
+    if value == "epoch" or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a positive integer (every n steps) nor 'epoch'")
+
+
+# The shared flags' defaults; a script passes its own to add_training_arguments.
+TRAINING_DEFAULTS = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "learning_rate": None,
+    "num_train_epochs": None,
+    "max_grad_norm": 5.0,
+    **{
+        f"plateau_{field}": getattr(PlateauRule, field) for field in ("start_epoch", "patience", "factor", "max_decays")
+    },
+    "seed": 42,
+    "output_dir": None,
+}
+TRAINING_HELP = {
+    "per_device_train_batch_size": "examples per process and batch",
+    "per_device_eval_batch_size": "examples per process and batch",
+    "learning_rate": "step size",
+    "num_train_epochs": "at most; the plateau rule may stop earlier",
+    "max_grad_norm": "clip the gradient norm (0: no clipping)",
+    "plateau_start_epoch": "the plateau rule (docs/training.md): first epoch (0-based) that may decay",
+    "plateau_patience": "the plateau rule: epochs without a better validation loss before a decay",
+    "plateau_factor": "the plateau rule: lr multiplier at each decay (back to the best model)",
+    "plateau_max_decays": "the plateau rule: stop at this decay (0: never decay)",
+    "seed": "seed of the model, the shuffles and the sampled latents",
+    "output_dir": "where the model, tokenizer, all_results.json and checkpoints/ go",
+}
+
+
+def add_training_arguments(parser, **defaults):
+    """Declare the flags every training script shares, once, with the script's defaults (keyword arguments
+    over TRAINING_DEFAULTS; output_dir None makes it required): batch sizes, learning rate, epochs,
+    clipping, the plateau rule, seed, output folder, --checkpointing_steps / --resume_from_checkpoint,
+    --push_to_hub / --hub_model_id, and Accelerate's set-up (add_accelerator_arguments). Their bounds are
+    COMMON_BOUNDS; check_training_arguments checks the rest."""
+    unknown = set(defaults) - set(TRAINING_DEFAULTS)
+    if unknown:
+        raise TypeError(f"add_training_arguments: unknown flags {sorted(unknown)}")
+    defaults = {**TRAINING_DEFAULTS, **defaults}
+    for flag, default in defaults.items():
+        kind = type(TRAINING_DEFAULTS[flag]) if TRAINING_DEFAULTS[flag] is not None else float
+        kind = str if flag == "output_dir" else int if flag == "num_train_epochs" else kind
+        shown = "" if default is None else f" (default {default})"
+        parser.add_argument(
+            f"--{flag}", type=kind, default=default, required=flag == "output_dir" and default is None,
+            help=TRAINING_HELP[flag] + shown,
+        )  # fmt: skip
+    parser.add_argument(
+        "--checkpointing_steps", type=checkpointing_steps, default=None, help="an integer (every n steps) or 'epoch'"
+    )
+    parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest'")
+    parser.add_argument("--push_to_hub", action="store_true", help="upload the saved model with its model card")
+    parser.add_argument("--hub_model_id", default=None, help="org/name on the hub")
+    add_accelerator_arguments(parser)
+
+
+def check_training_arguments(parser, args, bounds, mid_epoch_checkpoints=True):
+    """parser.error for the shared flags' values: bounds (check_lower_bounds with the script's own table),
+    --push_to_hub without --hub_model_id, a --resume_from_checkpoint folder that does not exist, and a
+    step count for --checkpointing_steps when the script checkpoints at epoch ends only."""
+    check_lower_bounds(parser, args, bounds)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id org/name")
+    if args.resume_from_checkpoint not in (None, "latest") and not Path(args.resume_from_checkpoint).is_dir():
+        parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint folder (or 'latest')")
+    if not mid_epoch_checkpoints and args.checkpointing_steps not in (None, "epoch"):
+        parser.error(
+            f"--checkpointing_steps {args.checkpointing_steps}: this script checkpoints at epoch ends: use 'epoch'"
+        )
+
+
 def make_accelerator(args, **kwargs):
     """The Accelerator of a training script: on the CPU when there is no GPU (so that several launched CPU
     processes join one gloo group instead of training independent copies), the args' --mixed_precision
@@ -202,6 +342,64 @@ def optimizer_step(accelerator, model, optimizer, loss, max_grad_norm, before_st
     optimizer.step()
     optimizer.zero_grad()
     return accelerator.sync_gradients
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints and the saved run
+
+
+def run_definition(accelerator, args, tokenizer, config, **data):
+    """What a checkpoint must share with this run to be resumed (hf_bnvae.checkpoints.check_run): data (the
+    script's training examples, e.g. their count and fingerprint), the vocabulary (a fingerprint), the
+    model's config, the batches per step, the processes and the seed."""
+    return {
+        **data,
+        "vocabulary": fingerprint(tokenizer.get_vocab()),
+        "model_config": {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"},
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "num_processes": accelerator.num_processes,
+        "seed": args.seed,
+    }
+
+
+def checkpoints_dir(args):
+    return Path(args.output_dir) / "checkpoints"
+
+
+def resume_state(accelerator, args, run):
+    """The training state of --resume_from_checkpoint ('latest' or a folder), with Accelerate's objects
+    (model, optimizer, random states) restored; None when the flag is not given. ValueError for another
+    run's or an incomplete checkpoint (hf_bnvae.checkpoints.load_checkpoint)."""
+    if not args.resume_from_checkpoint:
+        return None
+    path = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir(args))
+    state = load_checkpoint(accelerator, path, run)
+    accelerator.print(f"resumed from {path}: epoch {state.get('epoch')}, step {state.get('optimizer_steps')}")
+    return state
+
+
+def checkpoint_epoch(accelerator, args, step, state, run):
+    """With --checkpointing_steps epoch, write the end-of-epoch checkpoint (atomically, the newest two kept)."""
+    if args.checkpointing_steps == "epoch":
+        save_checkpoint(accelerator, checkpoints_dir(args), step, state, run)
+
+
+def save_run(accelerator, model, tokenizer, args, results):
+    """On the main process: the model and tokenizer (save_pretrained_atomically) and results as
+    all_results.json in --output_dir, then with --push_to_hub the upload with the model card of the
+    results' task (hf_bnvae.hub.push_to_hub). Every process calls it. Returns the output folder."""
+    output = Path(args.output_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_pretrained_atomically(model, tokenizer, output)
+        write_results(output, results)
+        if args.push_to_hub:
+            from .hub import push_to_hub
+
+            commit = push_to_hub(output, args.hub_model_id)
+            accelerator.print(f"pushed to {args.hub_model_id}: {getattr(commit, 'commit_url', commit)}")
+    return output
 
 
 def default_num_threads(num_processes, environ=os.environ):
@@ -331,6 +529,14 @@ def plot_training_curves(history, kl_lower_bound, path, title="", step_losses=No
 
 __all__ = [
     "PlateauRule",
+    "BestWeightsKeeper",
+    "add_training_arguments",
+    "check_training_arguments",
+    "checkpointing_steps",
+    "run_definition",
+    "resume_state",
+    "checkpoint_epoch",
+    "save_run",
     "aggressive_encoder_updates",
     "average_bn_statistics",
     "check_finite",

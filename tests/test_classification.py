@@ -361,3 +361,27 @@ def test_a_diverged_fine_tuning_fails_and_saves_nothing(saved, labelled_files, t
     with pytest.raises(RuntimeError, match="training diverged: the validation loss is nan after epoch 1"):
         train_classifier.main(classifier_args(saved, labelled_files, tmp_path / "out", "--learning_rate", "1e30"))
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_resumed_classifier_run_ends_as_an_uninterrupted_one(saved, labelled_files, tmp_path):
+    """Epoch checkpoints: 2 epochs, then resumed to 4, give the history and weights of 4 straight epochs,
+    and a checkpoint of another label budget is refused."""
+    flags = ("--max_train_samples", "24", "--metric_for_best_model", "accuracy", "--per_device_train_batch_size", "4")
+    straight, results = train_classifier.main(
+        classifier_args(saved, labelled_files, tmp_path / "straight", *flags, "--num_train_epochs", "4")
+    )
+    parts = classifier_args(saved, labelled_files, tmp_path / "parts", *flags, "--checkpointing_steps", "epoch")
+    train_classifier.main([*parts, "--num_train_epochs", "2"])
+    resumed, resumed_results = train_classifier.main(
+        [*parts, "--num_train_epochs", "4", "--resume_from_checkpoint", "latest"]
+    )
+    assert [h["valid_loss"] for h in resumed_results["history"]] == pytest.approx(
+        [h["valid_loss"] for h in results["history"]], abs=1e-6
+    )
+    assert resumed_results["best_epoch"] == results["best_epoch"]
+    assert resumed_results["optimizer_steps"] == results["optimizer_steps"] == 4 * 6
+    for name, weight in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], weight, atol=1e-6, rtol=0, msg=name)
+    other = [*parts[:-2], "--max_train_samples", "12", "--num_train_epochs", "4", "--resume_from_checkpoint", "latest"]
+    with pytest.raises(ValueError, match="another run: .*train_sentences 24 \\(here 12\\)"):
+        train_classifier.main(other)

@@ -363,3 +363,26 @@ def test_a_diverged_dialogue_run_fails_and_saves_nothing(tmp_path, dialogue_file
     with pytest.raises(RuntimeError, match="training diverged"):
         train_dialogue.main(dialogue_args(dialogue_files, tmp_path / "out", "--learning_rate", "1e30"))
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_resumed_dialogue_run_ends_as_an_uninterrupted_one(tmp_path, dialogue_files):
+    """Epoch checkpoints keep the shuffle: 1 epoch, then resumed to 3, gives the validation figures and
+    weights of 3 straight epochs."""
+    import train_dialogue
+
+    flags = ("--max_test_contexts", "0")
+    straight, results = train_dialogue.main(
+        dialogue_args(dialogue_files, tmp_path / "straight", *flags, "--num_train_epochs", "3")
+    )
+    parts = dialogue_args(dialogue_files, tmp_path / "parts", *flags, "--checkpointing_steps", "epoch")
+    train_dialogue.main([*parts, "--num_train_epochs", "1"])
+    resumed, resumed_results = train_dialogue.main(
+        [*parts, "--num_train_epochs", "3", "--resume_from_checkpoint", "latest"]
+    )
+    for key in ("valid_loss", "valid_kl", "step"):
+        assert [h[key] for h in resumed_results["history"]] == pytest.approx(
+            [h[key] for h in results["history"]], abs=1e-6
+        ), key
+    assert resumed_results["test_loss"] == pytest.approx(results["test_loss"], abs=1e-6)
+    for name, weight in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], weight, atol=1e-6, rtol=0, msg=name)

@@ -17,7 +17,13 @@ from hf_bnvae.checkpoints import list_checkpoints, resolve_checkpoint, save_chec
 from hf_bnvae.data import collate, length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import METHODS, cyclical_kl_weight, linear_kl_weight, methods_of, resolve_method
-from hf_bnvae.trainer_utils import PlateauRule, aggressive_encoder_updates, default_num_threads, make_accelerator
+from hf_bnvae.trainer_utils import (
+    BestWeightsKeeper,
+    PlateauRule,
+    aggressive_encoder_updates,
+    default_num_threads,
+    make_accelerator,
+)
 
 # -- a real 2-process run -------------------------------------------------------------------------
 
@@ -500,7 +506,10 @@ def test_labelled_lines(tmp_path):
         ),
         (["--method", "bnvae", "--gamma", "0"], "--gamma 0.0 leaves BN-VAE without its bound"),
         (["--method", "lm", "--init_encoder_from", "x"], "--init_encoder_from needs a VAE-type method"),
-        (["--per_device_train_batch_size", "1"], "batch of one sentence"),
+        (
+            ["--per_device_train_batch_size", "1"],
+            "--per_device_train_batch_size 1: must be >= 2 (BN cannot normalise a batch of one)",
+        ),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
         (["--tokenizer_name", "x", "--vocab_size", "500"], "cannot be combined with --tokenizer_name"),
         (
@@ -741,3 +750,22 @@ def test_the_training_curves_show_every_batch_on_whole_epochs_with_legends_off_t
         assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_title()
         if ax.get_legend() is not None:  # below its panel: it covers none of the plotted points
             assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+def test_the_best_weights_keeper_keeps_the_best_decays_and_goes_back_to_it():
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    keeper = BestWeightsKeeper(PlateauRule(start_epoch=0, patience=1, factor=0.5, max_decays=2))
+    assert keeper.update(model, optimizer, 0, 1.0) == "improved"
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the next epoch's (worse) weights
+    assert keeper.update(model, optimizer, 1, 2.0) == "decay"
+    torch.testing.assert_close(model.weight, best["weight"])  # back to the best model
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    restored = BestWeightsKeeper(PlateauRule(start_epoch=0, patience=1, factor=0.5, max_decays=2))
+    restored.load_state_dict(keeper.state_dict())
+    assert restored.update(model, optimizer, 2, 3.0) == "stop" and optimizer.param_groups[0]["lr"] == 0.25
+    assert keeper.update(model, optimizer, 2, float("nan")) == "diverged"
+    with pytest.raises(RuntimeError, match="diverged.*nothing was saved"):
+        BestWeightsKeeper(PlateauRule()).update(model, optimizer, 0, float("inf"))

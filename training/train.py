@@ -27,23 +27,29 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
-from hf_bnvae.checkpoints import cpu_state_dict, fingerprint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from hf_bnvae.checkpoints import fingerprint, save_checkpoint
 from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
-from hf_bnvae.methods import METHODS, all_flags, methods_of, resolve_method
+from hf_bnvae.methods import all_flags, methods_of, resolve_method
 from hf_bnvae.modeling_bnvae import bn_kl_guarantee
-from hf_bnvae.saving import RESULTS_NAME, save_pretrained_atomically, write_results
+from hf_bnvae.saving import RESULTS_NAME
 from hf_bnvae.trainer_utils import (
+    BestWeightsKeeper,
     PlateauRule,
-    add_accelerator_arguments,
+    add_training_arguments,
     aggressive_encoder_updates,
     average_bn_statistics,
     check_lower_bounds,
     check_paths,
-    diverged,
+    check_training_arguments,
+    checkpoint_epoch,
+    checkpoints_dir,
     make_accelerator,
     optimizer_step,
     plot_training_curves,
+    resume_state,
+    run_definition,
+    save_run,
     warn_unfinished_warmup,
 )
 
@@ -61,25 +67,16 @@ TRAINING_PRESETS = {
     },
 }
 LEARNING_RATES = {"sgd": 1.0, "adam": 1e-3}  # the paper's SGD; Adam for those who prefer it
+PLATEAU_FIELDS = ("start_epoch", "patience", "factor", "max_decays")
 SIZE_FLAGS = ("embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size")
 # The smallest value of each numeric flag, and whether it is excluded; unset (None) flags are not checked.
 # Model sizes are checked by BNVAEConfig, the vocabulary options by the tokenizer builder.
 LOWER_BOUNDS = {
-    "num_train_epochs": (1, False, "epochs"),
     "max_train_steps": (1, False, "optimiser steps"),
-    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one sentence"),
-    "per_device_eval_batch_size": (1, False, "sentences"),
-    "gradient_accumulation_steps": (1, False, "batches per optimiser step"),
     "max_train_samples": (2, False, "a training batch needs 2 sentences"),
     "max_eval_samples": (2, False, "active units and MI need 2 validation sentences"),
     "max_seq_length": (3, False, "tokens with <s> and </s>: at least one word"),
-    "learning_rate": (0, True, "step size"),
-    "max_grad_norm": (0, False, "0 turns clipping off"),
     "kl_warmup_epochs": (0, False, "0: the final KL weight from the start"),
-    "plateau_start_epoch": (0, False, "epoch index"),
-    "plateau_patience": (1, False, "epochs"),
-    "plateau_factor": (0, True, "lr multiplier"),
-    "plateau_max_decays": (0, False, "decays"),
     "logging_steps": (1, False, "optimiser steps"),
     "iw_samples": (0, False, "0 skips the importance-weighted NLL"),
     "max_iw_eval_samples": (2, False, "MI and active units need 2 sentences"),
@@ -88,13 +85,6 @@ LOWER_BOUNDS = {
     "free_bits": (0, True, "nats"),
     "delta_rate": (0, True, "nats per dimension"),
 }
-
-
-def checkpointing_steps(value):
-    """--checkpointing_steps: a positive integer or 'epoch'."""
-    if value == "epoch" or (value.isdigit() and int(value) > 0):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r} is neither a positive integer (every n steps) nor 'epoch'")
 
 
 def build_parser():
@@ -145,39 +135,21 @@ def build_parser():
     for flag in SIZE_FLAGS:
         model.add_argument(f"--{flag}", type=int, help="default: the preset's (BNVAEConfig.from_preset)")
 
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--num_train_epochs", type=int, help="default: the preset's")
+    opt = p.add_argument_group("optimisation and run")
     opt.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimiser steps")
-    opt.add_argument("--per_device_train_batch_size", type=int, default=32)
-    opt.add_argument("--per_device_eval_batch_size", type=int, default=64)
     opt.add_argument("--optimizer", choices=list(LEARNING_RATES), default="sgd")
-    opt.add_argument("--learning_rate", type=float, help=f"default per optimizer: {LEARNING_RATES}")
-    opt.add_argument("--max_grad_norm", type=float, default=5.0)
-    opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    for field in ("start_epoch", "patience", "factor", "max_decays"):
-        default = PlateauRule.__dataclass_fields__[field].default
-        opt.add_argument(
-            f"--plateau_{field}",
-            type=type(default),
-            help=f"the plateau rule (see docs/training.md; default {default}, the LM's {METHODS['lm'].plateau.get(field, default)})",
-        )
-    opt.add_argument("--seed", type=int, default=42)
-
-    run = p.add_argument_group("run")
-    run.add_argument("--output_dir", default="outputs/bnvae-brown")
-    run.add_argument("--sync_bn", action="store_true", help="BN statistics over all processes")
-    run.add_argument(
-        "--checkpointing_steps", type=checkpointing_steps, default=None, help="an integer (every n steps) or 'epoch'"
+    add_training_arguments(
+        opt,
+        learning_rate=None,  # the optimizer's (LEARNING_RATES)
+        output_dir="outputs/bnvae-brown",
+        **{f"plateau_{field}": None for field in PLATEAU_FIELDS},  # the method's (hf_bnvae.methods)
     )
-    run.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest'")
-    run.add_argument("--with_tracking", action="store_true")
-    run.add_argument("--report_to", default="tensorboard")
-    run.add_argument("--logging_steps", type=int, default=50)
-    run.add_argument("--iw_samples", type=int, default=500, help="K for the final importance-weighted NLL (0: skip)")
-    run.add_argument("--max_iw_eval_samples", type=int, default=200, help="sentences scored with the IW-NLL at the end")
-    add_accelerator_arguments(run)
-    run.add_argument("--push_to_hub", action="store_true")
-    run.add_argument("--hub_model_id", default=None)
+    opt.add_argument("--sync_bn", action="store_true", help="BN statistics over all processes")
+    opt.add_argument("--with_tracking", action="store_true")
+    opt.add_argument("--report_to", default="tensorboard")
+    opt.add_argument("--logging_steps", type=int, default=50)
+    opt.add_argument("--iw_samples", type=int, default=500, help="K for the final importance-weighted NLL (0: skip)")
+    opt.add_argument("--max_iw_eval_samples", type=int, default=200, help="sentences scored with the IW-NLL at the end")
     return p
 
 
@@ -189,13 +161,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.learning_rate is None:
         args.learning_rate = LEARNING_RATES[args.optimizer]
-    check_lower_bounds(parser, args, LOWER_BOUNDS)
+    check_training_arguments(parser, args, LOWER_BOUNDS)
     files = ("test_file",) if args.dataset_name else ("train_file", "validation_file", "test_file")
     for flag in files:
         if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
             parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
-    if args.resume_from_checkpoint not in (None, "latest") and not Path(args.resume_from_checkpoint).is_dir():
-        parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint folder (or 'latest')")
     given_tokenizer = (
         "--tokenizer_name" if args.tokenizer_name else "--init_encoder_from" if args.init_encoder_from else None
     )
@@ -203,8 +173,6 @@ def parse_args(argv=None):
         parser.error(
             f"--vocab_size builds a vocabulary; it cannot be combined with {given_tokenizer} (its tokenizer is used)"
         )
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id org/name")
     if args.push_to_hub and not args.iw_samples:
         parser.error("--push_to_hub needs a measured NLL for the model card: --iw_samples > 0")
     if args.with_tracking and args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
@@ -217,12 +185,10 @@ def parse_args(argv=None):
         args.recipe = resolve_method(args.method, **{flag: getattr(args, flag) for flag in all_flags()})
     except ValueError as error:
         parser.error(str(error))
-    for field in ("start_epoch", "patience", "factor", "max_decays"):
+    for field in PLATEAU_FIELDS:
         if getattr(args, f"plateau_{field}") is None:
-            default = PlateauRule.__dataclass_fields__[field].default
-            setattr(args, f"plateau_{field}", args.recipe.plateau.get(field, default))
-    if args.plateau_factor > 1:
-        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
+            setattr(args, f"plateau_{field}", args.recipe.plateau.get(field, getattr(PlateauRule, field)))
+    check_lower_bounds(parser, args, {})  # the plateau flags filled in from the method
     if args.recipe.aggressive and args.gradient_accumulation_steps > 1:
         parser.error("--method aggressive updates the encoder batch by batch: use --gradient_accumulation_steps 1")
     check_paths(parser, args, model_flags=("tokenizer_name", "init_encoder_from"))
@@ -284,31 +250,15 @@ def build_optimizer(args, model):
     return torch.optim.SGD(params, lr=args.learning_rate, momentum=0.0)
 
 
-def run_definition(args, accelerator, tokenizer, train_ids, config):
-    """What a checkpoint must share with this run to be resumed (hf_bnvae.checkpoints.check_run): the
-    training sentences and the vocabulary (fingerprints of their ids), the model's config (sizes and
-    method settings), the method, the batches per step and the seed."""
-    return {
-        "train_sentences": len(train_ids),
-        "train_data": fingerprint(train_ids),
-        "vocabulary": fingerprint(tokenizer.get_vocab()),
-        "model_config": {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"},
-        "method": args.method,
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "num_processes": accelerator.num_processes,
-        "seed": args.seed,
-    }
-
-
 class TrainingState:
-    """Where the run is (for resuming mid-epoch), the plateau rule, the history and the best weights."""
+    """Where the run is (for resuming mid-epoch), the plateau rule with the best weights, the history."""
 
     def __init__(self, plateau, aggressive=False):
         self.epoch, self.batches_done, self.optimizer_steps = 0, 0, 0
         self.train_seconds = 0.0  # wall time in training steps, evaluation and checkpointing excluded
         self.epoch_sums = self.new_epoch_sums()  # this epoch's training reconstruction and KL so far
-        self.plateau, self.history, self.best_weights, self.step_losses = plateau, [], None, []
+        self.keeper, self.history, self.step_losses = BestWeightsKeeper(plateau), [], []
+        self.finished = False  # the plateau rule stopped the run, or it diverged: a resumed run trains no further
         # aggressive training: on until the validation MI stops rising (He et al. start from MI 0)
         self.aggressive, self.previous_mi = aggressive, 0.0
 
@@ -317,10 +267,10 @@ class TrainingState:
         return {"reconstruction": 0.0, "kl": 0.0, "kl_guarantee": 0.0, "sentences": 0, "encoder_steps": 0}
 
     def state_dict(self):
-        return {**{k: v for k, v in vars(self).items() if k != "plateau"}, "plateau": self.plateau.state_dict()}
+        return {**{k: v for k, v in vars(self).items() if k != "keeper"}, **self.keeper.state_dict()}
 
     def load_state_dict(self, state):
-        self.plateau.load_state_dict(state.pop("plateau"))
+        self.keeper.load_state_dict({key: state.pop(key) for key in ("plateau", "best_weights")})
         vars(self).update(state)
 
 
@@ -359,7 +309,7 @@ def train(args):
     valid_loader = sentence_loader(valid_set, tokenizer, args.per_device_eval_batch_size)
     model, optimizer, train_loader, valid_loader = accelerator.prepare(model, optimizer, train_loader, valid_loader)
     state = TrainingState(
-        PlateauRule(args.plateau_start_epoch, args.plateau_patience, args.plateau_factor, args.plateau_max_decays),
+        PlateauRule.from_args(args),
         aggressive=recipe.aggressive,
     )
     # the inner loop's extra batches: a second shuffle of the training set, cycled
@@ -367,7 +317,15 @@ def train(args):
     if recipe.aggressive:
         extra_loader = sentence_loader(train_set, tokenizer, args.per_device_train_batch_size, seed=args.seed + 1)
         extra_batches = endless_batches(accelerator.prepare(extra_loader), extra_loader.batch_sampler)
-    run = run_definition(args, accelerator, tokenizer, train_ids, accelerator.unwrap_model(model).config)
+    run = run_definition(
+        accelerator,
+        args,
+        tokenizer,
+        accelerator.unwrap_model(model).config,
+        train_sentences=len(train_ids),
+        train_data=fingerprint(train_ids),
+        method=args.method,
+    )
 
     # Accelerate also steps at the end of the loader, so a last partial accumulation is a step
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
@@ -376,14 +334,9 @@ def train(args):
     if args.max_train_steps:
         total_steps = min(total_steps, args.max_train_steps)
     warn_unfinished_warmup(accelerator, warmup_steps, total_steps)
-    checkpoints_dir = Path(args.output_dir) / "checkpoints"
-
-    if args.resume_from_checkpoint:
-        path = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
-        state.load_state_dict(load_checkpoint(accelerator, path, run))
-        accelerator.print(
-            f"resumed from {path}: epoch {state.epoch}, batch {state.batches_done}, step {state.optimizer_steps}"
-        )
+    resumed = resume_state(accelerator, args, run)
+    if resumed is not None:
+        state.load_state_dict(resumed)
     if args.with_tracking:
         loggable = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("bnvae", config=loggable)
@@ -397,7 +350,7 @@ def train(args):
         total=total_steps, initial=state.optimizer_steps, disable=not accelerator.is_local_main_process, desc="training"
     )
     kl_guaranteed = accelerator.unwrap_model(model).kl_lower_bound > 0
-    stop = False
+    stop = state.finished
     while state.epoch < args.num_train_epochs and not stop:
         model.train()
         train_loader.set_epoch(state.epoch)
@@ -448,18 +401,18 @@ def train(args):
                     and args.checkpointing_steps.isdigit()
                     and state.optimizer_steps % int(args.checkpointing_steps) == 0
                 ):
-                    save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps, state.state_dict(), run)
+                    save_checkpoint(accelerator, checkpoints_dir(args), state.optimizer_steps, state.state_dict(), run)
                 if args.max_train_steps and state.optimizer_steps >= args.max_train_steps:
                     stop = True
                     break
             tick = time.perf_counter()
         if stop and state.batches_done < len(train_loader):
             break  # stopped mid-epoch by --max_train_steps: no epoch-end evaluation
-        stop = end_of_epoch(args, accelerator, model, optimizer, state, valid_loader) or stop
+        state.finished = end_of_epoch(args, accelerator, model, optimizer, state, valid_loader)
+        stop = state.finished or stop
         state.epoch += 1
         state.batches_done, state.epoch_sums = 0, state.new_epoch_sums()
-        if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, checkpoints_dir, state.optimizer_steps, state.state_dict(), run)
+        checkpoint_epoch(accelerator, args, state.optimizer_steps, state.state_dict(), run)
     progress.close()
     return finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus)
 
@@ -522,17 +475,11 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
             )
         state.previous_mi = metrics["mi"]
     state.history.append(entry)
-    selection = entry["valid_selection_loss"]
-    if diverged(selection, state.epoch, state.best_weights is not None):
-        entry["plateau_action"] = "diverged"
+    action = entry["plateau_action"] = state.keeper.update(
+        unwrapped, optimizer, state.epoch, entry["valid_selection_loss"]
+    )
+    if action == "diverged":
         return True
-    action = entry["plateau_action"] = state.plateau.update(state.epoch, selection)
-    if action == "improved":
-        state.best_weights = cpu_state_dict(unwrapped)
-    elif action in ("decay", "stop"):
-        unwrapped.load_state_dict(state.best_weights)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * state.plateau.factor
     accelerator.print(
         f"epoch {state.epoch + 1}: valid -ELBO {metrics['nelbo']:.2f} (rec {metrics['reconstruction']:.2f}, KL {metrics['kl']:.2f}), "
         f"MI {metrics['mi']:.2f}, AU {metrics['au']}, PPL(ELBO) {metrics['ppl_elbo']:.1f}, lr {lr:g} [{action}]"
@@ -552,8 +499,7 @@ def evaluate_split(args, accelerator, model, tokenizer, dataset, split, descript
 def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
     unwrapped = accelerator.unwrap_model(model)
     average_bn_statistics(unwrapped, accelerator)
-    if state.best_weights is not None:
-        unwrapped.load_state_dict(state.best_weights)
+    state.keeper.restore_best(unwrapped)
     training_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None}
     results = {
         "task": "language-modeling",
@@ -565,7 +511,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
         "num_processes": accelerator.num_processes,
         "optimizer_steps": state.optimizer_steps,
         "train_seconds": state.train_seconds,
-        "best_epoch": state.plateau.best_epoch,
+        "best_epoch": state.keeper.rule.best_epoch,
         "history": state.history,
         "train_step_losses": state.step_losses,
     }
@@ -585,26 +531,20 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
         results["test"] = evaluate_split(
             args, accelerator, unwrapped, tokenizer, test_set, "test", f"test split, {len(test_set)} sentences"
         )
-    accelerator.wait_for_everyone()
+    output = Path(args.output_dir)
+    if accelerator.is_main_process and state.history:  # before save_run, which may upload the folder
+        output.mkdir(parents=True, exist_ok=True)
+        data_name = args.dataset_name or Path(args.train_file).parent.name
+        plot_training_curves(
+            state.history,
+            unwrapped.kl_lower_bound,
+            output / "training_curves.png",
+            f"{args.recipe.label} on {data_name}",
+            step_losses=state.step_losses,
+        )
+    save_run(accelerator, unwrapped, tokenizer, args, results)
     if accelerator.is_main_process:
-        output = Path(args.output_dir)
-        save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_results(output, results)
-        if state.history:
-            data_name = args.dataset_name or Path(args.train_file).parent.name
-            plot_training_curves(
-                state.history,
-                unwrapped.kl_lower_bound,
-                output / "training_curves.png",
-                f"{args.recipe.label} on {data_name}",
-                step_losses=state.step_losses,
-            )
         print_summary(results, output)
-        if args.push_to_hub:
-            from hf_bnvae.hub import push_to_hub
-
-            commit = push_to_hub(output, args.hub_model_id)
-            print(f"pushed to {args.hub_model_id}: {getattr(commit, 'commit_url', commit)}")
     if args.with_tracking:
         accelerator.end_training()
     return unwrapped, results

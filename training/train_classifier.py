@@ -36,21 +36,24 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer
 
 from hf_bnvae import BNVAEForSequenceClassification
-from hf_bnvae.checkpoints import cpu_state_dict
+from hf_bnvae.checkpoints import cpu_state_dict, fingerprint
 from hf_bnvae.configuration_bnvae import CLASSIFIER_INPUTS
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluate_modules import path_of
 from hf_bnvae.evaluation import gather_sentences
 from hf_bnvae.hub import SELECTED_BY
-from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
+    BestWeightsKeeper,
     PlateauRule,
-    add_accelerator_arguments,
-    check_lower_bounds,
+    add_training_arguments,
     check_paths,
-    diverged,
+    check_training_arguments,
+    checkpoint_epoch,
     make_accelerator,
     optimizer_step,
+    resume_state,
+    run_definition,
+    save_run,
 )
 
 logger = get_logger(__name__)
@@ -59,15 +62,7 @@ METRIC_FOR_BEST_MODEL = "loss"  # the official script's, and the recipe classifi
 CLASSIFIER_INPUT = "bn"  # the posterior mean after BN; "raw" is the official script's default
 LOWER_BOUNDS = {
     "max_train_samples": (1, False, "labelled sentences"),
-    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one sentence"),
-    "per_device_eval_batch_size": (1, False, "sentences"),
-    "learning_rate": (0, True, "step size"),
-    "num_train_epochs": (1, False, "epochs"),
     "max_train_steps": (1, False, "optimiser steps"),
-    "max_grad_norm": (0, False, "0 turns clipping off"),
-    "plateau_patience": (1, False, "epochs"),
-    "plateau_factor": (0, True, "lr multiplier"),
-    "plateau_max_decays": (0, False, "decays (0: never decay)"),
 }
 
 
@@ -79,15 +74,10 @@ def build_parser():
     p.add_argument("--validation_file", default=str(DATA / "valid.txt"))
     p.add_argument("--test_file", default=str(DATA / "test.txt"))
     p.add_argument("--max_train_samples", type=int, default=None, help="the label budget (default: the whole pool)")
-    p.add_argument("--per_device_train_batch_size", type=int, default=16)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--learning_rate", type=float, default=None, help="default: 1.0 for SGD, 1e-3 for Adam")
-    p.add_argument("--max_grad_norm", type=float, default=5.0)
-    p.add_argument("--num_train_epochs", type=int, default=100, help="at most; the plateau rule stops earlier")
-    p.add_argument("--plateau_patience", type=int, default=2, help="epochs without a better validation loss")
-    p.add_argument("--plateau_factor", type=float, default=0.5, help="lr multiplier at each decay")
-    p.add_argument("--plateau_max_decays", type=int, default=5, help="stop at this decay (0: never decay)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="lr 1.0 for SGD, 1e-3 for Adam")
+    add_training_arguments(
+        p, per_device_train_batch_size=16, num_train_epochs=100, plateau_start_epoch=0, plateau_patience=2
+    )  # the official fine-tuning script's
     p.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps (ends an epoch early)")
     p.add_argument(
         "--metric_for_best_model",
@@ -105,11 +95,6 @@ def build_parser():
     p.add_argument(
         "--skip_test", action="store_true", help="evaluate on the validation set only (when choosing a recipe)"
     )
-    p.add_argument("--seed", type=int, default=42)
-    add_accelerator_arguments(p)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--push_to_hub", action="store_true", help="upload the saved classifier with its model card")
-    p.add_argument("--hub_model_id", default=None, help="org/name on the hub")
     return p
 
 
@@ -118,13 +103,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.learning_rate is None:
         args.learning_rate = 1.0 if args.optimizer == "sgd" else 1e-3
-    check_lower_bounds(parser, args, LOWER_BOUNDS)
-    if args.plateau_factor > 1:
-        parser.error(f"--plateau_factor {args.plateau_factor}: must be <= 1 (it multiplies the lr)")
+    check_training_arguments(parser, args, LOWER_BOUNDS, mid_epoch_checkpoints=False)
     if args.push_to_hub and args.skip_test:
         parser.error("--push_to_hub needs the test figures for the model card: drop --skip_test")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id org/name")
     for flag in ("train_file", "validation_file") + (() if args.skip_test else ("test_file",)):
         if not Path(getattr(args, flag)).is_file():
             parser.error(f"--{flag} {getattr(args, flag)}: data file not found")
@@ -274,47 +255,71 @@ def main(argv=None):
         f"{'frozen' if args.freeze_encoder else 'fine-tuned'} encoder from {args.model_name_or_path}"
         f"{' (config only)' if args.from_scratch else ''}"
     )
-    plateau = PlateauRule(0, args.plateau_patience, args.plateau_factor, args.plateau_max_decays)
-    history, best_weights, steps = [], None, 0  # best_weights: the lowest validation loss (the plateau rule's)
-    selected = {"epoch": -1, "score": None, "weights": None}  # the best by --metric_for_best_model
-    for epoch in tqdm(range(args.num_train_epochs), desc="epochs", disable=not accelerator.is_local_main_process):
-        if args.max_train_steps and steps >= args.max_train_steps:
+    keeper = BestWeightsKeeper(PlateauRule.from_args(args))  # the lowest validation loss: the plateau rule's
+    run = run_definition(
+        accelerator,
+        args,
+        tokenizer,
+        accelerator.unwrap_model(model).config,
+        train_sentences=len(chosen),
+        train_data=fingerprint([list(train_set["input_ids"]), list(train_set["labels"])]),
+        model_name_or_path=args.model_name_or_path,
+        freeze_encoder=args.freeze_encoder,
+    )
+    state = {"epoch": 0, "optimizer_steps": 0, "history": [], "selected_epoch": -1, "selected_score": None}
+    state["finished"] = False  # the plateau rule stopped the run (a resumed run then trains no further)
+    resumed = resume_state(accelerator, args, run)
+    if resumed is not None:
+        keeper.load_state_dict({key: resumed.pop(key) for key in ("plateau", "best_weights")})
+        selected_weights = resumed.pop("selected_weights")
+        state.update(resumed)
+    else:
+        selected_weights = None  # the best by --metric_for_best_model
+    history = state["history"]
+    unwrapped = accelerator.unwrap_model(model)
+    epochs = tqdm(range(args.num_train_epochs), desc="epochs", disable=not accelerator.is_local_main_process)
+    epochs.update(state["epoch"])
+    for epoch in range(state["epoch"], args.num_train_epochs):
+        if state["finished"] or (args.max_train_steps and state["optimizer_steps"] >= args.max_train_steps):
             break
         model.train()
-        batch_sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)  # Accelerate's shard passes its own count of epochs to the batch sampler
+        batch_sampler.set_epoch(epoch)  # which a multi-process shard does not reach
         for batch in train_loader:
             batch.pop("index")
             with accelerator.accumulate(model):
                 stepped = optimizer_step(accelerator, model, optimizer, model(**batch).loss, args.max_grad_norm)
-            steps += stepped
-            if args.max_train_steps and steps >= args.max_train_steps:
+            state["optimizer_steps"] += stepped
+            if args.max_train_steps and state["optimizer_steps"] >= args.max_train_steps:
                 break
         scores = evaluate_split(model, valid_loader, accelerator, len(label2id))
-        if diverged(scores["loss"], epoch, best_weights is not None):
-            history.append(
-                {"epoch": epoch, **{f"valid_{k}": v for k, v in scores.items()}, "plateau_action": "diverged"}
-            )
-            break
-        action = plateau.update(epoch, scores["loss"])
         lr = optimizer.param_groups[0]["lr"]
+        metric = args.metric_for_best_model
+        better = math.isfinite(scores["loss"]) and is_better(scores, state["selected_score"], metric)
+        # this epoch's weights, copied before a decay goes back to the keeper's (the lowest loss)
+        epoch_weights = cpu_state_dict(unwrapped) if better and metric != "loss" else None
+        action = keeper.update(unwrapped, optimizer, epoch, scores["loss"])
         history.append(
             {"epoch": epoch, "lr": lr, **{f"valid_{k}": v for k, v in scores.items()}, "plateau_action": action}
         )
-        unwrapped = accelerator.unwrap_model(model)
-        if action == "improved":
-            best_weights = cpu_state_dict(unwrapped)
-        if is_better(scores, selected["score"], args.metric_for_best_model):
-            weights = best_weights if args.metric_for_best_model == "loss" else cpu_state_dict(unwrapped)
-            selected = {"epoch": epoch, "score": scores[args.metric_for_best_model], "weights": weights}
-        if action in ("decay", "stop"):  # back to the best model with half the lr, as the official script
-            unwrapped.load_state_dict(best_weights)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * args.plateau_factor
-            if action == "stop":
-                break
-    best = selected["epoch"]
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(selected["weights"])
+        if action == "diverged":
+            break
+        if better:
+            state["selected_epoch"], state["selected_score"] = epoch, scores[metric]
+            selected_weights = keeper.best_weights if metric == "loss" else epoch_weights
+        state["epoch"], state["finished"] = epoch + 1, action == "stop"
+        epochs.update(1)
+        checkpoint_epoch(
+            accelerator,
+            args,
+            state["optimizer_steps"],
+            {**state, **keeper.state_dict(), "selected_weights": selected_weights},
+            run,
+        )
+    epochs.close()
+    best = state["selected_epoch"]
+    steps = state["optimizer_steps"]
+    unwrapped.load_state_dict(selected_weights)
     if args.skip_test:
         test, majority = {"accuracy": None, "f1": None, "predicted_counts": None}, (None, None)
     else:
@@ -333,7 +338,7 @@ def main(argv=None):
         "eval_loss": history[best]["valid_loss"],
         "eval_accuracy": history[best]["valid_accuracy"],
         "eval_f1": history[best]["valid_f1"],
-        "plateau_decays": plateau.decays,
+        "plateau_decays": keeper.rule.decays,
         "test_accuracy": test["accuracy"],
         "test_f1": test["f1"],
         "test_predicted_counts": test["predicted_counts"],
@@ -348,21 +353,11 @@ def main(argv=None):
         "num_validation_sentences": len(valid_texts),
         "history": history,
     }
-    if accelerator.is_main_process:
-        output = Path(args.output_dir)
-        save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_results(output, results)
-        tested = (
-            "" if args.skip_test else f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; "
-        )
-        accelerator.print(
-            f"best epoch {best + 1}: validation accuracy {results['eval_accuracy']:.4f}; {tested}saved to {output}"
-        )
-        if args.push_to_hub:
-            from hf_bnvae.hub import push_to_hub
-
-            commit = push_to_hub(output, args.hub_model_id)
-            accelerator.print(f"pushed to {args.hub_model_id}: {getattr(commit, 'commit_url', commit)}")
+    output = save_run(accelerator, unwrapped, tokenizer, args, results)
+    tested = "" if args.skip_test else f"test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}; "
+    accelerator.print(
+        f"best epoch {best + 1}: validation accuracy {results['eval_accuracy']:.4f}; {tested}saved to {output}"
+    )
     return unwrapped, results
 
 

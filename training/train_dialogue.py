@@ -28,20 +28,24 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, build_word_tokenizer
-from hf_bnvae.checkpoints import cpu_state_dict
+from hf_bnvae.checkpoints import fingerprint
 from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
 from hf_bnvae.evaluation import perplexity
 from hf_bnvae.methods import METHODS, methods_of, resolve_method
-from hf_bnvae.saving import save_pretrained_atomically, write_results
 from hf_bnvae.trainer_utils import (
-    add_accelerator_arguments,
+    BestWeightsKeeper,
+    PlateauRule,
+    add_training_arguments,
     average_bn_statistics,
-    check_lower_bounds,
     check_paths,
-    diverged,
+    check_training_arguments,
+    checkpoint_epoch,
     make_accelerator,
     optimizer_step,
+    resume_state,
+    run_definition,
+    save_run,
     warn_unfinished_warmup,
 )
 
@@ -51,12 +55,7 @@ LOWER_BOUNDS = {
     "vocab_size": (5, False, "tokens, the 4 special ones included"),
     "max_train_samples": (2, False, "pairs"),
     "max_eval_samples": (1, False, "pairs"),
-    "per_device_train_batch_size": (2, False, "BN cannot normalise a batch of one response"),
-    "per_device_eval_batch_size": (1, False, "pairs"),
-    "learning_rate": (0, True, "step size"),
-    "num_train_epochs": (1, False, "epochs"),
     "kl_warmup_steps": (0, False, "steps (0: KL weight 1 from the start)"),
-    "max_grad_norm": (0, False, "0 turns clipping off"),
     "num_samples": (1, False, "responses per test context"),
     "max_test_contexts": (0, False, "contexts (0: skip the sampled metrics)"),
 }
@@ -82,26 +81,21 @@ def build_parser():
     p.add_argument("--max_utterance_length", type=int, default=40, help="words kept per utterance")
     p.add_argument("--max_train_samples", type=int, default=None, help="the first N training pairs")
     p.add_argument("--max_eval_samples", type=int, default=None, help="the first N validation and test pairs")
-    p.add_argument("--per_device_train_batch_size", type=int, default=30)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--num_train_epochs", type=int, default=5)
     p.add_argument("--kl_warmup_steps", type=int, default=2000)
-    p.add_argument("--max_grad_norm", type=float, default=5.0)
     p.add_argument("--num_samples", type=int, default=10, help="responses drawn per test context")
     p.add_argument("--max_test_contexts", type=int, default=500, help="test contexts for the sampled metrics")
     p.add_argument("--max_new_tokens", type=int, default=40)
     p.add_argument("--word_vectors", default=None, help="word2vec-format vectors for A-bow / E-bow")
-    p.add_argument("--seed", type=int, default=42)
-    add_accelerator_arguments(p)
-    p.add_argument("--output_dir", required=True)
+    add_training_arguments(
+        p, per_device_train_batch_size=30, learning_rate=1e-3, num_train_epochs=5, plateau_max_decays=0
+    )  # Zhao et al.'s Adam, batch 30; the best epoch kept, the lr never decayed
     return p
 
 
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_lower_bounds(parser, args, LOWER_BOUNDS)
+    check_training_arguments(parser, args, LOWER_BOUNDS, mid_epoch_checkpoints=False)
     check_paths(parser, args)
     try:
         args.recipe = resolve_method(args.method, gamma=args.gamma)
@@ -147,9 +141,11 @@ def load_pairs(path, args, limit):
     return pairs[:limit] if limit else pairs
 
 
-def loader(dataset, batch_size, pad_token_id, shuffle=False, seed=0):
-    """Batches of pairs; a training epoch never ends on a batch of one (BN cannot normalise it)."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+def loader(dataset, batch_size, pad_token_id, generator=None):
+    """Batches of pairs, shuffled by `generator` when given (a training loader; its state is the shuffle
+    of the next epochs, kept in checkpoints); a training epoch never ends on a batch of one (BN cannot
+    normalise it)."""
+    shuffle = generator is not None
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -261,7 +257,8 @@ def main(argv=None):
         if data.counts:
             logger.info("%s: %s", name, ", ".join(f"{n} {reason}" for reason, n in data.counts.items()))
     pad = tokenizer.pad_token_id
-    train_loader = loader(datasets["train"], args.per_device_train_batch_size, pad, shuffle=True, seed=args.seed)
+    shuffle = torch.Generator().manual_seed(args.seed)
+    train_loader = loader(datasets["train"], args.per_device_train_batch_size, pad, generator=shuffle)
     valid_loader = loader(datasets["valid"], args.per_device_eval_batch_size, pad)
     test_loader = loader(datasets["test"], args.per_device_eval_batch_size, pad)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
@@ -274,33 +271,62 @@ def main(argv=None):
     )
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     warn_unfinished_warmup(accelerator, args.kl_warmup_steps, args.num_train_epochs * steps_per_epoch)
-    history, best, best_weights, step = [], None, None, 0
-    for epoch in range(args.num_train_epochs):
+    unwrapped = accelerator.unwrap_model(model)
+    keeper = BestWeightsKeeper(PlateauRule.from_args(args))
+    train_items = datasets["train"].items  # (context ids, speakers, response ids) per pair
+    run = run_definition(
+        accelerator,
+        args,
+        tokenizer,
+        config,
+        train_pairs=len(train_items),
+        train_data=fingerprint(train_items),
+        method=args.method,
+    )
+    state = {"epoch": 0, "optimizer_steps": 0, "history": [], "finished": False, "train_seconds": 0.0}
+    resumed = resume_state(accelerator, args, run)
+    if resumed is not None:
+        keeper.load_state_dict({key: resumed.pop(key) for key in ("plateau", "best_weights")})
+        shuffle.set_state(resumed.pop("shuffle")["state"])
+        state.update(resumed)
+    history = state["history"]
+    while state["epoch"] < args.num_train_epochs and not state["finished"]:
+        tick, epoch = time.perf_counter(), state["epoch"]
         model.train()
         progress = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process)
         for batch in progress:
+            step = state["optimizer_steps"]
             kl_weight = min(1.0, step / args.kl_warmup_steps) if args.kl_warmup_steps else 1.0
             with accelerator.accumulate(model):
                 out = model(**batch, kl_weight=kl_weight)
-                step += optimizer_step(accelerator, model, optimizer, out.loss, args.max_grad_norm)
+                state["optimizer_steps"] += optimizer_step(accelerator, model, optimizer, out.loss, args.max_grad_norm)
             progress.set_postfix(
                 loss=f"{out.loss.item():.2f}", kl=f"{out.kl.mean().item():.2f}", kl_w=f"{kl_weight:.2f}"
             )
         average_bn_statistics(model, accelerator)  # every process evaluates and keeps the same model
         valid = evaluate_pairs(model, valid_loader, accelerator, sample_latent=True, seed=args.seed)
-        history.append({"epoch": epoch, "step": step, **{f"valid_{k}": v for k, v in valid.items()}})
-        if diverged(valid["loss"], epoch, best is not None):
-            break
-        accelerator.print(
-            f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl (z from q) {valid['ppl_posterior']:.2f}, ppl (ELBO) {valid['ppl_elbo']:.2f}, KL {valid['kl']:.3f}"
+        lr = optimizer.param_groups[0]["lr"]
+        action = keeper.update(unwrapped, optimizer, epoch, valid["loss"])
+        history.append(
+            {
+                "epoch": epoch,
+                "step": state["optimizer_steps"],
+                "lr": lr,
+                **{f"valid_{k}": v for k, v in valid.items()},
+                "plateau_action": action,
+            }
         )
-        if best is None or valid["loss"] < history[best]["valid_loss"]:
-            best = epoch
-            unwrapped = accelerator.unwrap_model(model)
-            best_weights = cpu_state_dict(unwrapped)
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(best_weights)
-    train_seconds = time.perf_counter() - start
+        accelerator.print(
+            f"epoch {epoch + 1}: valid loss {valid['loss']:.3f}, ppl (z from q) {valid['ppl_posterior']:.2f}, ppl (ELBO) {valid['ppl_elbo']:.2f}, KL {valid['kl']:.3f} [{action}]"
+        )
+        state["epoch"], state["finished"] = epoch + 1, action in ("stop", "diverged")
+        state["train_seconds"] += time.perf_counter() - tick
+        shuffle_state = {"state": shuffle.get_state()}
+        checkpoint_epoch(
+            accelerator, args, state["optimizer_steps"], {**state, **keeper.state_dict(), "shuffle": shuffle_state}, run
+        )
+    keeper.restore_best(unwrapped)
+    best, step = keeper.rule.best_epoch, state["optimizer_steps"]
     test = evaluate_pairs(model, test_loader, accelerator, sample_latent=True, seed=args.seed)
     results = {
         "task": "dialogue",
@@ -313,7 +339,7 @@ def main(argv=None):
         "train_pairs": len(datasets["train"]),
         **{f"test_{k}": v for k, v in test.items()},
         "history": history,
-        "train_seconds": train_seconds,
+        "train_seconds": state["train_seconds"],
         "training_args": {k: v for k, v in vars(args).items() if k not in ("overrides", "recipe")},
     }
     if accelerator.is_main_process:
@@ -325,12 +351,10 @@ def main(argv=None):
             decoding = "greedy per z ~ p(z|c), <pad> <s> <unk> suppressed, no n-gram blocking"
             results.update({f"test_{k}": v for k, v in metrics.items()}, examples=examples, decoding=decoding)
         results["seconds"] = time.perf_counter() - start
-        output = Path(args.output_dir)
-        save_pretrained_atomically(unwrapped, tokenizer, output)
-        write_results(output, results)
-        accelerator.print(
-            f"best epoch {best + 1}: test ppl (z from q) {test['ppl_posterior']:.2f}, ppl (ELBO) {test['ppl_elbo']:.2f}, KL {test['kl']:.3f}; saved to {output}"
-        )
+    output = save_run(accelerator, unwrapped, tokenizer, args, results)
+    accelerator.print(
+        f"best epoch {best + 1}: test ppl (z from q) {test['ppl_posterior']:.2f}, ppl (ELBO) {test['ppl_elbo']:.2f}, KL {test['kl']:.3f}; saved to {output}"
+    )
     return unwrapped, results
 
 
