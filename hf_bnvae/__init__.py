@@ -15,7 +15,7 @@ from transformers import (
 
 from .configuration_bncvae import DIALOGUE_PRESETS, BNCVAEConfig
 from .configuration_bnvae import PRESETS, BNVAEConfig
-from .modeling_bncvae import BNCVAEForConditionalGeneration, BNCVAEOutput
+from .modeling_bncvae import BNCVAEForConditionalGeneration, BNCVAEModel, BNCVAEModelOutput, BNCVAEOutput
 from .modeling_bnvae import (
     BNVAEForLanguageModeling,
     BNVAEForSequenceClassification,
@@ -42,13 +42,14 @@ BNVAEForLanguageModeling.register_for_auto_class("AutoModelForCausalLM")
 BNVAEForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 AutoConfig.register("bncvae", BNCVAEConfig, exist_ok=True)
-AutoModel.register(BNCVAEConfig, BNCVAEForConditionalGeneration, exist_ok=True)
+AutoModel.register(BNCVAEConfig, BNCVAEModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(BNCVAEConfig, BNCVAEForConditionalGeneration, exist_ok=True)
 BNCVAEConfig.register_for_auto_class()
+BNCVAEModel.register_for_auto_class("AutoModel")
 BNCVAEForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 # transformers' Trainer integration, imported on first use (it imports transformers' trainer modules)
-_TRAINER_NAMES = ("DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback")
+_TRAINER_NAMES = ("DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback", "compute_vae_metrics")
 
 
 def __getattr__(name):
@@ -63,10 +64,13 @@ __all__ = [
     "DataCollatorForSentenceVAE",
     "KLAnnealingCallback",
     "PlateauCallback",
+    "compute_vae_metrics",
     "DIALOGUE_PRESETS",
     "PRESETS",
     "BNCVAEConfig",
     "BNCVAEForConditionalGeneration",
+    "BNCVAEModel",
+    "BNCVAEModelOutput",
     "BNCVAEOutput",
     "BNVAEConfig",
     "BNVAEForLanguageModeling",

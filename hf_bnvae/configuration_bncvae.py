@@ -26,7 +26,7 @@ DIALOGUE_PRESETS = {
 
 AUTO_MAP = {
     "AutoConfig": "configuration_bncvae.BNCVAEConfig",
-    "AutoModel": "modeling_bncvae.BNCVAEForConditionalGeneration",
+    "AutoModel": "modeling_bncvae.BNCVAEModel",
     "AutoModelForSeq2SeqLM": "modeling_bncvae.BNCVAEForConditionalGeneration",
 }
 

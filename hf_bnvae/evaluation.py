@@ -124,56 +124,19 @@ def sentence_noise(indices, shape, seed):
     return noise
 
 
-def compiled_output_layer_nll(model, chunk_tokens=256):
-    """A torch.compile'd replacement for `model.output_layer_nll`, for evaluation without gradients.
-
-    Fuses the bias (when the layer has one), the log-sum-exp and the target gather into one pass over each
-    (chunk, V) block of logits (eager PyTorch makes three). Inputs are padded to chunk_tokens rows so one compilation
-    serves every call. Falls back to the eager function if compilation is not possible here.
-    """
-    head = model.decoder.lm_head
-
-    def nll(states, weight, bias, labels):
-        logits = torch.nn.functional.linear(states, weight, bias).float()
-        return torch.logsumexp(logits, -1) - logits.gather(1, labels[:, None])[:, 0]
-
-    try:
-        compiled = torch.compile(nll, dynamic=False)
-        probe = torch.zeros(chunk_tokens, head.in_features, device=head.weight.device, dtype=head.weight.dtype)
-        with torch.no_grad():
-            compiled(probe, head.weight, head.bias, torch.zeros(chunk_tokens, dtype=torch.long, device=probe.device))
-    except Exception as error:  # no C++ compiler, unsupported platform, ...
-        import warnings
-
-        warnings.warn(
-            f"torch.compile is not available here ({type(error).__name__}); using the eager output layer", stacklevel=2
-        )
-        return model.output_layer_nll
-
-    def token_nll(states, labels):
-        rows = states.shape[0]
-        if rows < chunk_tokens:
-            states = torch.cat([states, states.new_zeros(chunk_tokens - rows, states.shape[1])])
-            labels = torch.cat([labels, labels.new_zeros(chunk_tokens - rows)])
-        return compiled(states, head.weight, head.bias, labels)[:rows]
-
-    return token_nll
-
-
 @torch.no_grad()
 def importance_weighted_log_likelihood(
-    model, input_ids, attention_mask=None, num_samples=500, noise=None, max_tokens=None, token_nll=None
+    model, input_ids, attention_mask=None, num_samples=500, noise=None, max_tokens=None
 ):
     """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per sentence (nats).
 
     input_ids, attention_mask: (B, T). noise: (B, K, n) standard normal draws (default: fresh ones),
     z_k = mu + sigma * noise_k. All B sentences and a chunk of samples go through the decoder at once;
     the chunk holds about max_tokens (sentence, sample, token) triples (default 2**14: at the ptb size
-    measured 1.3x faster and 3x leaner in peak memory than 2**16; see docs/speed.md). token_nll:
-    see `compiled_output_layer_nll`. Returns (B,). The LSTM LM (no latent) gets its exact log p(x).
+    measured 1.3x faster and 3x leaner in peak memory than 2**16; see docs/speed.md). Returns (B,). The LSTM LM (no latent) gets its exact log p(x).
     """
     if not model.config.use_latent:
-        return model.sentence_log_likelihood(input_ids, attention_mask, token_nll=token_nll)
+        return model.sentence_log_likelihood(input_ids, attention_mask)
     mu, logvar = model.encode_posterior(input_ids, attention_mask)
     if noise is None:
         noise = torch.randn((mu.shape[0], num_samples, mu.shape[1]))
@@ -184,7 +147,7 @@ def importance_weighted_log_likelihood(
     log_weights = []
     for start in range(0, num_samples, chunk):
         z = mu[:, None] + noise[:, start : start + chunk] * std[:, None]  # (B, k, n)
-        log_px_z = model.sentence_log_likelihood(input_ids, attention_mask, z, token_nll)  # (B, k)
+        log_px_z = model.sentence_log_likelihood(input_ids, attention_mask, z)  # (B, k)
         log_weights.append(
             log_px_z + standard_normal_log_density(z) - gaussian_log_density(z, mu[:, None], logvar[:, None])
         )
@@ -241,7 +204,8 @@ def evaluate_language_model(
     indices (each sentence once over all processes). Returns a dict of floats: nelbo, reconstruction,
     kl (nats per sentence, one z sample per sentence, KL weight 1), ppl_elbo (the ELBO's perplexity
     bound), au, mi, aggregate_kl, num_sentences, num_tokens; with iw_samples > 0 also nll and ppl.
-    compile=True uses `compiled_output_layer_nll` for the importance-weighted NLL (same numbers).
+    compile=True compiles the model's output layer first (`model.compile_output_layer`; it stays
+    compiled), which the importance-weighted NLL spends most of its time in (same numbers).
     mi_samples: posterior draws per sentence in the MI estimate (1: He et al.'s estimator).
     per_sentence=True adds "per_sentence": {"index": sentence indices, "nelbo", and with iw_samples > 0 "nll"}
     (lists in index order, nats per sentence), for paired comparisons of models on the same sentences.
@@ -249,7 +213,8 @@ def evaluate_language_model(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    token_nll = compiled_output_layer_nll(model) if compile and iw_samples > 0 else None
+    if compile and iw_samples > 0:
+        model.compile_output_layer()
     collected = {}
     for batch in batches:
         input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
@@ -276,9 +241,7 @@ def evaluate_language_model(
                 else None
             )
             values["log_likelihood"] = (
-                importance_weighted_log_likelihood(
-                    model, input_ids, attention_mask, iw_samples, noise, iw_max_tokens, token_nll
-                )
+                importance_weighted_log_likelihood(model, input_ids, attention_mask, iw_samples, noise, iw_max_tokens)
                 .double()
                 .cpu()
             )
@@ -321,7 +284,6 @@ def evaluate_language_model(
 __all__ = [
     "active_units",
     "aggregate_posterior_log_density",
-    "compiled_output_layer_nll",
     "evaluate_language_model",
     "gaussian_log_density",
     "importance_weighted_log_likelihood",

@@ -26,6 +26,7 @@ from .modeling_bnvae import (
     check_token_labels,
     gaussian_kl_per_dimension,
     sequence_lengths,
+    shifted_token_nll,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -144,6 +145,12 @@ class BNCVAEOutput(ModelOutput):
     state: torch.FloatTensor | None = None
 
 
+# The base model's weights in checkpoints of hf_bnvae <= 0.3 (written before BNCVAEModel existed) -> their names now
+LEGACY_KEY_MAPPING = {
+    r"^(embed_tokens|utterance_encoder|context_encoder|recognition|latent_head|prior)\.": r"bncvae.\1."
+}
+
+
 class BNCVAEPreTrainedModel(PreTrainedModel):
     config_class = BNCVAEConfig
     base_model_prefix = "bncvae"
@@ -166,16 +173,32 @@ class BNCVAEPreTrainedModel(PreTrainedModel):
             init.zeros_(module.num_batches_tracked)
 
 
-class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenerationMixin):
-    """CVAE / CVAE + BOW / BN-CVAE for response generation.
+@dataclass
+class BNCVAEModelOutput(ModelOutput):
+    """BNCVAEModel's output: the context vector `context` (B, C); the prior p(z | c) (`prior_mu`,
+    `prior_logvar`, (B, n)); with a response, the recognition network's q(z | c, x) (`mu` after BN when
+    gamma > 0, `logvar`, (B, n)) and `kl` = KL(q || p) (B,) in nats per pair; the latent `latent` (B, n)."""
 
-    Context c: utterance BiGRU -> context GRU (with speakers). Recognition q(z | c, x) = Linear([c; x]) with
-    BN on its mean when gamma > 0 (`BatchNormLatentHead`, shared with BN-VAE); prior p(z | c) = a tanh MLP.
-    The GRU decoder starts from Linear([c; z]) and reads the response's word embeddings; the optional
-    bag-of-words head predicts the response's words from [c; z].
+    context: torch.FloatTensor | None = None
+    prior_mu: torch.FloatTensor | None = None
+    prior_logvar: torch.FloatTensor | None = None
+    mu: torch.FloatTensor | None = None
+    logvar: torch.FloatTensor | None = None
+    kl: torch.FloatTensor | None = None
+    latent: torch.FloatTensor | None = None
+
+
+class BNCVAEModel(BNCVAEPreTrainedModel):
+    """The latent part of BN-CVAE, which the generation head holds as `self.bncvae`: the word embedding,
+    the utterance BiGRU and the context GRU (with speakers) giving c, the recognition network
+    q(z | c, x) = Linear([c; x]) with BN on its mean when gamma > 0 (`BatchNormLatentHead`, shared with
+    BN-VAE), and the prior network p(z | c), a tanh MLP.
+
+    defer_init: leave the weights to the head that builds it, which initialises the whole model in one pass,
+    so that a seed gives the weights it gave before the base model was split out (hf_bnvae <= 0.3).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, defer_init=False):
         super().__init__(config)
         n = config.latent_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
@@ -186,38 +209,19 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
         self.latent_head = BatchNormLatentHead(config)
         prior_hidden = max(2 * n, 100)
         self.prior = nn.Sequential(nn.Linear(context, prior_hidden), nn.Tanh(), nn.Linear(prior_hidden, 2 * n))
-        self.decoder_init = nn.Linear(context + n, config.decoder_hidden_size)
-        self.decoder = nn.GRU(config.embedding_size, config.decoder_hidden_size, batch_first=True)
-        self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
-        self.bow_head = None
-        if config.use_bow:
-            self.bow_head = nn.Sequential(
-                nn.Linear(context + n, config.bow_hidden_size),
-                nn.Tanh(),
-                nn.Linear(config.bow_hidden_size, config.vocab_size),
-            )
+        self._defer_init = defer_init
         self.post_init()
-        self.generation_config.update(**self.generation_defaults())
-        self.generation_config._from_model_config = False
+        self._defer_init = False
+
+    def init_weights(self):
+        if not self._defer_init:
+            super().init_weights()
 
     def get_input_embeddings(self):
         return self.embed_tokens
 
     def set_input_embeddings(self, value):
         self.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
-
-    @property
-    def kl_lower_bound(self):
-        """latent_size * gamma^2 / 2: the training batch's mean KL(q(z|c,x) || N(0, I)) is at least this."""
-        return self.config.kl_lower_bound
-
-    # -- the parts --------------------------------------------------------------------------------
 
     def encode_context(self, context_input_ids, context_attention_mask=None, context_speakers=None):
         """The context vector c (B, C). context_input_ids, context_attention_mask: (B, K, L); context_speakers:
@@ -264,13 +268,98 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
         response = self.encode_utterances(input_ids, attention_mask)
         return self.latent_head(*self.recognition(torch.cat([context, response], dim=-1)).chunk(2, dim=-1))
 
+    def forward(
+        self,
+        context_input_ids: torch.LongTensor | None = None,
+        context_attention_mask: torch.LongTensor | None = None,
+        context_speakers: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        sample_latent: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        r"""
+        context_input_ids, context_attention_mask (`(B, K, L)`), context_speakers (`(B, K)`): the context
+            (see `encode_context`).
+        input_ids, attention_mask (`(B, T)`): the response, right-padded; z then comes from q(z | c, x),
+            otherwise from the prior p(z | c).
+        sample_latent (`bool`): z drawn (default in training) or the mean (default in eval mode).
+        """
+        context = self.encode_context(context_input_ids, context_attention_mask, context_speakers)
+        prior_mu, prior_logvar = self.prior_parameters(context)
+        mu = logvar = kl = None
+        if input_ids is not None:
+            check_input_ids(input_ids, self.config.vocab_size)
+            mu, logvar = self.posterior_parameters(context, input_ids, attention_mask)
+            kl = gaussian_kl_between(mu, logvar, prior_mu, prior_logvar).sum(-1)
+        mean, log_variance = (mu, logvar) if mu is not None else (prior_mu, prior_logvar)
+        sample_latent = self.training if sample_latent is None else sample_latent
+        latent = mean + torch.randn_like(mean) * (0.5 * log_variance).exp() if sample_latent else mean
+        output = BNCVAEModelOutput(
+            context=context, prior_mu=prior_mu, prior_logvar=prior_logvar, mu=mu, logvar=logvar, kl=kl, latent=latent
+        )
+        return self._output(output, return_dict)
+
+
+class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenerationMixin):
+    """CVAE / CVAE + BOW / BN-CVAE for response generation.
+
+    `self.bncvae` (`BNCVAEModel`) gives the context vector c, the prior p(z | c) and the recognition
+    network q(z | c, x). The GRU decoder starts from Linear([c; z]) and reads the response's word
+    embeddings (the base model's); the optional bag-of-words head predicts the response's words from [c; z].
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        n, context = config.latent_size, config.context_hidden_size
+        self.bncvae = BNCVAEModel(config, defer_init=True)  # initialised below with the head, in one pass
+        self.decoder_init = nn.Linear(context + n, config.decoder_hidden_size)
+        self.decoder = nn.GRU(config.embedding_size, config.decoder_hidden_size, batch_first=True)
+        self.lm_head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
+        self.bow_head = None
+        if config.use_bow:
+            self.bow_head = nn.Sequential(
+                nn.Linear(context + n, config.bow_hidden_size),
+                nn.Tanh(),
+                nn.Linear(config.bow_hidden_size, config.vocab_size),
+            )
+        self.post_init()
+        self.generation_config.update(**self.generation_defaults())
+        self.generation_config._from_model_config = False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' from_pretrained; checkpoints of hf_bnvae <= 0.3, written before the base model
+        existed, load through LEGACY_KEY_MAPPING (their base model's weights had no `bncvae.` prefix)."""
+        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        return super().from_pretrained(*args, **kwargs)
+
+    def get_input_embeddings(self):
+        return self.bncvae.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.bncvae.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    @property
+    def kl_lower_bound(self):
+        """latent_size * gamma^2 / 2: the training batch's mean KL(q(z|c,x) || N(0, I)) is at least this."""
+        return self.config.kl_lower_bound
+
+    # -- the parts --------------------------------------------------------------------------------
+
     def decoder_initial_state(self, context, latent):
         """The decoder GRU's first state (B, H) from [c; z]."""
         return self.decoder_init(torch.cat([context, latent.to(context.dtype)], dim=-1))
 
     def decode(self, input_ids, state):
         """Decoder GRU over input_ids (B, T) from state (1, B, H). Returns logits (B, T, V), new state."""
-        hidden, state = self.decoder(self.embed_tokens(input_ids), state)
+        hidden, state = self.decoder(self.bncvae.embed_tokens(input_ids), state)
         return self.lm_head(hidden), state
 
     # -- forward ----------------------------------------------------------------------------------
@@ -307,34 +396,30 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
             return self._output(
                 BNCVAEOutput(logits=logits, state=state if use_cache is not False else None), return_dict
             )
-        context = self.encode_context(context_input_ids, context_attention_mask, context_speakers)
-        prior_mu, prior_logvar = self.prior_parameters(context)
-        mu = logvar = None
         if latent is None:
-            mu, logvar = self.posterior_parameters(context, input_ids, attention_mask)
-            sample_latent = self.training if sample_latent is None else sample_latent
-            latent = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample_latent else mu
+            base = self.bncvae(
+                context_input_ids, context_attention_mask, context_speakers, input_ids, attention_mask, sample_latent
+            )
         else:
             check_latent(latent, input_ids.shape[0], self.config.latent_size)
+            context = self.bncvae.encode_context(context_input_ids, context_attention_mask, context_speakers)
+            prior_mu, prior_logvar = self.bncvae.prior_parameters(context)
+            base = BNCVAEModelOutput(context=context, prior_mu=prior_mu, prior_logvar=prior_logvar, latent=latent)
+        context, latent, prior_mu, prior_logvar = base.context, base.latent, base.prior_mu, base.prior_logvar
         initial = self.decoder_initial_state(context, latent)
         logits, new_state = self.decode(input_ids, initial.unsqueeze(0).contiguous())
 
         loss = reconstruction_loss = kl = prior_kl = bow_loss = num_tokens = None
         if labels is not None:
             check_token_labels(labels, input_ids, self.config.vocab_size)
+            token_nll, valid = shifted_token_nll(logits, labels, attention_mask)
             targets = labels[:, 1:]
-            valid = targets != -100
-            if attention_mask is not None:
-                valid &= attention_mask[:, 1:].bool()
-            token_nll = nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~valid, 0), reduction="none"
-            )
-            reconstruction_loss = (token_nll * valid).sum(-1)
+            reconstruction_loss = token_nll.sum(-1)
             num_tokens = valid.sum(-1)
             prior_kl = gaussian_kl_per_dimension(prior_mu, prior_logvar).sum(-1)
             loss = reconstruction_loss
-            if mu is not None:
-                kl = gaussian_kl_between(mu, logvar, prior_mu, prior_logvar).sum(-1)
+            if base.kl is not None:
+                kl = base.kl
                 loss = loss + kl_weight * kl
             if self.bow_head is not None:
                 bow_logits = self.bow_head(torch.cat([context, latent.to(context.dtype)], dim=-1))
@@ -350,8 +435,8 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
             kl=kl,
             prior_kl=prior_kl,
             bow_loss=bow_loss,
-            mu=mu,
-            logvar=logvar,
+            mu=base.mu,
+            logvar=base.logvar,
             prior_mu=prior_mu,
             prior_logvar=prior_logvar,
             latent=latent,
@@ -373,9 +458,9 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
         with `<s>`. Every returned sequence of a context shares its z: for several z per context, repeat the
         context (`sample_responses` does)."""
         check_generation_counts(kwargs)
-        context = self.encode_context(context_input_ids, context_attention_mask, context_speakers)
+        context = self.bncvae.encode_context(context_input_ids, context_attention_mask, context_speakers)
         if latent is None:
-            mu, logvar = self.prior_parameters(context)
+            mu, logvar = self.bncvae.prior_parameters(context)
             latent = mu + torch.randn(mu.shape).to(mu.device) * (0.5 * logvar).exp()
         else:
             check_latent(latent, context.shape[0], self.config.latent_size)
@@ -434,4 +519,11 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
         return responses[0] if single else responses
 
 
-__all__ = ["BNCVAEForConditionalGeneration", "BNCVAEOutput", "BNCVAEPreTrainedModel", "pad_contexts"]
+__all__ = [
+    "BNCVAEForConditionalGeneration",
+    "BNCVAEModel",
+    "BNCVAEModelOutput",
+    "BNCVAEOutput",
+    "BNCVAEPreTrainedModel",
+    "pad_contexts",
+]

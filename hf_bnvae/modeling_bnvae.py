@@ -83,6 +83,27 @@ def free_bits_kl(kl_per_dimension, target, per_dimension=False):
     return (kl * (kl > target)).mean()
 
 
+def next_token_targets(labels, attention_mask=None):
+    """The targets of next-token prediction, targets = labels[:, 1:] (B, T-1), and valid (B, T-1): the
+    tokens that count (label not -100 and, given attention_mask (B, T), a real token)."""
+    targets = labels[:, 1:]
+    valid = targets != -100
+    if attention_mask is not None:
+        valid &= attention_mask[:, 1:].bool()
+    return targets, valid
+
+
+def shifted_token_nll(logits, labels, attention_mask=None):
+    """-log p(labels[:, t + 1] | logits[:, t]) per token, the reconstruction term of both heads (BN-VAE's
+    and BN-CVAE's). logits: (B, T, V); labels, attention_mask: (B, T). Returns token_nll (B, T-1), fp32
+    nats, 0 where a token does not count, and valid (B, T-1) (next_token_targets)."""
+    targets, valid = next_token_targets(labels, attention_mask)
+    token_nll = nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~valid, 0), reduction="none"
+    )
+    return token_nll * valid, valid
+
+
 def vae_loss(reconstruction_loss, kl_per_dimension=None, kl_weight=1.0, free_bits=0.0, free_bits_per_dimension=False):
     """The objective every method of the paper minimises, in nats per sentence (batch mean):
 
@@ -516,6 +537,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         # the KL weight `forward` uses when none is passed: set per step by a training loop that cannot pass
         # it (hf_bnvae.KLAnnealingCallback under transformers' Trainer); not part of the config
         self.kl_weight = 1.0
+        self._compiled_output_layer_nll = None  # see compile_output_layer
         self.post_init()
         self.generation_config.update(**self.generation_defaults())
         self.generation_config._from_model_config = False  # saved as ours, so from_pretrained keeps it
@@ -565,12 +587,11 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         posterior = self.bnvae(input_ids, attention_mask, sample_latent=False)
         return posterior.mu, posterior.logvar
 
-    def sentence_log_likelihood(self, input_ids, attention_mask=None, latent=None, token_nll=None):
+    def sentence_log_likelihood(self, input_ids, attention_mask=None, latent=None):
         """log p(x|z) per sentence in nats, only scoring real (non-pad) target tokens.
 
         input_ids, attention_mask: (B, T); latent: (B, n) or (B, K, n) for K samples per sentence
-        (the sentences are repeated K times). token_nll: optional replacement of `output_layer_nll`
-        (e.g. a compiled one). Returns (B,) or (B, K).
+        (the sentences are repeated K times). Returns (B,) or (B, K).
         """
         check_input_ids(input_ids, self.config.vocab_size)
         lengths = sequence_lengths(input_ids, attention_mask)
@@ -583,12 +604,56 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
         hidden, _ = self.decoder(input_ids[:, :-1], latent)  # (B*K, T-1, H)
         targets = input_ids[:, 1:]
         valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < (lengths[:, None] - 1)
-        per_sentence = -self._sentence_nll(hidden, targets, valid, token_nll)
+        per_sentence = -self._sentence_nll(hidden, targets, valid)
         return per_sentence if samples is None else per_sentence.view(-1, samples)
 
     def output_layer_nll(self, states, labels):
-        """-log p(label | state) per token, nats, fp32. states: (M, H), labels: (M,). Returns (M,)."""
+        """-log p(label | state) per token, nats, fp32. states: (M, H), labels: (M,). Returns (M,). Without
+        gradients, after `compile_output_layer`, the compiled version."""
+        if self._compiled_output_layer_nll is not None and not torch.is_grad_enabled():
+            return self._compiled_output_layer_nll(states, labels)
         return nn.functional.cross_entropy(self.decoder.lm_head(states).float(), labels, reduction="none")
+
+    def compile_output_layer(self, chunk_tokens=256):
+        """Make `output_layer_nll` without gradients (evaluation: the IW-NLL's K decodings per sentence
+        spend most of their time there) a torch.compile'd function that fuses the bias (when the layer has
+        one), the log-sum-exp and the target gather into one pass over each (chunk, V) block of logits
+        (eager PyTorch makes three). Inputs are padded to chunk_tokens rows (`_sentence_nll`'s chunks) so
+        one compilation serves every call. Where torch.compile does not work (no C++ compiler, ...) the
+        eager layer stays, with a warning. Returns whether the layer is compiled."""
+        if self._compiled_output_layer_nll is not None:
+            return True
+
+        def nll(states, weight, bias, labels):
+            logits = nn.functional.linear(states, weight, bias).float()
+            return torch.logsumexp(logits, -1) - logits.gather(1, labels[:, None])[:, 0]
+
+        head = self.decoder.lm_head
+        try:
+            compiled = torch.compile(nll, dynamic=False)
+            probe = torch.zeros(chunk_tokens, head.in_features, device=head.weight.device, dtype=head.weight.dtype)
+            with torch.no_grad():
+                compiled(
+                    probe, head.weight, head.bias, torch.zeros(chunk_tokens, dtype=torch.long, device=probe.device)
+                )
+        except Exception as error:  # no C++ compiler, unsupported platform, ...
+            import warnings
+
+            warnings.warn(
+                f"torch.compile is not available here ({type(error).__name__}); using the eager output layer",
+                stacklevel=2,
+            )
+            return False
+
+        def token_nll(states, labels):
+            rows, head = states.shape[0], self.decoder.lm_head
+            if rows < chunk_tokens:
+                states = torch.cat([states, states.new_zeros(chunk_tokens - rows, states.shape[1])])
+                labels = torch.cat([labels, labels.new_zeros(chunk_tokens - rows)])
+            return compiled(states, head.weight, head.bias, labels)[:rows]
+
+        self._compiled_output_layer_nll = token_nll
+        return True
 
     def training_output_layer_nll(self, states, labels):
         """`output_layer_nll` for the training loss: when gradients are on, the output layer and
@@ -679,15 +744,9 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
 
         loss = reconstruction_loss = num_tokens = None
         if labels is not None:
-            targets = labels[:, 1:]
-            valid = targets != -100
-            if attention_mask is not None:
-                valid &= attention_mask[:, 1:].bool()
+            targets, valid = next_token_targets(labels, attention_mask)
             if logits is not None:
-                token_nll = nn.functional.cross_entropy(
-                    logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~valid, 0), reduction="none"
-                )  # (B, T-1), fp32
-                reconstruction_loss = (token_nll * valid).sum(-1)
+                reconstruction_loss = shifted_token_nll(logits, labels, attention_mask)[0].sum(-1)
             else:  # training: the output layer only on the tokens that count, fused when gradients are on
                 token_nll = self.training_output_layer_nll
                 reconstruction_loss = self._sentence_nll(hidden, targets, valid, token_nll, chunk_tokens=None)

@@ -70,7 +70,11 @@ def check_no_batch_of_one(args, train_dataloader):
 class DataCollatorForSentenceVAE:
     """Pads features with "input_ids" (`<s> w_1 ... w_m </s>` token-id lists) on the right, as
     hf_bnvae.data.collate does: input_ids with pad_token_id, attention_mask 1 on tokens, labels the
-    input_ids with -100 on padding (the model shifts them). Returns (B, T) long tensors."""
+    input_ids with -100 on padding (the model shifts them): (B, T) long tensors. It also asks the model for
+    the loss without the (B, T, V) logits (`return_logits=False`, as train.py: faster, and an evaluation
+    keeps only per-sentence figures) and for a sampled z in evaluation too (`sample_latent=True`, so the
+    evaluation loss is the -ELBO's one-sample estimate, as train.py's validation): what
+    `compute_vae_metrics` reads."""
 
     def __init__(self, pad_token_id):
         self.pad_token_id = pad_token_id
@@ -88,7 +92,53 @@ class DataCollatorForSentenceVAE:
             input_ids[i, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
             attention_mask[i, : len(sequence)] = 1
         labels = input_ids.masked_fill(attention_mask == 0, -100)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "return_logits": False,
+            "sample_latent": True,
+        }
+
+
+# The per-sentence outputs the Trainer collects in evaluation from BNVAEForLanguageModeling batches of
+# DataCollatorForSentenceVAE (every field of BNVAELanguageModelingOutput that is not None, the loss apart)
+VAE_PREDICTIONS = ("reconstruction_loss", "kl", "kl_per_dimension", "mu", "logvar", "latent", "num_tokens")
+LM_PREDICTIONS = ("reconstruction_loss", "num_tokens")
+
+
+def compute_vae_metrics(eval_pred, mi_seed=0):
+    """`compute_metrics` for `Trainer`: dataset-level figures of BNVAEForLanguageModeling on the evaluation
+    set, from the per-sentence outputs the Trainer gathers across processes (batches from
+    DataCollatorForSentenceVAE). Returns nelbo, reconstruction and kl (nats per sentence, one z sample per
+    sentence, KL weight 1), ppl_elbo (the ELBO's perplexity bound, words + `</s>`), and for a latent model
+    mi (He et al.'s estimator, draws seeded by mi_seed) and au (active units); the Trainer adds `eval_`."""
+    from .evaluation import active_units, mutual_information, perplexity
+
+    predictions = eval_pred.predictions
+    predictions = predictions if isinstance(predictions, tuple) else (predictions,)
+    names = {len(VAE_PREDICTIONS): VAE_PREDICTIONS, len(LM_PREDICTIONS): LM_PREDICTIONS}.get(len(predictions))
+    if names is None or predictions[0].ndim != 1:
+        raise ValueError(
+            f"compute_vae_metrics: the evaluation collected {len(predictions)} outputs per batch, not the"
+            f" per-sentence figures {VAE_PREDICTIONS} (or the LM's {LM_PREDICTIONS}): batch with"
+            " DataCollatorForSentenceVAE, which asks the model for return_logits=False"
+        )
+    values = {name: torch.as_tensor(value).double() for name, value in zip(names, predictions)}
+    reconstruction = values["reconstruction_loss"]
+    kl = values.get("kl", torch.zeros_like(reconstruction))
+    metrics = {
+        "nelbo": float((reconstruction + kl).mean()),
+        "reconstruction": float(reconstruction.mean()),
+        "kl": float(kl.mean()),
+        "ppl_elbo": perplexity(float((reconstruction + kl).sum()), int(values["num_tokens"].sum())),
+    }
+    if "mu" in values:
+        metrics["mi"] = mutual_information(
+            values["mu"], values["logvar"], generator=torch.Generator().manual_seed(mi_seed)
+        )[0]
+        metrics["au"] = active_units(values["mu"])[0]
+    return metrics
 
 
 class PlateauCallback(TrainerCallback):
@@ -102,34 +152,30 @@ class PlateauCallback(TrainerCallback):
     `PlateauCallback(start_epoch=0, patience=2)`."""
 
     def __init__(self, start_epoch=15, patience=5, factor=0.5, max_decays=5, metric="eval_loss"):
-        from .trainer_utils import PlateauRule
+        from .trainer_utils import BestWeightsKeeper, PlateauRule
 
-        self.rule = PlateauRule(start_epoch, patience, factor, max_decays)
-        self.metric, self.evaluations, self.best_weights = metric, 0, None
+        self.keeper = BestWeightsKeeper(PlateauRule(start_epoch, patience, factor, max_decays))
+        self.metric, self.evaluations = metric, 0
+
+    @property
+    def rule(self):
+        return self.keeper.rule
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        from .checkpoints import cpu_state_dict
-
         if metrics is None or self.metric not in metrics:
             raise ValueError(
                 f"PlateauCallback needs {self.metric!r} in the evaluation metrics, got {sorted(metrics or {})}"
             )
-        action = self.rule.update(self.evaluations, metrics[self.metric])
+        action = self.keeper.update(model, optimizer, self.evaluations, metrics[self.metric])
         self.evaluations += 1
-        if action == "improved":
-            self.best_weights = cpu_state_dict(model)
-        if action in ("decay", "stop"):
-            if self.best_weights is not None:
-                model.load_state_dict(self.best_weights)
-            for group in optimizer.param_groups:
-                group["lr"] *= self.rule.factor
+        if action in ("decay", "stop"):  # the keeper went back to the best weights and decayed the optimizer's lr
             if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
                 lr_scheduler.base_lrs = [lr * self.rule.factor for lr in lr_scheduler.base_lrs]
-            control.should_training_stop = action == "stop"
+        control.should_training_stop = action in ("stop", "diverged")
         metrics["plateau_action"] = action
         if state.log_history and self.metric in state.log_history[-1]:
             state.log_history[-1]["plateau_action"] = action
         return control
 
 
-__all__ = ["DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback"]
+__all__ = ["DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback", "compute_vae_metrics"]

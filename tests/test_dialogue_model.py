@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSeq2SeqLM
 
-from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration
+from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, BNCVAEModel
 from hf_bnvae.modeling_bncvae import bag_of_words_loss, gaussian_kl_between, pad_contexts
 
 CONTEXTS = [
@@ -75,18 +75,18 @@ def test_bn_normalises_the_recognition_mean_only(dialogue_config, dialogue_batch
     model = seeded_model(dialogue_config(gamma=0.7)).train()
     out = model(**dialogue_batch)
     # BN in training mode: each dimension's batch mean is the shift (0 at init), its std gamma * sqrt(v / (v + eps))
-    context = model.encode_context(dialogue_batch["context_input_ids"], dialogue_batch["context_attention_mask"])
-    response = model.encode_utterances(dialogue_batch["input_ids"], dialogue_batch["attention_mask"])
-    raw_mu, _ = model.recognition(torch.cat([context, response], -1)).chunk(2, -1)
+    context = model.bncvae.encode_context(dialogue_batch["context_input_ids"], dialogue_batch["context_attention_mask"])
+    response = model.bncvae.encode_utterances(dialogue_batch["input_ids"], dialogue_batch["attention_mask"])
+    raw_mu, _ = model.bncvae.recognition(torch.cat([context, response], -1)).chunk(2, -1)
     v = raw_mu.var(0, unbiased=False)
     torch.testing.assert_close(out.mu.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.mu.std(0, unbiased=False), 0.7 * torch.sqrt(v / (v + 1e-5)), rtol=1e-4, atol=1e-6)
     # the prior's mean is the prior network's output as it stands
-    prior_mu, _ = model.prior(context).chunk(2, -1)
+    prior_mu, _ = model.bncvae.prior(context).chunk(2, -1)
     torch.testing.assert_close(out.prior_mu, prior_mu)
     assert not torch.allclose(out.prior_mu.std(0, unbiased=False), 0.7 * torch.ones(6), atol=0.05)
     plain = seeded_model(dialogue_config(gamma=0.0))
-    assert plain.latent_head.bn is None
+    assert plain.bncvae.latent_head.bn is None
 
 
 @pytest.mark.parametrize("gamma, use_bow", [(0.0, False), (0.0, True), (0.6, False)])
@@ -112,7 +112,7 @@ def test_loss_is_the_sum_of_its_terms(dialogue_config, dialogue_batch, gamma, us
 def test_gamma_gets_no_gradient(dialogue_config, dialogue_batch):
     model = seeded_model(dialogue_config(gamma=0.6)).train()
     model(**dialogue_batch).loss.backward()
-    bn = model.latent_head.bn
+    bn = model.bncvae.latent_head.bn
     assert bn.weight.grad is None and not bn.weight.requires_grad
     assert bn.bias.grad is not None and bn.bias.grad.abs().sum() > 0
     torch.testing.assert_close(bn.weight, torch.full_like(bn.weight, 0.6))
@@ -124,12 +124,12 @@ def test_a_training_batch_of_one_is_refused(dialogue_config, dialogue_batch):
     with pytest.raises(ValueError, match="batch of one"):
         model(**one)
     out = model.eval()(**one)  # eval mode: BN with the running statistics, so one pair is fine
-    context = model.encode_context(
+    context = model.bncvae.encode_context(
         one["context_input_ids"], one.get("context_attention_mask"), one.get("context_speakers")
     )
-    response = model.encode_utterances(one["input_ids"], one.get("attention_mask"))
-    raw, _ = model.recognition(torch.cat([context, response], dim=-1)).chunk(2, dim=-1)
-    bn = model.latent_head.bn
+    response = model.bncvae.encode_utterances(one["input_ids"], one.get("attention_mask"))
+    raw, _ = model.bncvae.recognition(torch.cat([context, response], dim=-1)).chunk(2, dim=-1)
+    bn = model.bncvae.latent_head.bn
     expected = (raw - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
     torch.testing.assert_close(out.mu, expected)
 
@@ -217,7 +217,7 @@ def test_every_sample_of_a_context_has_its_own_z(dialogue_config, tokenizer):
 def test_bow_loss_of_the_model_predicts_the_response_words(dialogue_config, dialogue_batch):
     model = seeded_model(dialogue_config(use_bow=True)).eval()
     out = model(**dialogue_batch)
-    context = model.encode_context(dialogue_batch["context_input_ids"], dialogue_batch["context_attention_mask"])
+    context = model.bncvae.encode_context(dialogue_batch["context_input_ids"], dialogue_batch["context_attention_mask"])
     log_probs = model.bow_head(torch.cat([context, out.latent], -1)).log_softmax(-1)
     for i, response in enumerate(dialogue_batch["input_ids"]):
         words = response[1 : int(dialogue_batch["attention_mask"][i].sum())]  # without <s>, with </s>
@@ -238,12 +238,40 @@ def test_seeded_sampling_is_reproducible(dialogue_config, tokenizer):
 def test_save_load_round_trip_and_auto_classes(dialogue_config, dialogue_batch, tmp_path):
     model = seeded_model(dialogue_config(gamma=0.6, use_bow=True)).eval()
     model.save_pretrained(tmp_path)
-    for auto in (AutoModelForSeq2SeqLM, AutoModel):
-        loaded = auto.from_pretrained(tmp_path).eval()
-        assert type(loaded) is BNCVAEForConditionalGeneration
-        with torch.no_grad():
-            torch.testing.assert_close(loaded(**dialogue_batch).loss, model(**dialogue_batch).loss, rtol=0, atol=0)
-    assert not loaded.latent_head.bn.weight.requires_grad
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is BNCVAEForConditionalGeneration
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**dialogue_batch).loss, model(**dialogue_batch).loss, rtol=0, atol=0)
+    assert not loaded.bncvae.latent_head.bn.weight.requires_grad
+    # AutoModel: the base model, the head's own context encoder, recognition and prior networks
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(base) is BNCVAEModel
+    context = {k: v for k, v in dialogue_batch.items() if k.startswith("context_")}
+    response = {"input_ids": dialogue_batch["input_ids"], "attention_mask": dialogue_batch["attention_mask"]}
+    with torch.no_grad():
+        out, full = base(**context, **response), model(**dialogue_batch)
+        torch.testing.assert_close(out.mu, full.mu, rtol=0, atol=0)
+        torch.testing.assert_close(out.kl, full.kl, rtol=0, atol=0)
+        torch.testing.assert_close(out.latent, out.mu)  # eval mode: the posterior mean
+        prior = base(**context)  # no response: z from p(z | c), its mean in eval mode
+    assert prior.mu is None and prior.kl is None
+    torch.testing.assert_close(prior.latent, full.prior_mu)
+
+
+def test_checkpoints_saved_before_the_base_model_existed_still_load(dialogue_config, dialogue_batch, tmp_path):
+    """hf_bnvae <= 0.3 saved the context encoder, recognition and prior networks without the `bncvae.` prefix."""
+    from safetensors.torch import load_file, save_file
+
+    model = seeded_model(dialogue_config(gamma=0.6, use_bow=True)).eval()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert any(k.startswith("bncvae.prior.") for k in weights)
+    save_file({k.removeprefix("bncvae."): v for k, v in weights.items()}, tmp_path / "model.safetensors")
+    (tmp_path / "checksums.json").unlink(missing_ok=True)
+    loaded, info = BNCVAEForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**dialogue_batch).loss, model(**dialogue_batch).loss, rtol=0, atol=0)
 
 
 def test_remote_code_loads_without_the_package(dialogue_config, dialogue_batch, tokenizer, tmp_path):

@@ -11,7 +11,6 @@ from hf_bnvae import BNVAEForLanguageModeling
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import (
     active_units,
-    compiled_output_layer_nll,
     evaluate_language_model,
     importance_weighted_log_likelihood,
     latent_usage,
@@ -199,10 +198,17 @@ def test_compiled_output_layer_gives_the_same_nll(tiny_config, tokenizer, corpus
     # C++ compiler the fallback is the documented behaviour, and eager against eager would prove nothing
     if not (shutil.which("c++") or shutil.which("g++")):
         pytest.skip("no C++ compiler: compile=True falls back to the eager output layer")
-    assert compiled_output_layer_nll(model) != model.output_layer_nll
     eager = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8)
+    assert model._compiled_output_layer_nll is None
     compiled = evaluate_language_model(model, batches_of(tokenizer, texts, 5), iw_samples=8, compile=True)
+    assert model._compiled_output_layer_nll is not None  # compiled, and used without gradients from now on
     assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4)
+    states, labels = torch.randn(7, model.config.decoder_hidden_size), torch.arange(7)
+    with torch.no_grad():
+        compiled_nll = model.output_layer_nll(states, labels)
+    eager_nll = model.output_layer_nll(states, labels)  # with gradients: the eager layer
+    assert eager_nll.requires_grad and not compiled_nll.requires_grad
+    torch.testing.assert_close(compiled_nll, eager_nll.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_metrics_from_the_data_loader_match_hand_made_batches(trained, tokenizer, corpus):

@@ -66,6 +66,7 @@ def test_the_collator_pads_as_train_py_and_gives_the_same_objective(tiny_config,
     assert torch.equal(theirs["input_ids"], ours["input_ids"])
     assert torch.equal(theirs["attention_mask"], ours["attention_mask"])
     assert torch.equal(theirs["labels"], ours["input_ids"].masked_fill(ours["attention_mask"] == 0, -100))
+    assert theirs["return_logits"] is False and theirs["sample_latent"] is True  # train.py's loss path, z drawn
     torch.manual_seed(0)
     model = BNVAEForLanguageModeling(tiny_config()).train()
     model.kl_weight = 0.3  # what the callback sets; train.py passes it
@@ -128,3 +129,47 @@ def test_the_plateau_callback_in_a_real_trainer_run(tiny_config, tokenizer, corp
     actions = [entry["plateau_action"] for entry in trainer.state.log_history if "eval_loss" in entry]
     assert len(actions) == 3 and actions[0] == "improved"
     assert set(actions) <= {"improved", "wait", "decay", "stop"}
+
+
+@pytest.mark.parametrize("use_latent", [True, False], ids=["BN-VAE", "LSTM LM"])
+def test_compute_vae_metrics_agree_with_the_evaluation_of_train_py(
+    tiny_config, tokenizer, corpus, tmp_path, use_latent
+):
+    """The Trainer's evaluation with compute_vae_metrics gives evaluate_language_model's KL, MI and AU (which
+    depend on the posteriors only), and for the LM, whose reconstruction has no z, its reconstruction."""
+    import functools
+
+    from hf_bnvae import compute_vae_metrics
+    from hf_bnvae.data import sentence_loader
+    from hf_bnvae.evaluation import evaluate_language_model
+
+    torch.manual_seed(0)
+    model = BNVAEForLanguageModeling(tiny_config(use_latent=use_latent))
+    data = sentences(tokenizer, corpus, 24)
+    trainer = trainer_for(model, data, tokenizer, tmp_path, KLAnnealingCallback(2), eval_dataset=data,
+                          per_device_eval_batch_size=5, max_steps=3)  # fmt: skip
+    trainer.compute_metrics = functools.partial(compute_vae_metrics, mi_seed=2)  # evaluate_language_model's draws
+    trainer.train()
+    metrics = trainer.evaluate()
+    texts = [corpus[i % len(corpus)] for i in range(24)]
+    reference = evaluate_language_model(model, sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, 7))
+    assert metrics["eval_nelbo"] == pytest.approx(metrics["eval_reconstruction"] + metrics["eval_kl"])
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_nelbo"], rel=1e-5)  # KL weight 1 after warm-up
+    if use_latent:
+        for key in ("kl", "mi"):
+            assert metrics[f"eval_{key}"] == pytest.approx(reference[key], rel=1e-5), key
+        assert metrics["eval_au"] == reference["au"] and reference["kl"] > 0
+    else:
+        assert "eval_mi" not in metrics and metrics["eval_kl"] == 0
+        assert metrics["eval_reconstruction"] == pytest.approx(reference["reconstruction"], rel=1e-5)
+        assert metrics["eval_ppl_elbo"] == pytest.approx(reference["ppl_elbo"], rel=1e-5)
+
+
+def test_compute_vae_metrics_names_a_collator_that_kept_the_logits():
+    from transformers import EvalPrediction
+
+    from hf_bnvae import compute_vae_metrics
+
+    logits_and_more = (torch.zeros(4, 6, 10).numpy(), torch.zeros(4).numpy(), torch.zeros(4, 3).numpy())
+    with pytest.raises(ValueError, match="DataCollatorForSentenceVAE"):
+        compute_vae_metrics(EvalPrediction(predictions=logits_and_more, label_ids=None))
