@@ -63,7 +63,8 @@ def check_no_batch_of_one(args, train_dataloader):
     if len(dataset) % batch == 1:
         raise ValueError(
             f"{len(dataset)} training sentences in batches of {batch} end in a batch of one, which BN cannot"
-            " normalise: pass TrainingArguments(dataloader_drop_last=True)"
+            " normalise: leave one sentence out, or pass TrainingArguments(dataloader_drop_last=True) (which"
+            " also drops the evaluation's last batch)"
         )
 
 

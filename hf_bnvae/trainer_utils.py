@@ -212,6 +212,23 @@ def check_paths(parser, args, model_flags=()):
             parser.error(f"--{flag} {value}: no such folder (and not a hub id 'org/name')")
 
 
+def parse_config_overrides(text, config_class):
+    """{field: number} of transformers' run_clm.py-style --config_overrides "a=1,b=0.5" (every size of our
+    configs is a number); {} for None. ValueError for an item that is not field=number or a field that
+    config_class does not have."""
+    overrides = {}
+    for item in filter(None, (text or "").split(",")):
+        field, _, value = item.partition("=")
+        try:
+            overrides[field.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise ValueError(f"--config_overrides: {item!r} is not field=number") from None
+    unknown = sorted(set(overrides) - set(config_class().to_dict()))
+    if unknown:
+        raise ValueError(f"--config_overrides: unknown {config_class.__name__} field(s) {unknown}")
+    return overrides
+
+
 # ----------------------------------------------------------------------------------------------
 # the Accelerator every training script makes
 
@@ -537,6 +554,7 @@ __all__ = [
     "resume_state",
     "checkpoint_epoch",
     "save_run",
+    "parse_config_overrides",
     "aggressive_encoder_updates",
     "average_bn_statistics",
     "check_finite",

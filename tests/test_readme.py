@@ -30,6 +30,7 @@ import train
 import train_classifier
 import train_dialogue
 import train_speed
+import train_with_trainer
 
 from hf_bnvae import hub
 
@@ -46,6 +47,7 @@ PARSED_ONLY = {
     # its default data files exist once prepare_chitchat.py has run: the arguments only
     "training/train_dialogue.py": train_dialogue.build_parser().parse_args,
     "training/train_classifier.py": train_classifier.parse_args,
+    "training/train_with_trainer.py": train_with_trainer.parse_args,
     "training/semi_supervised.py": semi_supervised.parse_args,
     "training/classification_recipes.py": classification_recipes.parse_args,
     "training/prepare_yelp.py": prepare_yelp.parse_args,

@@ -173,3 +173,113 @@ def test_compute_vae_metrics_names_a_collator_that_kept_the_logits():
     logits_and_more = (torch.zeros(4, 6, 10).numpy(), torch.zeros(4).numpy(), torch.zeros(4, 3).numpy())
     with pytest.raises(ValueError, match="DataCollatorForSentenceVAE"):
         compute_vae_metrics(EvalPrediction(predictions=logits_and_more, label_ids=None))
+
+
+def trainer_script_args(output, *extra):
+    """train_with_trainer.py on the fixture sentences with a tiny model: 40 training, 20 validation sentences."""
+    from conftest import SENTENCES
+
+    return [
+        "--train_file", str(SENTENCES), "--validation_file", str(SENTENCES), "--max_train_samples", "41",
+        "--max_eval_samples", "20", "--vocab_size", "200", "--per_device_train_batch_size", "8",
+        "--config_overrides", "embedding_size=16,encoder_hidden_size=16,decoder_hidden_size=16,latent_size=4",
+        "--num_train_epochs", "2", "--logging_steps", "1", "--use_cpu", "--output_dir", str(output), *extra,
+    ]  # fmt: skip
+
+
+def test_the_trainer_script_trains_evaluates_and_resumes_to_the_same_run(tmp_path):
+    """run_clm.py-style: the paper's recipe as TrainingArguments defaults, the KL weight annealed and logged,
+    compute_vae_metrics at every evaluation; a run resumed from the Trainer's epoch-1 checkpoint logs the
+    losses of an uninterrupted one; the saved folder loads with the Auto classes."""
+    import json
+
+    import train_with_trainer
+    from transformers import AutoModelForCausalLM
+
+    straight = train_with_trainer.main(trainer_script_args(tmp_path / "straight", "--do_train", "--do_eval"))
+    args = straight.args
+    assert (args.optim, args.learning_rate, args.lr_scheduler_type, args.max_grad_norm) == ("sgd", 1.0, "constant", 5.0)
+    logged = [e for e in straight.state.log_history if "loss" in e]
+    assert len(logged) == 10 and logged[0]["kl_weight"] == 0.0  # 40 sentences (the 41st, a batch of one, left out)
+    assert [e["kl_weight"] for e in logged] == sorted(e["kl_weight"] for e in logged)  # the warm-up rises
+    evaluations = [e for e in straight.state.log_history if "eval_nelbo" in e]
+    assert len(evaluations) == 3 and {"eval_kl", "eval_mi", "eval_au", "plateau_action"} <= set(evaluations[0])
+    eval_results = json.loads((tmp_path / "straight" / "eval_results.json").read_text())
+    assert eval_results["eval_samples"] == 20 and eval_results["eval_kl"] > 0
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
+    assert loaded.config.latent_size == 4 and loaded.config.gamma == 0.6
+    first = train_with_trainer.main(trainer_script_args(tmp_path / "parts", "--do_train", "--num_train_epochs", "1"))
+    assert first.state.global_step == 5
+    resumed = train_with_trainer.main(
+        trainer_script_args(
+            tmp_path / "parts", "--do_train", "--resume_from_checkpoint", str(tmp_path / "parts" / "checkpoint-5")
+        )
+    )
+    resumed_losses = [e["loss"] for e in resumed.state.log_history if "loss" in e]
+    assert resumed_losses == pytest.approx([e["loss"] for e in logged], rel=1e-5)
+
+
+def test_the_trainer_script_pushes_a_folder_that_loads_with_remote_code(tmp_path, fake_hub):
+    import os
+    import subprocess
+    import sys
+
+    import train_with_trainer
+
+    train_with_trainer.main(
+        trainer_script_args(
+            tmp_path / "out",
+            "--do_train",
+            "--num_train_epochs",
+            "1",
+            "--save_strategy",
+            "no",
+            "--push_to_hub",
+            "--hub_model_id",
+            "org/bnvae-trainer",
+        )  # fmt: skip
+    )
+    script = (
+        "import sys; sys.modules['hf_bnvae'] = None\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "m = AutoModelForCausalLM.from_pretrained('org/bnvae-trainer', trust_remote_code=True).eval()\n"
+        "t = AutoTokenizer.from_pretrained('org/bnvae-trainer', trust_remote_code=True)\n"
+        "print(type(m).__name__, m.config.latent_size, len(t))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(fake_hub.cache), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[:2] == ["BNVAEForLanguageModeling", "4"]
+
+
+def test_the_classifier_fine_tunes_with_a_plain_trainer(tiny_config, tokenizer, corpus, tmp_path):
+    """BNVAEForSequenceClassification needs nothing of ours: the Trainer's default collator pads, its
+    loss is the classifier's cross-entropy, and a few epochs fit the labelled fixture sentences."""
+    from transformers import DataCollatorWithPadding
+
+    from hf_bnvae import BNVAEForSequenceClassification
+
+    labels = [i % 2 for i in range(len(corpus))]  # arbitrary labels, to be fitted
+    data = tokenize_texts(tokenizer, corpus).remove_columns(["index"]).add_column("labels", labels)
+    torch.manual_seed(0)
+    model = BNVAEForSequenceClassification(tiny_config(num_labels=2))
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            str(tmp_path / "clf"),
+            per_device_train_batch_size=8,
+            learning_rate=1e-2,
+            num_train_epochs=30,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            logging_steps=2,
+            seed=0,
+        ),  # fmt: skip
+        train_dataset=data,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    before = trainer.evaluate(eval_dataset=data)["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate(eval_dataset=data)["eval_loss"]
+    assert after < 0.5 * before

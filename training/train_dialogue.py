@@ -43,6 +43,7 @@ from hf_bnvae.trainer_utils import (
     checkpoint_epoch,
     make_accelerator,
     optimizer_step,
+    parse_config_overrides,
     resume_state,
     run_definition,
     save_run,
@@ -103,7 +104,7 @@ def parse_args(argv=None):
         parser.error(str(error))
     args.gamma = args.recipe.config["gamma"]
     try:
-        args.overrides = parse_overrides(args.config_overrides)
+        args.overrides = parse_config_overrides(args.config_overrides, BNCVAEConfig)
     except ValueError as error:
         parser.error(str(error))
     for flag in ("train_file", "validation_file", "test_file", "word_vectors"):
@@ -112,21 +113,6 @@ def parse_args(argv=None):
             hint = " (python training/prepare_chitchat.py makes the chitchat splits)" if flag != "word_vectors" else ""
             parser.error(f"--{flag} {path}: file not found{hint}")
     return args
-
-
-def parse_overrides(text):
-    """{field: number} of "a=1,b=0.5" (every BNCVAEConfig size is a number); {} for None."""
-    overrides = {}
-    for item in filter(None, (text or "").split(",")):
-        field, _, value = item.partition("=")
-        try:
-            overrides[field.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
-        except ValueError:
-            raise ValueError(f"--config_overrides: {item!r} is not field=number") from None
-    unknown = sorted(set(overrides) - set(BNCVAEConfig().to_dict()))
-    if unknown:
-        raise ValueError(f"--config_overrides: unknown BNCVAEConfig field(s) {unknown}")
-    return overrides
 
 
 def load_pairs(path, args, limit):
