@@ -95,7 +95,12 @@ def map_and_diagnostics_tabs(explorer):
             text = (
                 f"**{d['active_units']} of {len(d['frame'])} dimensions active** (Var of E[z|x] >= 0.01); "
                 f"KL {d['kl_total']:.2f} nats per sentence on {d['num_sentences']} held-out sentences; "
-                f"BN bound {d['bound_per_dimension']:.3f} nats per dimension."
+                f"BN bound {d['bound_per_dimension']:.3f} nats per dimension"
+                + (
+                    f" (the floor of the learned gammas, now {d['frame']['gamma'].min():.3f} to {d['frame']['gamma'].max():.3f})."
+                    if d["learned_gamma"]
+                    else "."
+                )
             )
             return text, explorer.diagnostics_figure()
 

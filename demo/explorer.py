@@ -216,19 +216,33 @@ class Explorer:
         return figure
 
     def diagnostics(self):
-        """Per latent dimension: the KL from N(0, 1) averaged over the map sentences (nats) and the variance
-        of the posterior mean over them; plus the BN bound per dimension (gamma^2 / 2) and the active units."""
+        """Per latent dimension: the KL from N(0, 1) averaged over the map sentences (nats), the variance of
+        the posterior mean over them, BN's scale gamma_i (learned per dimension, or the fixed gamma) and
+        its bound gamma_i^2 / 2; plus the bound per dimension of the config (the fixed gamma's, or the
+        learned scales' floor gamma_min's) and the active units."""
         self._need("language_model", "classifier")
         if self.map_means is None:
             raise InputError("No held-out sentences to measure on (the map file is missing).")
         mu, logvar = self.map_means, self.map_logvars
         kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)
         variance = mu.var(0, unbiased=True)
-        frame = pd.DataFrame({"dimension": np.arange(mu.shape[1]), "kl": kl.numpy(), "mean_variance": variance.numpy()})
-        gamma = float(getattr(self.model.config, "gamma", 0.0))
+        head = getattr(getattr(self.model, "bnvae", None), "latent_head", None)
+        has_bn = head is not None and head.bn is not None
+        gammas = head.scale().detach().float() if has_bn else torch.zeros(mu.shape[1])
+        frame = pd.DataFrame(
+            {
+                "dimension": np.arange(mu.shape[1]),
+                "kl": kl.numpy(),
+                "mean_variance": variance.numpy(),
+                "gamma": gammas.numpy(),
+                "bound": (gammas.pow(2) / 2).numpy(),
+            }
+        )
+        config = self.model.config
         return {
             "frame": frame,
-            "bound_per_dimension": gamma**2 / 2,
+            "learned_gamma": has_bn and head.gamma_offset is not None,
+            "bound_per_dimension": config.kl_lower_bound / config.latent_size if config.use_latent else 0.0,
             "active_units": int((variance >= ACTIVE_UNIT_THRESHOLD).sum()),
             "kl_total": float(kl.sum()),
             "num_sentences": mu.shape[0],
@@ -245,8 +259,13 @@ class Explorer:
         figure = Figure(figsize=(10, 5))
         top, bottom = figure.subplots(2, 1, sharex=True)
         top.bar(frame["dimension"], frame["kl"], color="tab:blue")
-        if d["bound_per_dimension"] > 0:
+        if d["learned_gamma"]:  # each dimension's own bound, and the floor every one keeps
+            top.plot(frame["dimension"], frame["bound"], "_", color="tab:red", markersize=14, mew=2,
+                     label="bound gamma_i^2 / 2 (learned gamma_i)")  # fmt: skip
+            top.axhline(d["bound_per_dimension"], color="tab:red", linestyle=":", label="floor gamma_min^2 / 2")
+        elif d["bound_per_dimension"] > 0:
             top.axhline(d["bound_per_dimension"], color="tab:red", linestyle="--", label="BN bound gamma^2 / 2")
+        if top.get_legend_handles_labels()[0]:
             top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars
         top.set_ylabel("KL (nats)")
         top.set_title(f"KL {d['kl_total']:.2f} nats per sentence over {d['num_sentences']} sentences")

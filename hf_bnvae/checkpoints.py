@@ -132,6 +132,8 @@ def check_run(path, run):
         return
     stored = json.loads(run_file.read_text())
     run = json.loads(json.dumps(run))  # as it would be stored: tuples become lists
+    if isinstance(stored.get("model_config"), dict) and isinstance(run.get("model_config"), dict):
+        run["model_config"] = without_new_defaults(stored["model_config"], run["model_config"])
     differs = [
         f"{key} {describe(stored.get(key))} (here {describe(run.get(key))})"
         for key in sorted(set(stored) | set(run))
@@ -142,6 +144,19 @@ def check_run(path, run):
             f"{path} is a checkpoint of another run: {'; '.join(differs)}. Resume with the run's own data and"
             " flags, or start a new --output_dir"
         )
+
+
+def without_new_defaults(stored, current):
+    """current (a model config as a dict) without the fields the stored one lacks and current keeps at the
+    config class's default: fields added to the config after the checkpoint was written (e.g. gamma_mode)
+    do not make it another run."""
+    added = set(current) - set(stored)
+    if not added or "model_type" not in current:
+        return current
+    from transformers import AutoConfig
+
+    defaults = AutoConfig.for_model(current["model_type"]).to_dict()
+    return {k: v for k, v in current.items() if not (k in added and k in defaults and defaults[k] == v)}
 
 
 def describe(value):

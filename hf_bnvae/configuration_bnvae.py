@@ -17,6 +17,7 @@ PRESETS = {
 
 # What BNVAEForSequenceClassification reads: the posterior mean after BN, or the encoder's raw mean before it.
 CLASSIFIER_INPUTS = ("bn", "raw")
+GAMMA_MODES = ("fixed", "learned")  # BN's scale: the paper's fixed gamma, or learned with a floor
 
 AUTO_MAP = {
     "AutoConfig": "configuration_bnvae.BNVAEConfig",
@@ -37,6 +38,12 @@ class BNVAEConfig(PretrainedConfig):
         latent_size (`int`, defaults to 32): dimension n of z.
         gamma (`float`, defaults to 0.6): fixed BatchNorm scale of the posterior mean. The expected KL over
             the data is then >= n * gamma^2 / 2 nats per sentence. 0 means no BN (a plain VAE).
+        gamma_mode (`str`, defaults to "fixed"): "fixed" (the paper's) or "learned": each latent dimension's
+            BN scale is then gamma_min + softplus(a parameter), trained with the model and started at gamma,
+            so it never falls below gamma_min and the bound becomes n * gamma_min^2 / 2 (the paper leaves
+            learning gamma as future work).
+        gamma_min (`float`, defaults to 0.0): with gamma_mode "learned", the floor of every dimension's scale
+            (0 <= gamma_min < gamma).
         bn_eps (`float`, defaults to 1e-5): BatchNorm epsilon (PyTorch's, as the official code). BN sets the
             batch std of mu to gamma * sqrt(v / (v + eps)), v the batch variance of the raw mean: with the
             encoder's default initialisation v is about 1e-3 to 1e-2 from the first step, so the std is within
@@ -83,6 +90,8 @@ class BNVAEConfig(PretrainedConfig):
         decoder_hidden_size=256,
         latent_size=32,
         gamma=0.6,
+        gamma_mode="fixed",
+        gamma_min=0.0,
         bn_eps=1e-5,
         bn_momentum=0.1,
         decoder_dropout_in=0.5,
@@ -109,6 +118,8 @@ class BNVAEConfig(PretrainedConfig):
         self.decoder_hidden_size = decoder_hidden_size
         self.latent_size = latent_size
         self.gamma = gamma
+        self.gamma_mode = gamma_mode
+        self.gamma_min = gamma_min
         self.bn_eps = bn_eps
         self.bn_momentum = bn_momentum
         self.decoder_dropout_in = decoder_dropout_in
@@ -146,16 +157,18 @@ class BNVAEConfig(PretrainedConfig):
 
     @property
     def kl_lower_bound(self):
-        """Guaranteed lower bound of the expected KL, n * gamma^2 / 2, in nats per sentence."""
+        """Guaranteed lower bound of the expected KL, n * gamma^2 / 2 (learned gamma: n * gamma_min^2 / 2), in
+        nats per sentence."""
         if not self.use_latent:
             return 0.0
-        return self.latent_size * self.gamma**2 / 2
+        floor = self.gamma_min if self.gamma_mode == "learned" else self.gamma
+        return self.latent_size * floor**2 / 2
 
     def _validate(self):
         check_fields(
             self,
             sizes=("vocab_size", "embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size"),
-            non_negative=("gamma", "delta_rate", "free_bits", "init_range", "embedding_init_range"),
+            non_negative=("gamma", "gamma_min", "delta_rate", "free_bits", "init_range", "embedding_init_range"),
             booleans=("free_bits_per_dimension", "output_layer_bias"),
             fractions=("decoder_dropout_in", "decoder_dropout_out", "classifier_dropout"),
         )
@@ -165,6 +178,10 @@ class BNVAEConfig(PretrainedConfig):
             invalid(self, "encoder_init_range", "must be None (PyTorch's default) or a number > 0")
         if self.classifier_input not in CLASSIFIER_INPUTS:
             invalid(self, "classifier_input", f"must be one of {CLASSIFIER_INPUTS}")
+        if self.gamma_mode not in GAMMA_MODES:
+            invalid(self, "gamma_mode", f"must be one of {GAMMA_MODES}")
+        if self.gamma_mode == "learned" and not self.gamma_min < self.gamma:
+            invalid(self, "gamma_min", f"must be below gamma ({self.gamma}), the learned scales' starting value")
         if self.delta_rate > 0 and self.gamma > 0:
             # Not invalid maths, but the paper compares them separately; refuse to mix silently.
             invalid(self, "delta_rate", "delta-VAE is a separate baseline; set gamma=0 to use it")

@@ -70,6 +70,15 @@ METHODS = {
         "BN-VAE ({gamma:g})",
         flags={"gamma": Flag(CONFIG_DEFAULTS["gamma"], "fixed BN scale of the posterior mean (> 0)")},
     ),
+    # beyond the paper: each dimension's BN scale learned, kept at or above gamma_min (BNVAEConfig.gamma_mode)
+    "bnvae_learned": Method(
+        "BN-VAE (learned gamma >= {gamma_min:g})",
+        {"gamma_mode": "learned"},
+        flags={
+            "gamma": Flag(CONFIG_DEFAULTS["gamma"], "bnvae_learned: the learned scales' starting value"),
+            "gamma_min": Flag(0.3, "the floor of every learned scale: the KL bound is n gamma_min^2 / 2"),
+        },
+    ),
     "vae": Method("VAE", PLAIN),
     # the official LM script: decay after 2 epochs without improvement, from the first epoch on
     "lm": Method(
@@ -145,13 +154,14 @@ class Recipe:
 
 
 def all_flags(model="bnvae"):
-    """{flag: (owning method, Flag)} over the methods of `model`, for building command-line options."""
-    return {
-        flag: (name, spec)
-        for name, method in METHODS.items()
-        if method.model == model
-        for flag, spec in method.flags.items()
-    }
+    """{flag: (owning method, Flag)} over the methods of `model`, for building command-line options; a flag
+    two methods share (gamma) belongs to the first in table order."""
+    flags = {}
+    for name, method in METHODS.items():
+        if method.model == model:
+            for flag, spec in method.flags.items():
+                flags.setdefault(flag, (name, spec))
+    return flags
 
 
 def resolve_method(name, **values):
@@ -167,11 +177,16 @@ def resolve_method(name, **values):
             owner = all_flags(method.model).get(flag, (None,))[0]
             raise ValueError(f"--{flag} only applies to --method {owner}, not {name}")
     settings = {flag: spec.default if values.get(flag) is None else values[flag] for flag, spec in method.flags.items()}
-    if name in ("bnvae", "bncvae") and not settings["gamma"] > 0:
-        plain = "vae" if name == "bnvae" else "cvae"
+    if name in ("bnvae", "bnvae_learned", "bncvae") and not settings["gamma"] > 0:
+        plain = "cvae" if name == "bncvae" else "vae"
         short = method.label.split(" (")[0]  # BN-VAE, BN-CVAE
         raise ValueError(
             f"--gamma {settings['gamma']} leaves {short} without its bound; use --gamma > 0 (or --method {plain})"
+        )
+    if name == "bnvae_learned" and not 0 <= settings["gamma_min"] < settings["gamma"]:
+        raise ValueError(
+            f"--gamma_min {settings['gamma_min']}: the learned scales' floor must be >= 0 and below --gamma"
+            f" {settings['gamma']}, their starting value"
         )
     config = {**method.config, **{k: v for k, v in settings.items() if k in CONFIG_DEFAULTS}}
     return Recipe(

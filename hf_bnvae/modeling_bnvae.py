@@ -233,6 +233,11 @@ def bn_kl_guarantee(mu):
     return 0.5 * float(mu.detach().float().var(dim=0, unbiased=False).sum())
 
 
+def inverse_softplus(y):
+    """x with softplus(x) = log(1 + e^x) = y, for y > 0."""
+    return y + math.log(-math.expm1(-y))
+
+
 class BatchNormLatentHead(nn.Module):
     """Posterior parameters: BatchNorm1d on mu only, scale fixed at gamma, shift beta learned.
 
@@ -240,19 +245,35 @@ class BatchNormLatentHead(nn.Module):
     gamma * sqrt(v / (v + eps)) ~ gamma (v: the raw mean's batch variance), so the batch-mean KL is
     >= n * gamma^2 / 2 nats. In eval mode the running statistics are used, so one sentence can be
     encoded. gamma = 0 disables BN (plain VAE); delta_rate > 0 builds the delta-VAE posterior instead
-    (`delta_vae_posterior`). mu_raw, logvar_raw: (batch, n) -> mu, logvar (batch, n), fp32.
+    (`delta_vae_posterior`). With config.gamma_mode "learned" each dimension's scale is
+    gamma_min + softplus(gamma_offset), a trained parameter started at gamma (`scale()`): the bound is then
+    n * gamma_min^2 / 2. mu_raw, logvar_raw: (batch, n) -> mu, logvar (batch, n), fp32.
     """
 
     def __init__(self, config):
         super().__init__()
         self.gamma = config.gamma
+        self.gamma_min = getattr(config, "gamma_min", 0.0)  # BN-CVAE's config has no learned gamma
         self.synchronize_statistics = False  # set by the training script for multi-process SyncBN
-        self.bn = None
+        self.bn = self.gamma_offset = None
         if config.gamma > 0:
             self.bn = nn.BatchNorm1d(config.latent_size, eps=config.bn_eps, momentum=config.bn_momentum)
-            self.bn.weight.requires_grad_(False)  # gamma is fixed, never trained
+            self.bn.weight.requires_grad_(False)  # a fixed gamma is never trained
+            if getattr(config, "gamma_mode", "fixed") == "learned":  # the scale lives here, bn.weight unused
+                self.gamma_offset = nn.Parameter(torch.full((config.latent_size,), self.initial_offset()))
         self.delta_rate = getattr(config, "delta_rate", 0.0)  # BN-CVAE's config has none
         self.delta_bounds = delta_vae_variance_bounds(self.delta_rate) if self.delta_rate > 0 else None
+
+    def initial_offset(self):
+        """The learned scale's parameter at initialisation: gamma_min + softplus(offset) = gamma."""
+        return inverse_softplus(self.gamma - self.gamma_min)
+
+    def scale(self):
+        """BN's scale per latent dimension (n,), fp32: gamma fixed (no gradient), or gamma_min +
+        softplus(gamma_offset) learned (with its gradient)."""
+        if self.gamma_offset is not None:
+            return self.gamma_min + nn.functional.softplus(self.gamma_offset.float())
+        return self.bn.weight.detach()
 
     def forward(self, mu_raw, logvar_raw):
         mu, logvar = mu_raw.float(), logvar_raw.float()
@@ -270,9 +291,9 @@ class BatchNormLatentHead(nn.Module):
             with torch.autocast(device_type=mu.device.type, enabled=False):  # BN statistics in fp32
                 if self.training and self.synchronize_statistics and _world_size() > 1:
                     return self._synchronized_batch_norm(mu), logvar
-                # gamma is detached: it gets no gradient even if something flipped requires_grad back on.
+                # a fixed gamma is detached: no gradient even if something flipped requires_grad back on
                 mu = nn.functional.batch_norm(
-                    mu, bn.running_mean, bn.running_var, bn.weight.detach(), bn.bias, self.training, bn.momentum, bn.eps
+                    mu, bn.running_mean, bn.running_var, self.scale(), bn.bias, self.training, bn.momentum, bn.eps
                 )
         return mu, logvar
 
@@ -290,7 +311,7 @@ class BatchNormLatentHead(nn.Module):
         with torch.no_grad():
             bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean)
             bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var * count / (count - 1))
-        return (mu - mean) / torch.sqrt(var + bn.eps) * bn.weight.detach() + bn.bias
+        return (mu - mean) / torch.sqrt(var + bn.eps) * self.scale() + bn.bias
 
     def train(self, mode=True):
         # from_pretrained builds fresh Parameters (requires_grad=True) and then calls eval(): re-freeze gamma here.
@@ -364,6 +385,8 @@ class BNVAEPreTrainedModel(PreTrainedModel):
             bound = config.encoder_init_range if getattr(module, "is_encoder_module", False) else config.init_range
             for param in module.parameters(recurse=False):
                 init.uniform_(param, -bound, bound)
+        elif isinstance(module, BatchNormLatentHead) and module.gamma_offset is not None:
+            init.constant_(module.gamma_offset, module.initial_offset())
         elif isinstance(module, nn.BatchNorm1d):
             # transformers' default would set the weight to 1: gamma is the whole point, so set it here.
             init.constant_(module.weight, config.gamma)

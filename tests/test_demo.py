@@ -82,6 +82,25 @@ def test_diagnostics_are_the_kl_and_active_units(explorer):
     assert plt.get_fignums() == open_figures  # outside pyplot: nothing left open per click
 
 
+def test_diagnostics_show_each_learned_scale_and_its_floor(tmp_path, tiny_config, tokenizer, map_file):
+    from hf_bnvae import BNVAEForLanguageModeling
+
+    torch.manual_seed(0)
+    model = BNVAEForLanguageModeling(tiny_config(gamma_mode="learned", gamma=0.6, gamma_min=0.2)).eval()
+    with torch.no_grad():
+        model.bnvae.latent_head.gamma_offset.copy_(torch.linspace(-2.0, 1.0, model.config.latent_size))
+    model.save_pretrained(tmp_path / "learned")
+    tokenizer.save_pretrained(tmp_path / "learned")
+    d = Explorer(tmp_path / "learned", map_file).diagnostics()
+    scales = model.bnvae.latent_head.scale().detach()
+    torch.testing.assert_close(torch.tensor(d["frame"]["gamma"].to_numpy()), scales)
+    torch.testing.assert_close(torch.tensor(d["frame"]["bound"].to_numpy()), scales**2 / 2)
+    assert d["learned_gamma"] and d["bound_per_dimension"] == pytest.approx(0.2**2 / 2)
+    figure = Explorer(tmp_path / "learned", map_file).diagnostics_figure()
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["bound gamma_i^2 / 2 (learned gamma_i)", "floor gamma_min^2 / 2"]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -122,3 +122,24 @@ def test_a_half_written_or_foreign_folder_gets_a_clear_error(tmp_path, checkpoin
     (checkpointed / STATE_FILE).unlink()
     with pytest.raises(ValueError, match="not a complete training checkpoint"):
         train.main([*tiny_train_args(tmp_path / "run", "--resume_from_checkpoint", str(checkpointed))])
+
+
+def test_a_config_field_added_since_the_checkpoint_keeps_it_resumable_at_its_default(tmp_path, checkpointed):
+    """A run.json written before BNVAEConfig had gamma_mode / gamma_min (the runs of issue 26) still resumes
+    when this run keeps their defaults; one that learns gamma is another run."""
+    import train
+
+    run_file = checkpointed / RUN_FILE
+    stored = json.loads(run_file.read_text())
+    for field in ("gamma_mode", "gamma_min"):
+        del stored["model_config"][field]
+    run_file.write_text(json.dumps(stored))
+    _, results = train.main(
+        [*tiny_train_args(tmp_path / "run", "--resume_from_checkpoint", "latest"), "--max_train_steps", "6"]
+    )
+    assert results["optimizer_steps"] == 6
+    learned = tiny_train_args(
+        tmp_path / "run", "--method", "bnvae_learned", "--resume_from_checkpoint", str(checkpointed)
+    )
+    with pytest.raises(ValueError, match=r"checkpoint of another run: .*model_config .*gamma_mode: learned"):
+        train.main([*learned, "--max_train_steps", "8"])

@@ -466,6 +466,9 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
         **{f"valid_{k}": v for k, v in metrics.items()},
         "valid_selection_loss": args.recipe.selection_loss(metrics["reconstruction"], metrics["kl"]),
     }
+    head = unwrapped.bnvae.latent_head if unwrapped.bnvae is not None else None
+    if head is not None and head.gamma_offset is not None:  # learned gamma: each dimension's BN scale
+        entry["gammas"] = head.scale().detach().tolist()
     if args.recipe.aggressive:
         entry.update(aggressive=state.aggressive, encoder_steps=sums["encoder_steps"])
         if state.aggressive and metrics["mi"] < state.previous_mi:
@@ -483,6 +486,7 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
     accelerator.print(
         f"epoch {state.epoch + 1}: valid -ELBO {metrics['nelbo']:.2f} (rec {metrics['reconstruction']:.2f}, KL {metrics['kl']:.2f}), "
         f"MI {metrics['mi']:.2f}, AU {metrics['au']}, PPL(ELBO) {metrics['ppl_elbo']:.1f}, lr {lr:g} [{action}]"
+        + (f", learned gamma {min(entry['gammas']):.3f} to {max(entry['gammas']):.3f}" if "gammas" in entry else "")
     )
     if args.with_tracking:
         accelerator.log({f"valid/{k}": v for k, v in metrics.items()} | {"lr": lr}, step=state.optimizer_steps)
@@ -551,9 +555,17 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
 
 
 def guarantee_note(entry, bound):
-    """The KL BN guaranteed on the epoch's training batches (exactly), beside the bound n gamma^2 / 2."""
+    """The KL BN guaranteed on the epoch's training batches (exactly), beside the bound n gamma^2 / 2 (with
+    learned scales gamma_i: their sum of gamma_i^2 / 2 at the epoch's end, and the floor n gamma_min^2 / 2)."""
     if not bound or entry.get("train_kl_guarantee") is None:
         return ""
+    if "gammas" in entry:
+        scales = sum(g * g for g in entry["gammas"]) / 2
+        return (
+            f" (BN guaranteed >= {entry['train_kl_guarantee']:.4f} on these batches: about sum gamma_i^2 / 2 ="
+            f" {scales:.4f} of the learned gamma_i times the mean v / (v + eps) of the raw means' batch variances"
+            f" v; never below n gamma_min^2 / 2 = {bound:.4f} times it)"
+        )
     return (
         f" (BN guaranteed >= {entry['train_kl_guarantee']:.4f} on these batches: n gamma^2 / 2 = {bound:.4f}"
         " times the mean v / (v + eps) of the raw means' batch variances v)"
