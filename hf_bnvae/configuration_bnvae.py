@@ -18,6 +18,8 @@ PRESETS = {
 # What BNVAEForSequenceClassification reads: the posterior mean after BN, or the encoder's raw mean before it.
 CLASSIFIER_INPUTS = ("bn", "raw")
 GAMMA_MODES = ("fixed", "learned")  # BN's scale: the paper's fixed gamma, or learned with a floor
+DECODER_TYPES = ("lstm", "transformer")  # the paper's LSTM, or a causal Transformer of GPT-2 blocks
+LATENT_INJECTIONS = ("memory", "embedding", "both")  # how a Transformer decoder sees z (Optimus)
 
 AUTO_MAP = {
     "AutoConfig": "configuration_bnvae.BNVAEConfig",
@@ -52,6 +54,16 @@ class BNVAEConfig(PretrainedConfig):
         bn_momentum (`float`, defaults to 0.1): BatchNorm running-statistics momentum (PyTorch convention).
         decoder_dropout_in (`float`, defaults to 0.5): dropout on the decoder's input embeddings.
         decoder_dropout_out (`float`, defaults to 0.5): dropout on the decoder's LSTM outputs.
+        decoder_type (`str`, defaults to "lstm"): the paper's LSTM decoder, or "transformer": a causal
+            Transformer built from transformers' GPT-2 blocks (no pretrained weights), decoder_hidden_size
+            wide (its token embeddings too), with decoder_layers blocks of decoder_heads heads.
+        decoder_layers (`int`, defaults to 4), decoder_heads (`int`, defaults to 4): the Transformer's size.
+        latent_injection (`str`, defaults to "both"): how the Transformer decoder sees z, the two ways of
+            Optimus (Li et al., 2020): "memory", a vector W z at a position before `<s>` that every layer
+            attends to; "embedding", W' z added to every input embedding; or "both".
+        max_position_embeddings (`int`, defaults to 512): the Transformer's longest input (memory included).
+        transformer_dropout (`float`, defaults to 0.1): dropout in the Transformer (embeddings, attention,
+            residuals), GPT-2's.
         use_latent (`bool`, defaults to True): False gives the LSTM language-model baseline (no encoder, no z).
         delta_rate (`float`, defaults to 0.0): delta-VAE committed rate delta in nats per latent dimension
             (official construction): the posterior std is kept inside the two roots of KL(sigma) = delta and
@@ -96,6 +108,12 @@ class BNVAEConfig(PretrainedConfig):
         bn_momentum=0.1,
         decoder_dropout_in=0.5,
         decoder_dropout_out=0.5,
+        decoder_type="lstm",
+        decoder_layers=4,
+        decoder_heads=4,
+        latent_injection="both",
+        max_position_embeddings=512,
+        transformer_dropout=0.1,
         use_latent=True,
         delta_rate=0.0,
         free_bits=0.0,
@@ -124,6 +142,12 @@ class BNVAEConfig(PretrainedConfig):
         self.bn_momentum = bn_momentum
         self.decoder_dropout_in = decoder_dropout_in
         self.decoder_dropout_out = decoder_dropout_out
+        self.decoder_type = decoder_type
+        self.decoder_layers = decoder_layers
+        self.decoder_heads = decoder_heads
+        self.latent_injection = latent_injection
+        self.max_position_embeddings = max_position_embeddings
+        self.transformer_dropout = transformer_dropout
         self.use_latent = use_latent
         self.delta_rate = delta_rate
         self.free_bits = free_bits
@@ -167,10 +191,19 @@ class BNVAEConfig(PretrainedConfig):
     def _validate(self):
         check_fields(
             self,
-            sizes=("vocab_size", "embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size"),
+            sizes=(
+                "vocab_size",
+                "embedding_size",
+                "encoder_hidden_size",
+                "decoder_hidden_size",
+                "latent_size",
+                "decoder_layers",
+                "decoder_heads",
+                "max_position_embeddings",
+            ),
             non_negative=("gamma", "gamma_min", "delta_rate", "free_bits", "init_range", "embedding_init_range"),
             booleans=("free_bits_per_dimension", "output_layer_bias"),
-            fractions=("decoder_dropout_in", "decoder_dropout_out", "classifier_dropout"),
+            fractions=("decoder_dropout_in", "decoder_dropout_out", "classifier_dropout", "transformer_dropout"),
         )
         if self.encoder_init_range is not None and not (
             isinstance(self.encoder_init_range, (int, float)) and self.encoder_init_range > 0
@@ -178,6 +211,12 @@ class BNVAEConfig(PretrainedConfig):
             invalid(self, "encoder_init_range", "must be None (PyTorch's default) or a number > 0")
         if self.classifier_input not in CLASSIFIER_INPUTS:
             invalid(self, "classifier_input", f"must be one of {CLASSIFIER_INPUTS}")
+        if self.decoder_type not in DECODER_TYPES:
+            invalid(self, "decoder_type", f"must be one of {DECODER_TYPES}")
+        if self.latent_injection not in LATENT_INJECTIONS:
+            invalid(self, "latent_injection", f"must be one of {LATENT_INJECTIONS}")
+        if self.decoder_type == "transformer" and self.decoder_hidden_size % self.decoder_heads:
+            invalid(self, "decoder_heads", f"must divide decoder_hidden_size ({self.decoder_hidden_size})")
         if self.gamma_mode not in GAMMA_MODES:
             invalid(self, "gamma_mode", f"must be one of {GAMMA_MODES}")
         if self.gamma_mode == "learned" and not self.gamma_min < self.gamma:

@@ -357,6 +357,74 @@ class LSTMDecoder(nn.Module):
         return self.dropout_out(hidden), state
 
 
+class TransformerDecoder(nn.Module):
+    """A causal Transformer decoder p(x|z) built from transformers' GPT-2 (`GPT2Model` from a `GPT2Config`,
+    no pretrained weights): decoder_layers blocks of decoder_heads heads, decoder_hidden_size wide (its
+    token embedding, GPT-2's `wte`, as wide), learned positions, GPT-2's initialisation and dropout
+    (transformer_dropout). z enters as config.latent_injection says (Optimus's two ways): "memory", a
+    vector W_m z at a position before `<s>` that every layer's attention sees; "embedding", W_e z added to
+    every token's input embedding; "both". Without a latent (use_latent=False) it is a plain Transformer LM.
+    input_ids: (B, T) right-padded (causal attention: padding after a sentence never reaches it), z: (B, n)
+    or None, state: the key/value cache (a transformers `Cache`) of the tokens so far, or None. Returns
+    hidden states (B, T, H) and the cache (None in training without one).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model  # imported here: the LSTM path does without it
+
+        width = config.decoder_hidden_size
+        gpt2 = GPT2Config(
+            vocab_size=config.vocab_size,
+            n_embd=width,
+            n_layer=config.decoder_layers,
+            n_head=config.decoder_heads,
+            n_positions=config.max_position_embeddings,
+            resid_pdrop=config.transformer_dropout,
+            embd_pdrop=config.transformer_dropout,
+            attn_pdrop=config.transformer_dropout,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        )
+        self.transformer = GPT2Model(gpt2)
+        self.use_latent = config.use_latent
+        injection = config.latent_injection if config.use_latent else None
+        self.latent_to_memory = (
+            nn.Linear(config.latent_size, width, bias=False) if injection in ("memory", "both") else None
+        )
+        self.latent_to_embedding = (
+            nn.Linear(config.latent_size, width, bias=False) if injection in ("embedding", "both") else None
+        )
+        self.lm_head = nn.Linear(width, config.vocab_size, bias=config.output_layer_bias)
+
+    @property
+    def embed_tokens(self):
+        return self.transformer.wte
+
+    @embed_tokens.setter
+    def embed_tokens(self, value):
+        self.transformer.wte = value
+
+    def forward(self, input_ids, z=None, state=None):
+        embeddings = self.transformer.wte(input_ids)  # (B, T, H)
+        if self.latent_to_embedding is not None:
+            embeddings = embeddings + self.latent_to_embedding(z.to(embeddings.dtype)).unsqueeze(1)
+        with_memory = self.latent_to_memory is not None and state is None  # a cache already holds it
+        if with_memory:
+            memory = self.latent_to_memory(z.to(embeddings.dtype)).unsqueeze(1)  # (B, 1, H)
+            embeddings = torch.cat([memory, embeddings], dim=1)
+        use_cache = state is not None or not self.training
+        outputs = self.transformer(inputs_embeds=embeddings, cache=state, use_cache=use_cache)
+        hidden = outputs.last_hidden_state
+        return (hidden[:, 1:] if with_memory else hidden), outputs.cache
+
+
+def build_decoder(config):
+    """The decoder config.decoder_type names: `LSTMDecoder` (the paper's) or `TransformerDecoder`."""
+    return TransformerDecoder(config) if config.decoder_type == "transformer" else LSTMDecoder(config)
+
+
 # ----------------------------------------------------------------------------------------------
 # pre-trained model base
 
@@ -541,6 +609,9 @@ class RecurrentStateGenerationMixin(GenerationMixin):
     def _reorder_cache(self, state, beam_idx):
         if state is None:  # use_cache=False: nothing to reorder
             return None
+        if hasattr(state, "reorder_cache"):  # a Transformer decoder's key/value cache
+            state.reorder_cache(beam_idx)
+            return state
         if isinstance(state, tuple):
             return tuple(self._reorder_cache(s, beam_idx) for s in state)
         return state.index_select(1, beam_idx.to(state.device))
@@ -556,7 +627,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
     def __init__(self, config):
         super().__init__(config)
         self.bnvae = BNVAEModel(config) if config.use_latent else None
-        self.decoder = LSTMDecoder(config)
+        self.decoder = build_decoder(config)
         # the KL weight `forward` uses when none is passed: set per step by a training loop that cannot pass
         # it (hf_bnvae.KLAnnealingCallback under transformers' Trainer); not part of the config
         self.kl_weight = 1.0

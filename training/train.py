@@ -28,6 +28,7 @@ from transformers import AutoTokenizer
 
 from hf_bnvae import PRESETS, BNVAEConfig, BNVAEForLanguageModeling, BNVAEModel, build_word_tokenizer
 from hf_bnvae.checkpoints import fingerprint, save_checkpoint
+from hf_bnvae.configuration_bnvae import DECODER_TYPES, LATENT_INJECTIONS
 from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import all_flags, methods_of, resolve_method
@@ -69,6 +70,7 @@ TRAINING_PRESETS = {
 LEARNING_RATES = {"sgd": 1.0, "adam": 1e-3}  # the paper's SGD; Adam for those who prefer it
 PLATEAU_FIELDS = ("start_epoch", "patience", "factor", "max_decays")
 SIZE_FLAGS = ("embedding_size", "encoder_hidden_size", "decoder_hidden_size", "latent_size")
+TRANSFORMER_FLAGS = ("decoder_layers", "decoder_heads")  # sizes of --decoder_type transformer
 # The smallest value of each numeric flag, and whether it is excluded; unset (None) flags are not checked.
 # Model sizes are checked by BNVAEConfig, the vocabulary options by the tokenizer builder.
 LOWER_BOUNDS = {
@@ -134,6 +136,20 @@ def build_parser():
     )
     for flag in SIZE_FLAGS:
         model.add_argument(f"--{flag}", type=int, help="default: the preset's (BNVAEConfig.from_preset)")
+    model.add_argument(
+        "--decoder_type",
+        choices=DECODER_TYPES,
+        default=None,
+        help="the paper's LSTM (default) or a causal Transformer of GPT-2 blocks (docs/training.md)",
+    )
+    for flag in TRANSFORMER_FLAGS:
+        model.add_argument(f"--{flag}", type=int, help="--decoder_type transformer (default 4)")
+    model.add_argument(
+        "--latent_injection",
+        choices=LATENT_INJECTIONS,
+        default=None,
+        help="how a Transformer decoder sees z (default both)",
+    )
 
     opt = p.add_argument_group("optimisation and run")
     opt.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimiser steps")
@@ -227,7 +243,8 @@ def load_tokenizer(args, train_texts):
 
 
 def build_model(args, tokenizer):
-    sizes = {flag: getattr(args, flag) for flag in SIZE_FLAGS if getattr(args, flag) is not None}
+    flags = (*SIZE_FLAGS, *TRANSFORMER_FLAGS, "decoder_type", "latent_injection")
+    sizes = {flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None}
     special_ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos", "unk")}
     config = BNVAEConfig.from_preset(
         args.preset, vocab_size=len(tokenizer), **special_ids, **sizes, **args.recipe.config
