@@ -110,7 +110,13 @@ def test_converged_plans_the_comparison_seed_by_seed_then_the_trade_off_with_the
     planned = [(seed, method) for seed, method, _ in converged.runs(args)]
     comparison = [(s, m) for s in (7, 8) for m in ("lm", "vae", "bnvae_0.6")]
     trade_off = [(7, m) for m in ("ae", "bnvae_0.3", "bnvae_0.9", "bnvae_1.2", "bnvae_1.5")]
-    assert planned == comparison + trade_off
+    beyond = [(7, m) for m in ("bnvae_learned_0.3", "transformer_lm", "transformer_vae", "transformer_bnvae_0.6",
+                               "transformer_bnvae_1.2")]  # fmt: skip
+    assert planned == comparison + trade_off + beyond
+    flags = converged.FIRST_SEED_ONLY["transformer_bnvae_0.6"].train_flags()
+    assert flags == ["--method", "bnvae", "--gamma", "0.6", "--decoder_type", "transformer", "--optimizer", "adam"]
+    assert converged.LABELS["transformer_lm"] == "Transformer LM"
+    assert converged.LABELS["bnvae_learned_0.3"] == "BN-VAE (learned gamma >= 0.3)"
     args = converged.parse_args(["--seeds", "7", "--methods", "lm", "bnvae_1.5"])
     assert [(s, m) for s, m, _ in converged.runs(args)] == [(7, "lm"), (7, "bnvae_1.5")]
 
@@ -389,3 +395,26 @@ def test_non_finite_flags_are_refused_before_anything_is_loaded(parse, argv, cap
     with pytest.raises(SystemExit):
         module.parse_args(argv)
     assert "must be a finite number" in capsys.readouterr().err
+
+
+def test_converged_writes_the_beyond_the_paper_studies_once_their_runs_exist(tmp_path):
+    args = converged.parse_args(["--seeds", "42", "--iw_test_sentences", "10"])
+    nll = [100.0 + i for i in range(10)]
+    run = {"nll": 100.0, "kl": 5.0, "nll_per_sentence": nll}
+    results = {"bnvae_0.6": {42: run}, "vae": {42: {**run, "kl": 0.1}}}
+    converged.write_beyond(results, args, tmp_path)
+    assert not list(tmp_path.iterdir())  # none of the studies' own runs: nothing written
+    results["bnvae_learned_0.3"] = {42: {**run, "gammas": [0.3, 0.5, 0.9]}}
+    results["transformer_lm"] = {42: run}
+    results["transformer_bnvae_0.6"] = {
+        42: {**run, "nll_per_sentence": [x - 1.0 + 0.1 * (i % 2) for i, x in enumerate(nll)]}
+    }
+    converged.write_beyond(results, args, tmp_path)
+    learned = json.loads((tmp_path / "learned_gamma.json").read_text())
+    assert set(learned["methods"]) == {"bnvae_learned_0.3", "bnvae_0.6", "vae"}
+    assert learned["methods"]["bnvae_learned_0.3"]["gammas"] == [0.3, 0.5, 0.9]
+    assert "learned gamma from 0.300 to 0.900" in (tmp_path / "learned_gamma.md").read_text()
+    transformer = json.loads((tmp_path / "transformer_decoder.json").read_text())
+    assert transformer["protocol"]["optimizer"] == "adam, lr 1e-3"
+    assert transformer["paired"]["transformer_bnvae_0.6-transformer_lm"]["mean"] == pytest.approx(-0.95)
+    assert "transformer_vae-transformer_lm" not in transformer["paired"]  # not run: nothing claimed

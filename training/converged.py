@@ -1,8 +1,10 @@
 """Is BN-VAE's NLL at or below the LSTM LM's when every model trains with the same schedule until it
 converges, and what does gamma trade? LM, VAE and BN-VAE (0.6) on Brown sentences over several seeds
 (the comparison); the autoencoder and BN-VAE with gamma 0.3, 0.9, 1.2 and 1.5 with the first seed (the
-gamma sweep, beside that seed's VAE and BN-VAE (0.6)); and LM, VAE and BN-VAE (0.6) on ~80-word Brown
-documents (--corpus documents; `python training/prepare_brown.py --documents` makes them).
+gamma sweep, beside that seed's VAE and BN-VAE (0.6)); beyond the paper, with the first seed, BN-VAE with
+a learned scale per dimension and the LM, VAE and BN-VAE (0.6, 1.2) with a Transformer decoder; and LM,
+VAE and BN-VAE (0.6) on ~80-word Brown documents (--corpus documents; `python training/prepare_brown.py
+--documents` makes them).
 
     python training/converged.py                               # trains what is missing (resumes), evaluates, writes
     python training/converged.py --train_only --num_workers 2  # the training part, two runs side by side
@@ -24,7 +26,8 @@ importance-weighted NLL (K = 500), the z usage, and reconstruction BLEU (greedy 
 random sample of 1,000 test sentences (documents), the same for every model. Each run's record keeps
 the per-sentence NLLs, so models are compared sentence by sentence: the mean paired difference (nats
 per sentence) with its 95% t interval over the sentences. Writes, in training/reproduction/,
-converged.{json,md}, converged_curves.png and gamma_sweep.{json,md,png} (sentences), or
+converged.{json,md}, converged_curves.png, gamma_sweep.{json,md,png}, learned_gamma.{json,md} and
+transformer_decoder.{json,md} (sentences), or
 long_documents.{json,md} and long_documents_curves.png (documents), and each run's record (validation
 history, test metrics, examples) in converged_runs/ or long_documents_runs/.
 """
@@ -53,9 +56,20 @@ COMPARISON = [Run("lm", "lm"), Run("vae", "vae"), Run("bnvae_0.6", "bnvae", {"ga
 SWEEP_GAMMAS = (0.3, 0.9, 1.2, 1.5)
 # trained with the first seed only: the gamma sweep (the autoencoder marks the end where KL is free)
 SWEEP = [Run("ae", "ae"), *(Run(f"bnvae_{g}", "bnvae", {"gamma": g}) for g in SWEEP_GAMMAS)]
+# Beyond the paper (issue 31), first seed only: BN-VAE with a learned scale per dimension (floor 0.3, from
+# 0.6), and the LM, VAE and BN-VAE with a Transformer decoder (GPT-2 blocks, 4 x 256, 4 heads), which
+# train with Adam (lr 1e-3): SGD at lr 1.0 is the LSTMs' recipe, not a Transformer's.
+LEARNED = [Run("bnvae_learned_0.3", "bnvae_learned", {"gamma_min": 0.3})]
+TRANSFORMER_OPTIONS = {"decoder_type": "transformer", "optimizer": "adam"}
+TRANSFORMER = [
+    Run("transformer_lm", "lm", options=TRANSFORMER_OPTIONS),
+    Run("transformer_vae", "vae", options=TRANSFORMER_OPTIONS),
+    *(Run(f"transformer_bnvae_{g}", "bnvae", {"gamma": g}, options=TRANSFORMER_OPTIONS) for g in (0.6, 1.2)),
+]
+TRANSFORMER_PAIRED = [("transformer_bnvae_0.6", "transformer_lm"), ("transformer_vae", "transformer_lm")]
 METHODS = {run.name: run for run in COMPARISON}
-FIRST_SEED_ONLY = {run.name: run for run in SWEEP}
-LABELS = {run.name: run.label for run in (*COMPARISON, *SWEEP)}
+FIRST_SEED_ONLY = {run.name: run for run in (*SWEEP, *LEARNED, *TRANSFORMER)}
+LABELS = {run.name: run.label for run in (*COMPARISON, *FIRST_SEED_ONLY.values())}
 PAIRED = [("bnvae_0.6", "lm"), ("vae", "lm"), ("bnvae_0.6", "vae")]  # (model, minus model), sentence by sentence
 SWEEP_ORDER = ["vae", *sorted((f"bnvae_{g}" for g in (0.6, *SWEEP_GAMMAS)), key=lambda m: float(m[6:])), "ae"]
 # The schedule every model trains with: train.py's flags (the official VAE rule, PlateauRule's defaults).
@@ -255,6 +269,9 @@ def evaluate_run(folder, record, test_texts, sample, args):
         usage = latent_usage(model, sentence_loader(subset, tokenizer, 64), seed=args.seed)
         metrics.update({k: v for k, v in usage.items() if k != "num_sentences"})  # the IW sample's size is iw_sentences
         metrics.update(reconstruction_examples(model, tokenizer, [test_texts[i] for i in sample], args.seed))
+        head = model.bnvae.latent_head
+        if head.gamma_offset is not None:  # learned gamma: the scales it ended with, per dimension
+            metrics["gammas"] = [round(g, 4) for g in head.scale().tolist()]
     metrics.update(
         epochs=len(trained["history"]),
         best_epoch=trained["best_epoch"] + 1,
@@ -406,9 +423,15 @@ def write_results(results, args, output):
         "settings": vars(args),
     }
     write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
+    lines = table({LABELS[m]: s for m, s in methods.items()}) + paired_lines(PAIRED, paired, args)
+    write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def paired_lines(pairs, paired, args):
+    """Markdown of the paired NLL differences (paired_nll of each (model, minus model) of pairs)."""
     unit = "documents" if args.corpus == "documents" else "sentences"
-    lines = table({LABELS[m]: s for m, s in methods.items()})
-    lines += [
+    lines = [
         "",
         f"NLL: importance-weighted (K = {args.iw_samples}) on {args.iw_test_sentences} random test {unit}, the same"
         f" for every model. Paired differences on those {unit} (nats per {unit[:-1]}): the mean over the {unit} of"
@@ -417,14 +440,55 @@ def write_results(results, args, output):
         "| difference | mean [95% CI] | per seed |",
         "|---|---|---|",
     ]
-    for (a, b), d in zip(PAIRED, paired.values()):
+    for (a, b), d in zip(pairs, paired.values()):
         if d:
             lines.append(
                 f"| {LABELS[a]} - {LABELS[b]} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
                 f" ({d['n']} {unit}) | {', '.join(f'{x:+.2f}' for x in d['per_seed'])} |"
             )
-    write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
+
+
+def write_beyond(results, args, output):
+    """Issue 31's studies with the first seed, each written once a run of its own is finished:
+    learned_gamma.{json,md} (BN-VAE with learned scales beside every fixed gamma and the VAE, with the
+    scales it learned) and transformer_decoder.{json,md} (the Transformer LM, VAE and BN-VAEs, with the
+    paired NLL differences)."""
+    seed = args.seeds[0]
+    fixed = [m for m in SWEEP_ORDER if m != "ae"]
+    studies = {
+        "learned_gamma": ([run.name for run in LEARNED], fixed, []),
+        "transformer_decoder": ([run.name for run in TRANSFORMER], [], TRANSFORMER_PAIRED),
+    }
+    for name, (own, beside, pairs) in studies.items():
+        rows = {m: results[m][seed] for m in (*own, *beside) if seed in results.get(m, {})}
+        if not any(m in own for m in rows):
+            continue
+        methods = per_model({m: {seed: r} for m, r in rows.items()}, rows)
+        for m, r in rows.items():
+            if "gammas" in r:
+                methods[m]["gammas"] = r["gammas"]
+        paired = {f"{a}-{b}": paired_nll({m: {seed: rows[m]} for m in rows}, a, b) for a, b in pairs}
+        optimizer = "adam, lr 1e-3" if name == "transformer_decoder" else "sgd, lr 1.0"
+        report = {
+            "protocol": {**protocol(args), "optimizer": optimizer},
+            "seed": seed,
+            "methods": methods,
+            "paired": {key: d for key, d in paired.items() if d},
+            "command": command(args),
+        }
+        write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
+        lines = table({LABELS[m]: s for m, s in methods.items()})
+        lines += ["", f"Seed {seed}; the schedule and test sample of converged.md, optimizer {optimizer}."]
+        lines += paired_lines(pairs, paired, args) if pairs else []
+        for m, summary in methods.items():
+            if "gammas" in summary:
+                g = summary["gammas"]
+                lines += [
+                    "",
+                    f"{LABELS[m]}: learned gamma from {min(g):.3f} to {max(g):.3f}, mean {statistics.mean(g):.3f}",
+                ]
+        write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
 
 
 def write_sweep(results, args, output):
@@ -520,6 +584,7 @@ def main(argv=None):
     write_results(results, args, output)
     if args.corpus == "sentences":
         write_sweep(results, args, output)
+        write_beyond(results, args, output)
     plot_curves(args, output)
 
 

@@ -18,24 +18,29 @@ HERE = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Run:
     """One model of a comparison: `name` (its folder and key in the results), the method of
-    hf_bnvae.methods' table with its flag values, and the run whose encoder it starts from, if any
-    (a name of the same comparison, as "pretrained encoder + free bits" starts from the autoencoder)."""
+    hf_bnvae.methods' table with its flag values, the run whose encoder it starts from, if any (a name of
+    the same comparison, as "pretrained encoder + free bits" starts from the autoencoder), and train.py
+    options that are not the method's (`options`, e.g. the decoder type and the optimizer)."""
 
     name: str
     method: str
     flags: dict = field(default_factory=dict)
     init_encoder_from: str | None = None
+    options: dict = field(default_factory=dict)
 
     @property
     def label(self):
-        """The method's label from the table (with its flag values), marked when the encoder was pretrained."""
+        """The method's label from the table (with its flag values), marked when the encoder was pretrained
+        or the decoder is a Transformer."""
         label = resolve_method(self.method, **self.flags).label
+        if self.options.get("decoder_type") == "transformer":
+            label = f"Transformer {label.removeprefix('LSTM-')}"  # "Transformer LM", "Transformer BN-VAE (0.6)"
         return f"pretrained encoder + {label}" if self.init_encoder_from else label
 
     def train_flags(self, models=None):
         """train.py's flags of this run; `models` is the folder holding the run named by init_encoder_from."""
         flags = ["--method", self.method]
-        for flag, value in self.flags.items():
+        for flag, value in {**self.flags, **self.options}.items():
             flags += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
         if self.init_encoder_from:
             flags += ["--init_encoder_from", str(Path(models) / self.init_encoder_from)]
