@@ -330,8 +330,10 @@ class BNCVAEForConditionalGeneration(BNCVAEPreTrainedModel, RecurrentStateGenera
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """transformers' from_pretrained; checkpoints of hf_bnvae <= 0.3, written before the base model
-        existed, load through LEGACY_KEY_MAPPING (their base model's weights had no `bncvae.` prefix)."""
-        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        existed, load through LEGACY_KEY_MAPPING (their base model's weights had no `bncvae.` prefix), with a
+        `key_mapping` of the caller's on top. (transformers saves a model loaded that way with the names it
+        was loaded from, which load again the same way.)"""
+        kwargs["key_mapping"] = {**LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
         return super().from_pretrained(*args, **kwargs)
 
     def get_input_embeddings(self):

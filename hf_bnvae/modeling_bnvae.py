@@ -327,8 +327,8 @@ class LSTMDecoder(nn.Module):
     c0 = W z (no bias), h0 = tanh(c0); dropout on inputs and outputs; Linear(hidden, vocab) without a
     bias unless config.output_layer_bias.
     Without a latent (LSTM LM baseline) the state starts at zero.
-    input_ids: (B, T), z: (B, n) or None, state: (h, c) each (1, B, H) or None.
-    Returns hidden states (B, T, H) and the new state.
+    input_ids: (B, T), z: (B, n) or None, state: (h, c) each (1, B, H) or None (use_cache: the
+    Transformer decoder's; the LSTM's state costs nothing). Returns hidden states (B, T, H) and the new state.
     """
 
     def __init__(self, config):
@@ -346,7 +346,7 @@ class LSTMDecoder(nn.Module):
         cell = self.latent_to_cell(z).unsqueeze(0)  # (1, B, H)
         return torch.tanh(cell), cell
 
-    def forward(self, input_ids, z=None, state=None):
+    def forward(self, input_ids, z=None, state=None, use_cache=None):
         inputs = self.dropout_in(self.embed_tokens(input_ids))  # (B, T, E)
         if self.use_latent:
             z = z.to(inputs.dtype)
@@ -365,8 +365,10 @@ class TransformerDecoder(nn.Module):
     vector W_m z at a position before `<s>` that every layer's attention sees; "embedding", W_e z added to
     every token's input embedding; "both". Without a latent (use_latent=False) it is a plain Transformer LM.
     input_ids: (B, T) right-padded (causal attention: padding after a sentence never reaches it), z: (B, n)
-    or None, state: the key/value cache (a transformers `Cache`) of the tokens so far, or None. Returns
-    hidden states (B, T, H) and the cache (None in training without one).
+    or None, state: the key/value cache (a transformers `Cache`) of the tokens so far, or None; use_cache:
+    build one (default: only to continue one). Returns hidden states (B, T, H) and the cache or None.
+    ValueError when the positions (the memory, the cached tokens and input_ids) exceed
+    max_position_embeddings.
     """
 
     def __init__(self, config):
@@ -406,15 +408,22 @@ class TransformerDecoder(nn.Module):
     def embed_tokens(self, value):
         self.transformer.wte = value
 
-    def forward(self, input_ids, z=None, state=None):
+    def forward(self, input_ids, z=None, state=None, use_cache=None):
+        with_memory = self.latent_to_memory is not None and state is None  # a cache already holds it
+        positions = (state.get_seq_length() if state is not None else 0) + input_ids.shape[1] + with_memory
+        if positions > self.transformer.config.n_positions:
+            raise ValueError(
+                f"{positions} positions (the latent memory and cached tokens included) exceed the Transformer"
+                f" decoder's max_position_embeddings ({self.transformer.config.n_positions}): truncate the"
+                " input (train.py --max_seq_length) or use a config with more positions"
+            )
         embeddings = self.transformer.wte(input_ids)  # (B, T, H)
         if self.latent_to_embedding is not None:
             embeddings = embeddings + self.latent_to_embedding(z.to(embeddings.dtype)).unsqueeze(1)
-        with_memory = self.latent_to_memory is not None and state is None  # a cache already holds it
         if with_memory:
             memory = self.latent_to_memory(z.to(embeddings.dtype)).unsqueeze(1)  # (B, 1, H)
             embeddings = torch.cat([memory, embeddings], dim=1)
-        use_cache = state is not None or not self.training
+        use_cache = state is not None if use_cache is None else use_cache
         outputs = self.transformer(inputs_embeds=embeddings, cache=state, use_cache=use_cache)
         hidden = outputs.last_hidden_state
         return (hidden[:, 1:] if with_memory else hidden), outputs.cache
@@ -695,7 +704,7 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
             input_ids = input_ids.repeat_interleave(samples, dim=0)
             lengths = lengths.repeat_interleave(samples, dim=0)
             latent = latent.reshape(-1, latent.shape[-1])
-        hidden, _ = self.decoder(input_ids[:, :-1], latent)  # (B*K, T-1, H)
+        hidden, _ = self.decoder(input_ids[:, :-1], latent, use_cache=False)  # (B*K, T-1, H)
         targets = input_ids[:, 1:]
         valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < (lengths[:, None] - 1)
         per_sentence = -self._sentence_nll(hidden, targets, valid)
@@ -833,7 +842,8 @@ class BNVAEForLanguageModeling(BNVAEPreTrainedModel, RecurrentStateGenerationMix
             check_token_labels(labels, input_ids, self.config.vocab_size)
         loss_only = labels is not None and not return_logits
         # the loss never reads the prediction after the last token: the loss-only path does not compute it
-        hidden, new_state = self.decoder(input_ids[:, :-1] if loss_only else input_ids, latent, state)
+        wants_state = (not self.training if use_cache is None else use_cache) and not loss_only
+        hidden, new_state = self.decoder(input_ids[:, :-1] if loss_only else input_ids, latent, state, wants_state)
         logits = self.decoder.lm_head(hidden) if return_logits else None  # (B, T, V)
 
         loss = reconstruction_loss = num_tokens = None

@@ -54,15 +54,21 @@ class KLAnnealingCallback(TrainerCallback):
             logs["kl_weight"] = self.current
 
 
+def ends_in_batch_of_one(num_examples, per_device_batch_size, world_size=1):
+    """Whether an epoch of num_examples split over world_size processes (each gets ceil(N / P), the last
+    ones padded by repetition) ends in a batch of one example on a process."""
+    return math.ceil(num_examples / max(1, world_size)) % per_device_batch_size == 1
+
+
 def check_no_batch_of_one(args, train_dataloader):
     """ValueError when the training set's last batch would hold one sentence (BN needs two in training)."""
     dataset = getattr(train_dataloader, "dataset", None)
     if dataset is None or args.dataloader_drop_last:
         return
-    batch = args.per_device_train_batch_size * max(1, args.world_size)
-    if len(dataset) % batch == 1:
+    if ends_in_batch_of_one(len(dataset), args.per_device_train_batch_size, args.world_size):
         raise ValueError(
-            f"{len(dataset)} training sentences in batches of {batch} end in a batch of one, which BN cannot"
+            f"{len(dataset)} training sentences in batches of {args.per_device_train_batch_size} per process"
+            f" ({max(1, args.world_size)} processes) end in a batch of one, which BN cannot"
             " normalise: leave one sentence out, or pass TrainingArguments(dataloader_drop_last=True) (which"
             " also drops the evaluation's last batch)"
         )
@@ -108,12 +114,14 @@ VAE_PREDICTIONS = ("reconstruction_loss", "kl", "kl_per_dimension", "mu", "logva
 LM_PREDICTIONS = ("reconstruction_loss", "num_tokens")
 
 
-def compute_vae_metrics(eval_pred, mi_seed=0):
+def compute_vae_metrics(eval_pred, mi_seed=0, final_kl_weight=1.0):
     """`compute_metrics` for `Trainer`: dataset-level figures of BNVAEForLanguageModeling on the evaluation
     set, from the per-sentence outputs the Trainer gathers across processes (batches from
     DataCollatorForSentenceVAE). Returns nelbo, reconstruction and kl (nats per sentence, one z sample per
-    sentence, KL weight 1), ppl_elbo (the ELBO's perplexity bound, words + `</s>`), and for a latent model
-    mi (He et al.'s estimator, draws seeded by mi_seed) and au (active units); the Trainer adds `eval_`."""
+    sentence, KL weight 1), selection_loss (reconstruction + final_kl_weight x KL: train.py's validation
+    loss of the method, e.g. 0 for the autoencoder, beta for beta-VAE; for PlateauCallback), ppl_elbo (the
+    ELBO's perplexity bound, words + `</s>`), and for a latent model mi (He et al.'s estimator, draws
+    seeded by mi_seed) and au (active units); the Trainer adds `eval_`."""
     from .evaluation import active_units, mutual_information, perplexity
 
     predictions = eval_pred.predictions
@@ -132,6 +140,7 @@ def compute_vae_metrics(eval_pred, mi_seed=0):
         "nelbo": float((reconstruction + kl).mean()),
         "reconstruction": float(reconstruction.mean()),
         "kl": float(kl.mean()),
+        "selection_loss": float((reconstruction + final_kl_weight * kl).mean()),
         "ppl_elbo": perplexity(float((reconstruction + kl).sum()), int(values["num_tokens"].sum())),
     }
     if "mu" in values:
@@ -148,21 +157,35 @@ class PlateauCallback(TrainerCallback):
     per epoch with `eval_strategy="epoch"`): counted from 0, `metric` (default the evaluation loss) of each
     evaluation updates the rule; on a decay the model goes back to the best weights kept in memory and the
     optimizer's learning rate (and the scheduler's base rate, so a constant schedule keeps it) is
-    multiplied by factor; on the last decay training stops (`control.should_training_stop`). Each
-    evaluation's action is logged as `plateau_action`. The official VAE rule by default; the LM's:
-    `PlateauCallback(start_epoch=0, patience=2)`."""
+    multiplied by factor; on the last decay (or a diverged, non-finite loss) training stops
+    (`control.should_training_stop`, never cleared: another callback's stop stands). When training ends
+    the model goes back to the best weights, as train.py saves its best epoch. Evaluations outside
+    training (a final `trainer.evaluate()`) do not count. Each evaluation's action is logged as
+    `plateau_action`. The official VAE rule by default; the LM's: `PlateauCallback(start_epoch=0,
+    patience=2)`. `eval_loss` moves with the KL weight while it is annealed: with `compute_vae_metrics`,
+    pass `metric="eval_selection_loss"` (reconstruction + the method's final KL weight x KL, train.py's)."""
 
     def __init__(self, start_epoch=15, patience=5, factor=0.5, max_decays=5, metric="eval_loss"):
         from .trainer_utils import BestWeightsKeeper, PlateauRule
 
         self.keeper = BestWeightsKeeper(PlateauRule(start_epoch, patience, factor, max_decays))
-        self.metric, self.evaluations = metric, 0
+        self.metric, self.evaluations, self.training = metric, 0, False
 
     @property
     def rule(self):
         return self.keeper.rule
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.training = False
+        if model is not None:
+            self.keeper.restore_best(model)
+
     def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if not self.training:  # e.g. the final trainer.evaluate(): not an epoch of the rule
+            return control
         if metrics is None or self.metric not in metrics:
             raise ValueError(
                 f"PlateauCallback needs {self.metric!r} in the evaluation metrics, got {sorted(metrics or {})}"
@@ -172,11 +195,20 @@ class PlateauCallback(TrainerCallback):
         if action in ("decay", "stop"):  # the keeper went back to the best weights and decayed the optimizer's lr
             if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
                 lr_scheduler.base_lrs = [lr * self.rule.factor for lr in lr_scheduler.base_lrs]
-        control.should_training_stop = action in ("stop", "diverged")
+        if action == "diverged":
+            self.keeper.restore_best(model)
+        if action in ("stop", "diverged"):
+            control.should_training_stop = True
         metrics["plateau_action"] = action
         if state.log_history and self.metric in state.log_history[-1]:
             state.log_history[-1]["plateau_action"] = action
         return control
 
 
-__all__ = ["DataCollatorForSentenceVAE", "KLAnnealingCallback", "PlateauCallback", "compute_vae_metrics"]
+__all__ = [
+    "DataCollatorForSentenceVAE",
+    "KLAnnealingCallback",
+    "PlateauCallback",
+    "compute_vae_metrics",
+    "ends_in_batch_of_one",
+]

@@ -95,6 +95,10 @@ def test_the_plateau_callback_decays_reloads_the_best_and_stops(tiny_config, tok
     optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
     callback = PlateauCallback(start_epoch=0, patience=1, factor=0.5, max_decays=2)
     control = TrainerControl()
+    outside = {"eval_loss": 10.0}
+    callback.on_evaluate(trainer.args, trainer.state, control, metrics=outside, model=model, optimizer=optimizer)
+    assert "plateau_action" not in outside and callback.evaluations == 0  # not training: not an epoch
+    callback.on_train_begin(trainer.args, trainer.state, control)
 
     def evaluate(loss):
         metrics = {"eval_loss": loss}
@@ -106,14 +110,20 @@ def test_the_plateau_callback_decays_reloads_the_best_and_stops(tiny_config, tok
     best = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.decoder.lm_head.weight.add_(1.0)  # training moved on
+    control.should_training_stop = True  # another callback's stop (e.g. max_steps reached)
     assert evaluate(11.0) == "decay"  # one evaluation without improvement: lr x 0.5, back to the best model
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3) and not control.should_training_stop
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3) and control.should_training_stop  # kept
+    control.should_training_stop = False
     torch.testing.assert_close(model.decoder.lm_head.weight, best["decoder.lm_head.weight"])
     optimizer.step()  # (no gradients: nothing moves)
     scheduler.step()  # a constant schedule keeps the decayed rate
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
     assert evaluate(12.0) == "stop" and control.should_training_stop
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25e-3)
+    with torch.no_grad():
+        model.decoder.lm_head.weight.add_(1.0)
+    callback.on_train_end(trainer.args, trainer.state, control, model=model)  # ends at the best weights
+    torch.testing.assert_close(model.decoder.lm_head.weight, best["decoder.lm_head.weight"])
 
 
 def test_the_plateau_callback_in_a_real_trainer_run(tiny_config, tokenizer, corpus, tmp_path):

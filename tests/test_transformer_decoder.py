@@ -94,9 +94,9 @@ def test_generation_with_the_cache_equals_generation_without_it_and_uses_it(tran
     lengths = []
     forward = model.decoder.forward
 
-    def counting(input_ids, z=None, state=None):
+    def counting(input_ids, z=None, state=None, use_cache=None):
         lengths.append(input_ids.shape[1])
-        return forward(input_ids, z, state)
+        return forward(input_ids, z, state, use_cache)
 
     model.decoder.forward = counting
     cached = model.generate(latent=z, max_new_tokens=6, no_repeat_ngram_size=0, **decoding)
@@ -161,3 +161,23 @@ def test_train_py_trains_a_transformer_bn_vae(train_run):
     assert isinstance(model.decoder, TransformerDecoder) and model.config.latent_injection == "memory"
     entry = results["history"][-1]
     assert entry["valid_kl"] > 0 and entry["train_kl_guarantee"] > 0
+
+
+def test_inputs_longer_than_the_positions_are_refused_with_a_message(transformer_config, batch):
+    model = seeded(transformer_config(max_position_embeddings=8)).eval()
+    ids = batch["input_ids"][:, :8]  # 8 tokens and the memory: 9 positions
+    with pytest.raises(
+        ValueError, match="9 positions .* exceed the Transformer decoder's max_position_embeddings \\(8\\)"
+    ):
+        model(input_ids=ids, latent=torch.zeros(ids.shape[0], 4))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model.generate(latent=torch.zeros(1, 4), max_new_tokens=12, min_new_tokens=12)
+
+
+def test_no_cache_is_built_where_nothing_continues(transformer_config, batch):
+    """Training steps and the sentence log-likelihood (the IW-NLL's K decodings) keep no key/value cache."""
+    model = seeded(transformer_config())
+    assert model.train()(**batch, labels=batch["input_ids"]).state is None
+    with torch.no_grad():
+        assert model.eval()(**batch, use_cache=False).state is None
+        assert model(**batch).state is not None  # eval mode: a cache to continue from, as the LSTM's state

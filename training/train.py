@@ -207,6 +207,8 @@ def parse_args(argv=None):
     check_lower_bounds(parser, args, {})  # the plateau flags filled in from the method
     if args.recipe.aggressive and args.gradient_accumulation_steps > 1:
         parser.error("--method aggressive updates the encoder batch by batch: use --gradient_accumulation_steps 1")
+    if args.decoder_type == "transformer" and args.max_seq_length is None:  # its positions end, the memory's included
+        args.max_seq_length = BNVAEConfig().max_position_embeddings - 1
     check_paths(parser, args, model_flags=("tokenizer_name", "init_encoder_from"))
     return args
 

@@ -265,6 +265,8 @@ def main(argv=None):
         train_data=fingerprint([list(train_set["input_ids"]), list(train_set["labels"])]),
         model_name_or_path=args.model_name_or_path,
         freeze_encoder=args.freeze_encoder,
+        optimizer=args.optimizer,
+        metric_for_best_model=args.metric_for_best_model,  # the kept best score is in its units
     )
     state = {"epoch": 0, "optimizer_steps": 0, "history": [], "selected_epoch": -1, "selected_score": None}
     state["finished"] = False  # the plateau rule stopped the run (a resumed run then trains no further)
@@ -302,12 +304,10 @@ def main(argv=None):
         history.append(
             {"epoch": epoch, "lr": lr, **{f"valid_{k}": v for k, v in scores.items()}, "plateau_action": action}
         )
-        if action == "diverged":
-            break
         if better:
             state["selected_epoch"], state["selected_score"] = epoch, scores[metric]
             selected_weights = keeper.best_weights if metric == "loss" else epoch_weights
-        state["epoch"], state["finished"] = epoch + 1, action == "stop"
+        state["epoch"], state["finished"] = epoch + 1, action in ("stop", "diverged")
         epochs.update(1)
         checkpoint_epoch(
             accelerator,

@@ -9,12 +9,14 @@ momentum, lr 1.0, gradient norm clipped at 5, a constant schedule, length-groupe
 shipped Brown data. A training set that would end in a batch of one sentence, which BN cannot normalise,
 loses its last sentence (logged); `dataloader_drop_last` would also drop the evaluation's last batch. The KL weight comes from
 `hf_bnvae.KLAnnealingCallback` (the method's schedule over --kl_warmup_epochs), the evaluation figures
-(-ELBO, KL, MI, AU) from `hf_bnvae.compute_vae_metrics`, and with --do_eval and an eval strategy the
-paper's plateau rule from `hf_bnvae.PlateauCallback`. `training/train.py` is the reference loop (fused
+(-ELBO, KL, MI, AU) from `hf_bnvae.compute_vae_metrics`, and with an evaluation strategy (every epoch
+by default) the paper's plateau rule from `hf_bnvae.PlateauCallback` on the method's validation loss,
+which also leaves the model at its best epoch when training ends, as train.py saves it. `training/train.py` is the reference loop (fused
 output layer, mid-epoch resume, the IW-NLL at the end); this script is for those who want the Trainer's
 ecosystem (its checkpoints, reporters, `--push_to_hub`). docs/trainer.md has the details.
 """
 
+import functools
 import logging
 import math
 import sys
@@ -35,6 +37,7 @@ from hf_bnvae import (
 )
 from hf_bnvae.data import BROWN_DIR, read_text_file, tokenize_texts
 from hf_bnvae.methods import methods_of, resolve_method
+from hf_bnvae.trainer_callbacks import ends_in_batch_of_one
 from hf_bnvae.trainer_utils import parse_config_overrides
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,8 @@ def parse_args(argv=None):
     for flag in ("train_file", "validation_file"):
         if not Path(getattr(data_args, flag)).is_file():
             parser.error(f"--{flag} {getattr(data_args, flag)}: data file not found")
+    if model_args.method == "aggressive":
+        parser.error("--method aggressive needs train.py's inner encoder loop, which the Trainer does not run")
     try:
         recipe = resolve_method(model_args.method, gamma=model_args.gamma)
         model_args.overrides = parse_config_overrides(model_args.config_overrides, BNVAEConfig)
@@ -122,15 +127,18 @@ def main(argv=None):
         model_args.preset, vocab_size=len(tokenizer), **recipe.config, **special, **model_args.overrides
     )
     model = BNVAEForLanguageModeling(config)
-    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
-    if len(train_set) % batch == 1 and not training_args.dataloader_drop_last:
-        logger.warning("the last of %d training sentences would be a batch of one: left out", len(train_set))
-        train_set = train_set.select(range(len(train_set) - 1))
-    steps_per_epoch = max(1, math.ceil(len(train_set) / batch / training_args.gradient_accumulation_steps))
+    per_device, processes = training_args.per_device_train_batch_size, max(1, training_args.world_size)
+    kept = len(train_set)
+    while not training_args.dataloader_drop_last and ends_in_batch_of_one(kept, per_device, processes):
+        kept -= 1  # BN cannot normalise a batch of one sentence
+    if kept < len(train_set):
+        logger.warning("%d training sentences left out: the epoch would end in a batch of one", len(train_set) - kept)
+        train_set = train_set.select(range(kept))
+    steps_per_epoch = max(1, math.ceil(kept / processes / per_device / training_args.gradient_accumulation_steps))
     warmup_steps = round(data_args.kl_warmup_epochs * steps_per_epoch)
     callbacks = [KLAnnealingCallback(warmup_steps, method=recipe.name, gamma=model_args.gamma)]
-    if training_args.do_eval and training_args.eval_strategy != "no":
-        callbacks.append(PlateauCallback(**recipe.plateau))
+    if training_args.eval_strategy != "no":  # the rule on the method's validation loss, as train.py
+        callbacks.append(PlateauCallback(metric="eval_selection_loss", **recipe.plateau))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -138,7 +146,7 @@ def main(argv=None):
         eval_dataset=eval_set if training_args.do_eval else None,
         processing_class=tokenizer,
         data_collator=DataCollatorForSentenceVAE(tokenizer.pad_token_id),
-        compute_metrics=compute_vae_metrics,
+        compute_metrics=functools.partial(compute_vae_metrics, final_kl_weight=recipe.final_kl_weight),
         callbacks=callbacks,
     )
     if training_args.do_train:
