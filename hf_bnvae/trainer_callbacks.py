@@ -2,7 +2,7 @@
 
     trainer = Trainer(
         model=BNVAEForLanguageModeling(config),
-        args=TrainingArguments(output_dir, dataloader_drop_last=True, train_sampling_strategy="group_by_length"),
+        args=TrainingArguments(output_dir, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant"),
         train_dataset=tokenized,  # an "input_ids" column of `<s> w_1 ... w_m </s>` token ids
         data_collator=DataCollatorForSentenceVAE(tokenizer.pad_token_id),
         callbacks=[KLAnnealingCallback(warmup_steps=1000)],

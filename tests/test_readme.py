@@ -31,6 +31,7 @@ import train_classifier
 import train_dialogue
 import train_speed
 import train_with_trainer
+import trainer_parity
 
 from hf_bnvae import hub
 
@@ -57,6 +58,7 @@ PARSED_ONLY = {
     "benchmarks/output_layer.py": output_layer.parse_args,
     "benchmarks/step_profile.py": step_profile.parse_args,
     "benchmarks/eval_speed.py": eval_speed.parse_args,
+    "benchmarks/trainer_parity.py": trainer_parity.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/precision.py": precision.parse_args,
     "demo/app.py": app.parse_args,  # serves until stopped (tests/test_demo.py runs it)
