@@ -111,8 +111,14 @@ def parse_args(argv=None):
     return model_args, data_args, training_args, recipe
 
 
-def sentences(path, limit, tokenizer, max_seq_length):
-    texts = read_text_file(path).texts[:limit] if limit else read_text_file(path).texts
+def first_texts(path, limit):
+    """The first `limit` sentences of a text file (all of them for None)."""
+    texts = read_text_file(path).texts
+    return texts[:limit] if limit else texts
+
+
+def sentences(texts, tokenizer, max_seq_length):
+    """The Trainer's dataset of texts: an "input_ids" column of `<s> w_1 ... w_m </s>` ids."""
     return tokenize_texts(tokenizer, texts, max_seq_length).remove_columns(["index", "attention_mask"])
 
 
@@ -121,10 +127,11 @@ def main(argv=None):
     model_args, data_args, training_args, recipe = parse_args(argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
-    train_texts = read_text_file(data_args.train_file).texts[: data_args.max_train_samples]
+    train_texts = first_texts(data_args.train_file, data_args.max_train_samples)  # read once: vocabulary and data
     tokenizer = build_word_tokenizer(train_texts, vocab_size=model_args.vocab_size)
-    train_set = sentences(data_args.train_file, data_args.max_train_samples, tokenizer, data_args.max_seq_length)
-    eval_set = sentences(data_args.validation_file, data_args.max_eval_samples, tokenizer, data_args.max_seq_length)
+    train_set = sentences(train_texts, tokenizer, data_args.max_seq_length)
+    eval_texts = first_texts(data_args.validation_file, data_args.max_eval_samples)
+    eval_set = sentences(eval_texts, tokenizer, data_args.max_seq_length)
     special = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos", "unk")}
     config = BNVAEConfig.from_preset(
         model_args.preset, vocab_size=len(tokenizer), **recipe.config, **special, **model_args.overrides
