@@ -1,6 +1,6 @@
 """A latent-space explorer for hf_bnvae checkpoints: a Gradio app, ready to run as a Hugging Face Space.
 
-    python demo/app.py                                   # the main job's model, outputs/bnvae-brown
+    python demo/app.py                                   # outputs/bnvae-demo, else the main job's outputs/bnvae-brown
     python demo/app.py --model_name_or_path PATH_OR_HUB_ID --server_port 7860
     BNVAE_MODEL=org/bnvae-brown python demo/app.py       # how a Space chooses its model
 
@@ -16,7 +16,13 @@ import logging
 import os
 
 import gradio as gr
-from explorer import DEFAULT_MAP_FILE, DEFAULT_MODEL, Explorer, InputError  # beside this file, also in a Space
+from explorer import (
+    DEFAULT_MAP_FILE,
+    Explorer,
+    InputError,
+    default_model,
+    demo_model_hint,
+)  # beside this file, also in a Space
 
 logger = logging.getLogger(__name__)
 TITLE = "BN-VAE latent-space explorer"
@@ -142,6 +148,9 @@ def build_app(model_name_or_path, map_file=DEFAULT_MAP_FILE):
             gr.Markdown(str(error), elem_id="load-error")
             return app
         gr.Markdown(f"Model: `{explorer.name}` ({explorer.kind.replace('_', ' ')})")
+        hint = demo_model_hint(explorer)
+        if hint:
+            gr.Markdown(hint, elem_id="demo-model-hint")
         {"language_model": language_model_tabs, "classifier": classifier_tabs, "dialogue": dialogue_tabs}[
             explorer.kind
         ](explorer)
@@ -150,7 +159,11 @@ def build_app(model_name_or_path, map_file=DEFAULT_MAP_FILE):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_name_or_path", default=os.environ.get("BNVAE_MODEL", DEFAULT_MODEL))
+    p.add_argument(
+        "--model_name_or_path",
+        default=os.environ.get("BNVAE_MODEL") or default_model(),
+        help="default: outputs/bnvae-demo (train.py --preset demo) if it exists, else outputs/bnvae-brown",
+    )
     p.add_argument("--map_file", default=str(DEFAULT_MAP_FILE), help="label<TAB>sentence lines for the latent map")
     p.add_argument("--server_name", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--server_port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))

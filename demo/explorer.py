@@ -22,7 +22,10 @@ from transformers import (
 )
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = "outputs/bnvae-brown"  # the README's main job
+DEMO_MODEL = "outputs/bnvae-demo"  # `train.py --preset demo`: reconstructions follow their inputs
+MAIN_JOB_MODEL = "outputs/bnvae-brown"  # the README's main job
+DEMO_COMMAND = "accelerate launch training/train.py --preset demo"
+DEMO_TIME = "about 45 minutes on 2 CPU cores"
 # Brown's test sentences with their genres: beside the app in a Space, else in the repository's data
 DEFAULT_MAP_FILE = next(
     (
@@ -40,12 +43,33 @@ class InputError(ValueError):
     """Input the page should explain to its user (empty text, unknown words, too long, no model)."""
 
 
+def default_model():
+    """The demo model when it has been trained, else the main job's when that exists, else the demo model's
+    folder (whose page then says how to make it)."""
+    for path in (DEMO_MODEL, MAIN_JOB_MODEL):
+        if (Path(path) / "config.json").is_file():
+            return path
+    return DEMO_MODEL
+
+
 def missing_model_message(path):
     return (
-        f"No model found at `{path}`. Train the default one with "
-        "`accelerate launch training/train.py` (about 10 minutes on 2 CPU cores; it writes outputs/bnvae-brown), "
-        "or pass another checkpoint: `python demo/app.py --model_name_or_path PATH_OR_HUB_ID` "
+        f"No model found at `{path}`. Train the explorer's model with `{DEMO_COMMAND}` ({DEMO_TIME}; it writes "
+        f"{DEMO_MODEL}), or pass another checkpoint: `python demo/app.py --model_name_or_path PATH_OR_HUB_ID` "
         "(or set BNVAE_MODEL)."
+    )
+
+
+def demo_model_hint(explorer):
+    """A line for the page when it shows a language model other than the demo model (None otherwise)."""
+    if explorer.kind != "language_model" or Path(explorer.name).resolve() == Path(DEMO_MODEL).resolve():
+        return None
+    bound = explorer.model.config.kl_lower_bound
+    return (
+        f"This model guarantees {bound:.1f} nats of KL per sentence (n gamma^2 / 2); with a code that small, "
+        f"reconstructions keep a sentence's topic more than its words. For a model whose reconstructions and "
+        f"interpolations follow their inputs, train `{DEMO_COMMAND}` ({DEMO_TIME}); the explorer opens it by "
+        "default once it exists."
     )
 
 

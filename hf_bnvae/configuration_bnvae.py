@@ -4,7 +4,7 @@ import math
 
 from transformers import PretrainedConfig
 
-# Sizes used in the paper (section 5 and the official code); every preset uses latent size 32.
+# Sizes used in the paper (section 5 and the official code); the paper's presets use latent size 32.
 PRESETS = {
     "yahoo": {"embedding_size": 512, "encoder_hidden_size": 1024, "decoder_hidden_size": 1024},
     "yelp": {"embedding_size": 512, "encoder_hidden_size": 1024, "decoder_hidden_size": 1024},
@@ -13,6 +13,8 @@ PRESETS = {
     "short_yelp": {"embedding_size": 128, "encoder_hidden_size": 512, "decoder_hidden_size": 512},
     # Brown is this project's stand-in for PTB (same register, similar sentence length): PTB sizes.
     "brown": {"embedding_size": 256, "encoder_hidden_size": 256, "decoder_hidden_size": 256},
+    # The explorer's model (`train.py --preset demo`): Brown's sizes; its training preset sets gamma 1.5.
+    "demo": {"embedding_size": 256, "encoder_hidden_size": 256, "decoder_hidden_size": 256},
 }
 
 # What BNVAEForSequenceClassification reads: the posterior mean after BN, or the encoder's raw mean before it.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from explorer import MAX_WORDS, Explorer, InputError
+from explorer import DEMO_COMMAND, DEMO_MODEL, MAIN_JOB_MODEL, MAX_WORDS, Explorer, InputError, default_model
 
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, BNVAEForSequenceClassification
 
@@ -120,11 +120,35 @@ def test_bad_input_gets_a_message(explorer, text, message):
 def test_a_missing_checkpoint_says_which_command_makes_one(tmp_path):
     import app
 
-    with pytest.raises(InputError, match="accelerate launch training/train.py"):
+    with pytest.raises(InputError, match="accelerate launch training/train.py --preset demo"):
         Explorer(tmp_path / "nothing-here")
     page = app.build_app(tmp_path / "nothing-here")  # the page still serves, with the message
-    texts = [getattr(block, "value", "") or "" for block in page.blocks.values()]
-    assert any("No model found at" in text and "accelerate launch training/train.py" in text for text in texts)
+    assert any("No model found at" in text and DEMO_COMMAND in text for text in page_texts(page))
+
+
+def page_texts(page):
+    """The values of a Blocks page's components, as strings."""
+    return [str(getattr(block, "value", "") or "") for block in page.blocks.values()]
+
+
+def test_the_explorer_opens_the_demo_model_when_it_exists(tmp_path, monkeypatch, saved, map_file):
+    """Default: the demo model, else the main job's, else the demo model's folder (whose page says how to make it);
+    any other language model's page says how to train the demo model."""
+    import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BNVAE_MODEL", raising=False)
+    assert default_model() == DEMO_MODEL
+    shutil.copytree(saved, tmp_path / MAIN_JOB_MODEL)
+    assert default_model() == MAIN_JOB_MODEL == app.parse_args([]).model_name_or_path
+    assert any(
+        DEMO_COMMAND in text and "guarantees" in text for text in page_texts(app.build_app(MAIN_JOB_MODEL, map_file))
+    )
+    shutil.copytree(saved, tmp_path / DEMO_MODEL)
+    assert default_model() == DEMO_MODEL == app.parse_args([]).model_name_or_path
+    assert not any(DEMO_COMMAND in text for text in page_texts(app.build_app(DEMO_MODEL, map_file)))
+    monkeypatch.setenv("BNVAE_MODEL", "org/other")
+    assert app.parse_args([]).model_name_or_path == "org/other"
 
 
 @pytest.fixture

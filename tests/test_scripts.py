@@ -2,12 +2,14 @@
 evaluation and paired differences."""
 
 import json
+import random
 
 import converged
 import evaluate_model
 import generate
 import pytest
 import sacrebleu
+import show_outputs
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
@@ -63,6 +65,24 @@ def test_generate_script(saved, corpus):
     assert lines == [f"{text}\t->\t{out}" for text, out in zip(corpus[:2], expected)]
     path = script.main(["--model_name_or_path", str(tmp_path), "interpolate", corpus[0], corpus[1], "--steps", "4"])
     assert path == model.interpolate(corpus[0], corpus[1], tokenizer, steps=4)
+
+
+def test_show_outputs_prints_each_models_own_outputs_side_by_side(saved, sentences_file, capsys):
+    argv = ["--model_name_or_path", str(saved), str(saved), "--test_file", str(sentences_file), "--num_bleu", "10"]
+    show_outputs.main(argv)
+    printed = capsys.readouterr().out
+    model, tokenizer = load_pretrained(saved)
+    drawn = random.Random(0).sample(read_text_file(sentences_file).texts, 10)  # the BLEU's; the first 4 shown
+    reconstructions = model.reconstruct(drawn, tokenizer)
+    for text, out in zip(drawn[:4], reconstructions):
+        assert f"| {text} | {out or '(empty)'} | {out or '(empty)'} |" in printed  # one column per model
+    bleu = sacrebleu.corpus_bleu(reconstructions, [drawn], tokenize="none", force=True).score
+    assert f"| reconstruction BLEU, 10 sentences | {bleu:.1f} | {bleu:.1f} |" in printed
+    examples = drawn[:4]
+    path = model.interpolate(examples[0], examples[1], tokenizer, steps=5)
+    assert f"| 0.50 | {path[2] or '(empty)'} |" in printed
+    with pytest.raises(SystemExit):
+        show_outputs.parse_args(["--model_name_or_path", "x", "--steps", "1"])
 
 
 def test_decoding_options_go_before_or_after_the_subcommand(saved, corpus):

@@ -12,7 +12,7 @@ import train
 from accelerate import Accelerator
 from transformers import AutoTokenizer
 
-from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
 from hf_bnvae.checkpoints import list_checkpoints, resolve_checkpoint, save_checkpoint
 from hf_bnvae.data import collate, length_grouped_batches, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
@@ -550,6 +550,15 @@ def test_preset_defaults_come_from_one_table():
     assert (yahoo.num_train_epochs, yahoo.kl_warmup_epochs, yahoo.vocab_size) == (100, 10.0, None)
     assert train.parse_args(["--preset", "yahoo", "--num_train_epochs", "3"]).num_train_epochs == 3
     assert train.parse_args(["--optimizer", "adam"]).learning_rate == 1e-3
+
+
+def test_the_demo_preset_trains_a_larger_code_on_all_of_brown():
+    demo = train.parse_args(["--preset", "demo"])
+    assert (demo.output_dir, demo.max_train_samples, demo.method) == ("outputs/bnvae-demo", None, "bnvae")
+    config = BNVAEConfig.from_preset("demo", vocab_size=10000, **demo.recipe.config)
+    main_job = BNVAEConfig.from_preset("brown", vocab_size=10000, **train.parse_args([]).recipe.config)
+    assert config.kl_lower_bound > 5 * main_job.kl_lower_bound  # the point of the preset: a larger code
+    assert train.parse_args(["--preset", "demo", "--gamma", "0.6"]).recipe.config == {"gamma": 0.6}
 
 
 def test_datasets_dataset_by_name(tmp_path, train_run, sentences_file):
