@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from explorer import DEMO_COMMAND, DEMO_MODEL, MAIN_JOB_MODEL, MAX_WORDS, Explorer, InputError, default_model
+from explorer import (
+    DEMO_COMMAND,
+    DEMO_KL_BOUND,
+    DEMO_MODEL,
+    MAIN_JOB_MODEL,
+    MAX_WORDS,
+    Explorer,
+    InputError,
+    default_model,
+)
 
 from hf_bnvae import BNCVAEConfig, BNCVAEForConditionalGeneration, BNVAEForSequenceClassification
 
@@ -149,6 +158,16 @@ def test_the_explorer_opens_the_demo_model_when_it_exists(tmp_path, monkeypatch,
     assert not any(DEMO_COMMAND in text for text in page_texts(app.build_app(DEMO_MODEL, map_file)))
     monkeypatch.setenv("BNVAE_MODEL", "org/other")
     assert app.parse_args([]).model_name_or_path == "org/other"
+
+
+def test_the_explorers_demo_figures_are_the_demo_presets():
+    import train
+
+    from hf_bnvae import BNVAEConfig
+
+    args = train.parse_args(["--preset", "demo"])
+    assert BNVAEConfig.from_preset("demo", **args.recipe.config).kl_lower_bound == DEMO_KL_BOUND
+    assert args.output_dir == DEMO_MODEL and "training/train.py --preset demo" in DEMO_COMMAND
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 import reproduce
 import reproduce_dialogue
 import semi_supervised
+import show_outputs
 import step_profile
 import train
 import train_classifier
@@ -187,6 +188,8 @@ def test_every_documented_command_runs(root, tmp_path, tiny_args, fake_hub, monk
             evaluate_model.main([*args, "--max_eval_samples", "6", "--iw_samples", "3"])
         elif module == "training/generate.py":
             assert generate.main(args)
+        elif module == "training/show_outputs.py":  # the models of the commands above, on a few sentences
+            show_outputs.main([*args, "--num_bleu", "6"])
         elif module == "hf_bnvae.hub":
             hub.main(args)
         else:

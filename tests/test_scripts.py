@@ -77,7 +77,7 @@ def test_show_outputs_prints_each_models_own_outputs_side_by_side(saved, sentenc
     for text, out in zip(drawn[:4], reconstructions):
         assert f"| {text} | {out or '(empty)'} | {out or '(empty)'} |" in printed  # one column per model
     bleu = sacrebleu.corpus_bleu(reconstructions, [drawn], tokenize="none", force=True).score
-    assert f"| reconstruction BLEU, 10 sentences | {bleu:.1f} | {bleu:.1f} |" in printed
+    assert f"| reconstruction BLEU, greedy, 10 sentences | {bleu:.1f} | {bleu:.1f} |" in printed
     examples = drawn[:4]
     path = model.interpolate(examples[0], examples[1], tokenizer, steps=5)
     assert f"| 0.50 | {path[2] or '(empty)'} |" in printed

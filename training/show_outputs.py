@@ -3,8 +3,8 @@
     python training/show_outputs.py --model_name_or_path outputs/bnvae-brown outputs/bnvae-demo
 
 For each model (a column): greedy reconstructions of --num_examples test sentences drawn with
-`random.Random(seed)`, the corpus BLEU of greedy reconstructions of --num_bleu sentences (sacrebleu,
-no re-tokenisation; 100 is a word-for-word copy), prior samples (top-p 0.9 from a seeded generator)
+`random.Random(seed)`, the corpus BLEU of greedy and beam-5 reconstructions of --num_bleu sentences
+(sacrebleu, no re-tokenisation; 100 is a word-for-word copy), prior samples (top-p 0.9 from a seeded generator)
 and a greedy interpolation between the first two example sentences, each with the seconds it took.
 Decoding uses the models' generation defaults (<pad>, <s>, <unk> suppressed, no repeated trigram).
 """
@@ -53,6 +53,7 @@ def model_outputs(model, tokenizer, examples, bleu_texts, args):
     "seconds": {part: s}}."""
     reconstructions, seconds_reconstruct = timed(model.reconstruct, examples, tokenizer)
     bleu_outputs, seconds_bleu = timed(model.reconstruct, bleu_texts, tokenizer)
+    beam_outputs = model.reconstruct(bleu_texts, tokenizer, num_beams=5)
     generator = torch.Generator().manual_seed(args.seed)
     samples, seconds_sample = timed(
         model.sample_prior, args.num_samples, tokenizer, generator=generator, do_sample=True, top_p=0.9
@@ -60,7 +61,8 @@ def model_outputs(model, tokenizer, examples, bleu_texts, args):
     path, seconds_interpolate = timed(model.interpolate, examples[0], examples[1], tokenizer, steps=args.steps)
     return {
         "reconstructions": reconstructions,
-        "bleu": sacrebleu.corpus_bleu(bleu_outputs, [bleu_texts], tokenize="none", force=True).score,
+        "bleu": corpus_bleu(bleu_outputs, bleu_texts),
+        "bleu_beam5": corpus_bleu(beam_outputs, bleu_texts),
         "samples": samples,
         "interpolation": path,
         "seconds": {
@@ -72,19 +74,27 @@ def model_outputs(model, tokenizer, examples, bleu_texts, args):
     }
 
 
+def corpus_bleu(outputs, references):
+    """sacrebleu's corpus BLEU of outputs against their inputs, on the text as it is (no re-tokenisation)."""
+    return sacrebleu.corpus_bleu(outputs, [references], tokenize="none", force=True).score
+
+
 def cell(text):
     return text.replace("|", "\\|") or "(empty)"
 
 
 def markdown(names, outputs, examples, args):
     """The tables: one column per model."""
-    head = "| | " + " | ".join(f"`{name}`" for name in names) + " |\n|---|" + "---|" * len(names) + "\n"
+    head = "| | " + " | ".join(f"`{name}`" for name in names) + " |\n|---|" + "---|" * len(names)
     lines = [f"Greedy reconstructions of {len(examples)} test sentences (`random.Random({args.seed})`):", "", head]
     for i, text in enumerate(examples):
         lines.append(f"| {cell(text)} | " + " | ".join(cell(o["reconstructions"][i]) for o in outputs) + " |")
-    lines.append(
-        f"| reconstruction BLEU, {args.num_bleu} sentences | " + " | ".join(f"{o['bleu']:.1f}" for o in outputs) + " |"
-    )
+    for key, decoding in (("bleu", "greedy"), ("bleu_beam5", "beam 5")):
+        lines.append(
+            f"| reconstruction BLEU, {decoding}, {args.num_bleu} sentences | "
+            + " | ".join(f"{o[key]:.1f}" for o in outputs)
+            + " |"
+        )
     lines += ["", f"Prior samples (top-p 0.9, `torch.Generator().manual_seed({args.seed})`):", "", head]
     for i in range(args.num_samples):
         lines.append(f"| {i + 1} | " + " | ".join(cell(o["samples"][i]) for o in outputs) + " |")

@@ -1,7 +1,7 @@
 """Train BN-VAE (or any baseline of the paper) with Accelerate.
 
     accelerate launch training/train.py                        # BN-VAE (gamma 0.6) on Brown, ~10 min on 2 CPU cores
-    accelerate launch training/train.py --preset demo          # the explorer's model (gamma 1.5), ~45 min
+    accelerate launch training/train.py --preset demo          # the explorer's model (gamma 1.5), ~36 min on 2 CPU cores
     accelerate launch training/train.py --method vae           # a baseline: see docs/training.md for all of them
     accelerate launch --multi_gpu --num_processes 2 training/train.py   # 2 real processes (gloo on CPU)
 
@@ -60,7 +60,7 @@ logger = get_logger(__name__)
 # Training defaults per preset (model sizes are the config's PRESETS). Paper presets: the official
 # code's 100 epochs with the plateau rule and a 10-epoch KL warm-up, the whole vocabulary. Brown (the
 # default): a short run, about 10 minutes on 2 CPU cores. Demo: the explorer's model, gamma 1.5 (KL >= 36
-# nats, against 5.76 at 0.6) on all 51,340 Brown training sentences, about 45 minutes on 2 CPU cores.
+# nats, against 5.76 at 0.6) on all 51,340 Brown training sentences, 36 minutes on 2 CPU cores.
 TRAINING_PRESETS = {
     "brown": {"num_train_epochs": 4, "kl_warmup_epochs": 2.0, "vocab_size": 10000, "max_train_samples": 30000},
     "demo": {
