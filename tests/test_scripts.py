@@ -371,6 +371,48 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
     assert "### BN-VAE (1.5)" in (tmp_path / "gamma_sweep.md").read_text()
 
 
+def test_converged_writes_its_files_from_every_record_whatever_one_evaluation_selects(
+    tmp_path, sentences_file, monkeypatch
+):
+    import dataclasses
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text(sentences_file.read_text())
+    monkeypatch.setitem(converged.CORPORA, "sentences", dataclasses.replace(converged.CORPORA["sentences"], folder=data))
+    flags = ["--output_dir", str(tmp_path), "--iw_test_sentences", "10", "--iw_samples", "4"]
+    args = converged.parse_args(flags)
+    (tmp_path / "converged_runs").mkdir()
+
+    def record(method, seed, shift, sample=None):
+        test = {
+            "nll": 100.0 + shift, "nll_per_sentence": [100.0 + shift] * 10, "kl": shift, "bleu": 1.0,
+            "bleu_beam5": 1.0, "train_seconds": 1.0, "eval_seconds": 1.0, "examples": [], "interpolations": [],
+        }  # fmt: skip
+        history = [{"epoch": 0, "valid_nelbo": 110.0, "valid_kl": shift}]
+        kept = {"sample": sample or converged.sample_settings(args), "test": test, "history": history}
+        (tmp_path / "converged_runs" / f"{method}_seed{seed}.json").write_text(json.dumps(kept))
+
+    record("lm", 42, 0.0)
+    record("vae", 42, 0.5)
+    record("lm", 43, 0.0)
+    record("bnvae_0.6", 43, 2.0)
+    record("bnvae_1.5", 42, 30.0)
+    # one run evaluated (here: its record reused), as a lane does after training it
+    converged.main(["--evaluate_only", "--seeds", "43", "--methods", "bnvae_0.6", *flags])
+    report = json.loads((tmp_path / "converged.json").read_text())
+    assert {m: s["seeds"] for m, s in report["methods"].items()} == {"lm": [42, 43], "vae": [42], "bnvae_0.6": [43]}
+    assert report["paired"]["bnvae_0.6-lm"]["seeds"] == [43] and report["paired"]["vae-lm"]["seeds"] == [42]
+    assert "methods" not in report["settings"] and "seeds" not in report["settings"]
+    sweep = json.loads((tmp_path / "gamma_sweep.json").read_text())
+    assert sweep["seed"] == 42 and list(sweep["methods"]) == ["vae", "bnvae_1.5"]  # the seed of the sweep's own run
+    assert (tmp_path / "converged_curves.png").stat().st_size > 0
+    record("vae", 44, 0.5, sample={"sample_seed": 1, "iw_test_sentences": 10, "iw_samples": 4})
+    with pytest.raises(ValueError, match=r"vae_seed44.json was evaluated on another test sample"):
+        converged.main(["--evaluate_only", "--seeds", "43", "--methods", "bnvae_0.6", *flags])
+
+
 def test_experiment_runs_take_their_labels_and_flags_from_the_method_table(tmp_path):
     from experiments import Run, mean_ci95
 

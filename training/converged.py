@@ -9,6 +9,7 @@ VAE and BN-VAE (0.6) on ~80-word Brown documents (--corpus documents; `python tr
     python training/converged.py                               # trains what is missing (resumes), evaluates, writes
     python training/converged.py --train_only --num_workers 2  # the training part, two runs side by side
     python training/converged.py --evaluate_only               # evaluate the finished runs, write the results so far
+    python training/converged.py --evaluate_only --seeds 43 --methods vae  # evaluate one run; the files keep the rest
     python training/converged.py --methods lm vae bnvae_0.6    # the comparison alone
     python training/converged.py --corpus documents            # the long documents
 
@@ -20,6 +21,9 @@ vocabulary (train.py's brown preset), on the first 10,000 training sentences (5,
 whole validation split each epoch. Every run checkpoints each epoch and resumes from its last
 checkpoint; a run with results (all_results.json) is done; a finished run of another schedule or data is refused at
 evaluation.
+
+The results files are written from every run record in --output_dir (evaluated_runs), whatever --methods and
+--seeds select.
 
 Test: -ELBO, KL, MI (10 posterior draws per sentence) and AU on the whole test split; the
 importance-weighted NLL (K = 500), the z usage, and reconstruction BLEU (greedy and beam 5) on a seeded
@@ -285,6 +289,25 @@ def evaluate_run(folder, record, test_texts, sample, args):
     return metrics
 
 
+def evaluated_runs(args):
+    """{method: {seed: test metrics}} of every run record of the corpus in --output_dir, whatever --methods and
+    --seeds select, so that evaluating one run never narrows the results files; ValueError when a record
+    holds another test sample than these settings'."""
+    results = {}
+    for record in sorted(record_path(args, "lm", 0).parent.glob("*_seed*.json")):
+        method, _, seed = record.stem.rpartition("_seed")
+        if method not in CORPORA[args.corpus].methods or not seed.isdigit():
+            continue
+        kept = json.loads(record.read_text())
+        if kept.get("sample") != sample_settings(args):
+            raise ValueError(
+                f"{record} was evaluated on another test sample ({kept.get('sample')}, here {sample_settings(args)});"
+                " delete it or pass its settings"
+            )
+        results.setdefault(method, {})[int(seed)] = kept["test"]
+    return {m: dict(sorted(results[m].items())) for m in CORPORA[args.corpus].methods if m in results}
+
+
 def reconstruction_examples(model, tokenizer, texts, seed):
     """Reconstruction BLEU of `texts` (greedy and beam 5, corpus BLEU against the inputs, sacrebleu without
     re-tokenisation), the first NUM_EXAMPLES reconstructions, two interpolations (texts 0 -> 1 and 2 -> 3,
@@ -408,6 +431,16 @@ def command(args):
     return f"python training/converged.py{extra}"
 
 
+# what one invocation chose to train or evaluate, not what the results files hold (evaluated_runs reads all)
+INVOCATION_FLAGS = ("methods", "seeds", "train_only", "evaluate_only", "num_workers")
+
+
+def study_seed(results, own):
+    """The seed of a first-seed-only study: the smallest seed any of its `own` methods has results for, None
+    when none has."""
+    return min((seed for m in own for seed in results.get(m, {})), default=None)
+
+
 def write_results(results, args, output):
     """<name>.json / .md: the comparison (every seed) with the paired NLL differences."""
     name = CORPORA[args.corpus].name
@@ -420,7 +453,7 @@ def write_results(results, args, output):
         "paired": {key: d for key, d in paired.items() if d},
         "command": command(args),
         "seconds": seconds,
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k not in INVOCATION_FLAGS},
     }
     write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
     lines = table({LABELS[m]: s for m, s in methods.items()}) + paired_lines(PAIRED, paired, args)
@@ -450,20 +483,20 @@ def paired_lines(pairs, paired, args):
 
 
 def write_beyond(results, args, output):
-    """Issue 31's studies with the first seed, each written once a run of its own is finished:
+    """Issue 31's studies with the first seed (study_seed), each written once a run of its own is finished:
     learned_gamma.{json,md} (BN-VAE with learned scales beside every fixed gamma and the VAE, with the
     scales it learned) and transformer_decoder.{json,md} (the Transformer LM, VAE and BN-VAEs, with the
     paired NLL differences)."""
-    seed = args.seeds[0]
     fixed = [m for m in SWEEP_ORDER if m != "ae"]
     studies = {
         "learned_gamma": ([run.name for run in LEARNED], fixed, []),
         "transformer_decoder": ([run.name for run in TRANSFORMER], [], TRANSFORMER_PAIRED),
     }
     for name, (own, beside, pairs) in studies.items():
-        rows = {m: results[m][seed] for m in (*own, *beside) if seed in results.get(m, {})}
-        if not any(m in own for m in rows):
+        seed = study_seed(results, own)
+        if seed is None:
             continue
+        rows = {m: results[m][seed] for m in (*own, *beside) if seed in results.get(m, {})}
         methods = per_model({m: {seed: r} for m, r in rows.items()}, rows)
         for m, r in rows.items():
             if "gammas" in r:
@@ -492,13 +525,13 @@ def write_beyond(results, args, output):
 
 
 def write_sweep(results, args, output):
-    """gamma_sweep.json / .md / .png: the first seed's VAE, BN-VAE at every gamma and the autoencoder, with
+    """gamma_sweep.json / .md / .png: the first seed's (study_seed) VAE, BN-VAE at every gamma and the autoencoder, with
     their reconstructions and interpolations of the same test sentences; nothing until a run of the sweep's
     own (the autoencoder or a gamma other than 0.6) is finished."""
-    seed = args.seeds[0]
-    rows = {m: results[m][seed] for m in SWEEP_ORDER if seed in results.get(m, {})}
-    if not any(m in FIRST_SEED_ONLY for m in rows):  # no run of the sweep's own yet: the comparison's are not one
+    seed = study_seed(results, [run.name for run in SWEEP])
+    if seed is None:  # no run of the sweep's own yet: the comparison's are not one
         return
+    rows = {m: results[m][seed] for m in SWEEP_ORDER if seed in results.get(m, {})}
     methods = per_model({m: {seed: r} for m, r in rows.items()}, rows)
     for m, r in rows.items():
         methods[m]["kl_bound"] = r.get("kl_bound", 0.0)
@@ -540,8 +573,8 @@ def plot_sweep(rows, path):
     plt.close(fig)
 
 
-def plot_curves(args, output):
-    """Validation -ELBO and KL per epoch of the comparison's runs."""
+def plot_curves(results, args, output):
+    """Validation -ELBO and KL per epoch of the comparison's runs that `results` holds (from their records)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -549,11 +582,8 @@ def plot_curves(args, output):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method, color in zip(METHODS, ("tab:gray", "tab:blue", "tab:red")):
-        for i, seed in enumerate(args.seeds):
-            path = record_path(args, method, seed)
-            if not path.exists():
-                continue
-            history = json.loads(path.read_text())["history"]
+        for i, seed in enumerate(results.get(method, {})):
+            history = json.loads(record_path(args, method, seed).read_text())["history"]
             epochs = [h["epoch"] + 1 for h in history]
             label = LABELS[method] if i == 0 else None
             axes[0].plot(epochs, [h["valid_nelbo"] for h in history], color=color, alpha=0.8, label=label)
@@ -575,17 +605,17 @@ def main(argv=None):
     output = Path(args.output_dir)
     test_texts = read_text_file(data_file(args, "test")).texts
     sample = iw_sample(args, len(test_texts))
-    results = {}
     for seed, method, _ in runs(args):
         folder, record = run_dir(args, method, seed), record_path(args, method, seed)
         if record.exists() or read_results(folder) is not None:
             print(f"[evaluate] {folder.name}", flush=True)
-            results.setdefault(method, {})[seed] = evaluate_run(folder, record, test_texts, sample, args)
+            evaluate_run(folder, record, test_texts, sample, args)
+    results = evaluated_runs(args)
     write_results(results, args, output)
     if args.corpus == "sentences":
         write_sweep(results, args, output)
         write_beyond(results, args, output)
-    plot_curves(args, output)
+    plot_curves(results, args, output)
 
 
 if __name__ == "__main__":
