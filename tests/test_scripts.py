@@ -380,7 +380,9 @@ def test_converged_writes_its_files_from_every_record_whatever_one_evaluation_se
     data.mkdir()
     for split in ("train", "valid", "test"):
         (data / f"{split}.txt").write_text(sentences_file.read_text())
-    monkeypatch.setitem(converged.CORPORA, "sentences", dataclasses.replace(converged.CORPORA["sentences"], folder=data))
+    monkeypatch.setitem(
+        converged.CORPORA, "sentences", dataclasses.replace(converged.CORPORA["sentences"], folder=data)
+    )
     flags = ["--output_dir", str(tmp_path), "--iw_test_sentences", "10", "--iw_samples", "4"]
     args = converged.parse_args(flags)
     (tmp_path / "converged_runs").mkdir()
