@@ -506,6 +506,9 @@ def end_of_epoch(args, accelerator, model, optimizer, state, valid_loader):
                 f"validation MI fell ({state.previous_mi:.2f} -> {metrics['mi']:.2f}): aggressive training ends"
             )
         state.previous_mi = metrics["mi"]
+    warning = escape_warning(entry, unwrapped.kl_lower_bound)
+    if warning:
+        logger.warning(warning, main_process_only=True)
     state.history.append(entry)
     action = entry["plateau_action"] = state.keeper.update(
         unwrapped, optimizer, state.epoch, entry["valid_selection_loss"]
@@ -598,6 +601,24 @@ def guarantee_note(entry, bound):
     return (
         f" (BN guaranteed >= {entry['train_kl_guarantee']:.4f} on these batches: n gamma^2 / 2 = {bound:.4f}"
         " times the mean v / (v + eps) of the raw means' batch variances v)"
+    )
+
+
+# below this fraction of n gamma^2 / 2 on an epoch's training batches, BN's KL floor is being escaped
+ESCAPE_FRACTION = 0.5
+
+
+def escape_warning(entry, bound):
+    """The warning to log when BN guaranteed less than ESCAPE_FRACTION of its bound on the epoch's training
+    batches (the raw means' batch variances v fell towards BN's eps, so v / (v + eps) << 1), else None."""
+    guarantee = entry.get("train_kl_guarantee")
+    if not bound or guarantee is None or guarantee >= ESCAPE_FRACTION * bound:
+        return None
+    return (
+        f"epoch {entry['epoch'] + 1}: BN guaranteed only {guarantee:.4f} nats of KL per sentence on the training"
+        f" batches, against its bound n gamma^2 / 2 = {bound:.4f}: the encoder is shrinking its raw means' batch"
+        " variance below BN's eps, so the KL can collapse despite BN. This was seen with --optimizer adam and a"
+        " large bound (RESULTS.md, 'BN's bound holds under SGD, not under Adam'); train with --optimizer sgd."
     )
 
 
