@@ -48,6 +48,7 @@ from pathlib import Path
 import sacrebleu
 import torch
 from experiments import Run, mean_ci95, mean_std, run_train_script  # training/ is on the path when a script runs
+from tqdm.auto import tqdm
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
@@ -236,6 +237,11 @@ def sample_settings(args):
     return {"sample_seed": args.sample_seed, "iw_test_sentences": args.iw_test_sentences, "iw_samples": args.iw_samples}
 
 
+def progress(loader, what):
+    """The loader with a progress bar (batches, with an ETA)."""
+    return tqdm(loader, desc=f"{what} (batches)")
+
+
 @torch.no_grad()
 def evaluate_run(folder, record, test_texts, sample, args):
     """Test metrics of one trained run, written with its validation history to `record` (reused when it
@@ -255,11 +261,14 @@ def evaluate_run(folder, record, test_texts, sample, args):
     test_set = tokenize_texts(tokenizer, test_texts)
     subset = test_set.select(sample)
     metrics = evaluate_language_model(
-        model, sentence_loader(test_set, tokenizer, 64), seed=args.seed, mi_samples=args.mi_samples
+        model,
+        progress(sentence_loader(test_set, tokenizer, 64), "test -ELBO, MI"),
+        seed=args.seed,
+        mi_samples=args.mi_samples,
     )
     iw = evaluate_language_model(
         model,
-        sentence_loader(subset, tokenizer, 16),
+        progress(sentence_loader(subset, tokenizer, 16), f"IW-NLL (K = {args.iw_samples})"),
         seed=args.seed,
         iw_samples=args.iw_samples,
         compile=True,
