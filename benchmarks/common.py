@@ -23,10 +23,15 @@ def matmul_gflops(size=2048, repeats=10, trials=3):
 
 
 def decoder_flops_per_token(config):
-    """Forward multiply-add FLOPs of the decoder per predicted token: LSTM gates plus output layer."""
+    """Forward multiply-add FLOPs of the decoder per predicted token: the LSTM's gates, or the Transformer's
+    blocks (attention projections 4 d^2 and MLP 8 d^2 per layer; attention scores over ~20 positions
+    left out), plus the output layer."""
+    d = config.decoder_hidden_size
+    if config.decoder_type == "transformer":
+        return 2 * 12 * d * d * config.decoder_layers + 2 * d * config.vocab_size
     latent = config.latent_size if config.use_latent else 0
-    lstm = 2 * 4 * config.decoder_hidden_size * (config.embedding_size + latent + config.decoder_hidden_size)
-    return lstm + 2 * config.decoder_hidden_size * config.vocab_size
+    lstm = 2 * 4 * d * (config.embedding_size + latent + d)
+    return lstm + 2 * d * config.vocab_size
 
 
 def encoder_flops_per_token(config):
