@@ -356,6 +356,12 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
         report["methods"]["lm"]["nll"]["runs"] == pytest.approx([90.1, 90.2]) and "bnvae_1.5" not in report["methods"]
     )
     assert report["paired"]["bnvae_0.6-lm"]["mean"] == pytest.approx(1.0)
+    assert (report["cpu_hours"], report["runs_without_cpu_time"]) == (0.0, 7)  # none of the 7 runs counted it
+    counted = {"train_cpu_seconds": 5400.0, "eval_cpu_seconds": 1800.0}
+    assert converged.cpu_hours([counted, counted, {"train_cpu_seconds": None, "eval_cpu_seconds": 9.0}]) == {
+        "cpu_hours": 4.0,
+        "runs_without_cpu_time": 1,
+    }
     assert report["paired"]["vae-lm"]["ci95"] == pytest.approx([0.5, 0.5])  # the same shift on every sentence
     assert (
         "| BN-VAE (0.6) - LSTM-LM | +1.00 [+1.00, +1.00] (3 sentences) | +1.00, +1.00 |"

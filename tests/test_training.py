@@ -105,6 +105,22 @@ def test_resume_across_an_epoch_boundary_keeps_the_epoch_order(tmp_path, train_r
             assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]]), key
         # the time before the checkpoint (taken at the part's last step) is kept, whatever the machine's load
         assert resumed["train_seconds"] > part["train_seconds"] > 0
+        assert resumed["train_cpu_seconds"] > part["train_cpu_seconds"] > 0
+
+
+def test_cpu_seconds_are_unknown_when_resumed_from_a_checkpoint_that_did_not_count_them(tmp_path, train_run):
+    """A run paused by SIGSTOP spends wall time but no CPU time, so train_cpu_seconds is what a run cost;
+    a checkpoint written before it was counted (0.4) cannot say how much its part cost: None, not a part."""
+    from hf_bnvae.checkpoints import STATE_FILE
+
+    flags = ("--max_train_samples", "64", "--num_train_epochs", "2")
+    train_run(*flags, "--max_train_steps", "4", "--checkpointing_steps", "4", name="old")
+    state_file = list_checkpoints(tmp_path / "old" / "checkpoints")[-1] / STATE_FILE
+    state = json.loads(state_file.read_text())
+    del state["train_cpu_seconds"]
+    state_file.write_text(json.dumps(state))
+    _, resumed = train_run(*flags, "--resume_from_checkpoint", "latest", name="old")
+    assert resumed["train_cpu_seconds"] is None and resumed["train_seconds"] > 0
 
 
 @pytest.mark.slow

@@ -256,7 +256,7 @@ def evaluate_run(folder, record, test_texts, sample, args):
         return kept["test"]
     trained = read_results(folder)
     check_schedule(trained, args, folder)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model, tokenizer = load_pretrained(folder)
     test_set = tokenize_texts(tokenizer, test_texts)
     subset = test_set.select(sample)
@@ -290,7 +290,9 @@ def evaluate_run(folder, record, test_texts, sample, args):
         best_epoch=trained["best_epoch"] + 1,
         decays=sum(h["plateau_action"] in ("decay", "stop") for h in trained["history"]),
         train_seconds=trained["train_seconds"],
+        train_cpu_seconds=trained.get("train_cpu_seconds"),  # None: resumed from a checkpoint that did not count it
         eval_seconds=time.perf_counter() - start,
+        eval_cpu_seconds=time.process_time() - cpu_start,
     )
     record.parent.mkdir(parents=True, exist_ok=True)
     kept = {"sample": sample_settings(args), "test": metrics, "history": trained["history"]}
@@ -450,18 +452,28 @@ def study_seed(results, own):
     return min((seed for m in own for seed in results.get(m, {})), default=None)
 
 
+def cpu_hours(records):
+    """{"cpu_hours": training and evaluation CPU time of the records that counted it, "runs_without_cpu_time":
+    how many did not (trained in part before train.py counted it; their wall seconds include pauses)}."""
+    counted = [r for r in records if r.get("train_cpu_seconds") is not None and "eval_cpu_seconds" in r]
+    cpu = sum(r["train_cpu_seconds"] + r["eval_cpu_seconds"] for r in counted)
+    return {"cpu_hours": round(cpu / 3600, 2), "runs_without_cpu_time": len(records) - len(counted)}
+
+
 def write_results(results, args, output):
     """<name>.json / .md: the comparison (every seed) with the paired NLL differences."""
     name = CORPORA[args.corpus].name
     methods = per_model(results, METHODS)
     paired = {f"{a}-{b}": paired_nll(results, a, b) for a, b in PAIRED}
-    seconds = sum(r["train_seconds"] + r["eval_seconds"] for per_seed in results.values() for r in per_seed.values())
+    every = [r for per_seed in results.values() for r in per_seed.values()]
+    seconds = sum(r["train_seconds"] + r["eval_seconds"] for r in every)
     report = {
         "protocol": protocol(args),
         "methods": methods,
         "paired": {key: d for key, d in paired.items() if d},
         "command": command(args),
         "seconds": seconds,
+        **cpu_hours(every),
         "settings": {k: v for k, v in vars(args).items() if k not in INVOCATION_FLAGS},
     }
     write_atomically(output / f"{name}.json", json.dumps(report, indent=2))

@@ -285,6 +285,9 @@ class TrainingState:
     def __init__(self, plateau, aggressive=False):
         self.epoch, self.batches_done, self.optimizer_steps = 0, 0, 0
         self.train_seconds = 0.0  # wall time in training steps, evaluation and checkpointing excluded
+        # CPU time of this process (all its threads) in the same spans: a paused run spends none; None when
+        # resumed from a checkpoint that did not count it
+        self.train_cpu_seconds = 0.0
         self.epoch_sums = self.new_epoch_sums()  # this epoch's training reconstruction and KL so far
         self.keeper, self.history, self.step_losses = BestWeightsKeeper(plateau), [], []
         self.finished = False  # the plateau rule stopped the run, or it diverged: a resumed run trains no further
@@ -300,6 +303,7 @@ class TrainingState:
 
     def load_state_dict(self, state):
         self.keeper.load_state_dict({key: state.pop(key) for key in ("plateau", "best_weights")})
+        state.setdefault("train_cpu_seconds", None)
         vars(self).update(state)
 
 
@@ -386,7 +390,7 @@ def train(args):
         batch_sampler.set_epoch(state.epoch)  # set_epoch above does not reach it through Accelerate's shard
         batches = skip_first_batches(train_loader, state.batches_done) if state.batches_done else train_loader
         sums = state.epoch_sums
-        tick = time.perf_counter()
+        tick = time.perf_counter(), time.process_time()
         for batch in batches:
             batch.pop("index")
             kl_weight = recipe.kl_weight(state.optimizer_steps, warmup_steps, steps_per_epoch)
@@ -412,7 +416,9 @@ def train(args):
                 sums["kl_guarantee"] = sums.get("kl_guarantee", 0.0) + guarantee  # absent in 0.3 checkpoints
             sums["sentences"] += len(batch["input_ids"])
             state.step_losses.append(loss)
-            state.train_seconds += time.perf_counter() - tick
+            state.train_seconds += time.perf_counter() - tick[0]
+            if state.train_cpu_seconds is not None:
+                state.train_cpu_seconds += time.process_time() - tick[1]
             if accelerator.sync_gradients:
                 state.optimizer_steps += 1
                 progress.update(1)
@@ -434,7 +440,7 @@ def train(args):
                 if args.max_train_steps and state.optimizer_steps >= args.max_train_steps:
                     stop = True
                     break
-            tick = time.perf_counter()
+            tick = time.perf_counter(), time.process_time()
         if stop and state.batches_done < len(train_loader):
             break  # stopped mid-epoch by --max_train_steps: no epoch-end evaluation
         state.finished = end_of_epoch(args, accelerator, model, optimizer, state, valid_loader)
@@ -547,6 +553,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
         "num_processes": accelerator.num_processes,
         "optimizer_steps": state.optimizer_steps,
         "train_seconds": state.train_seconds,
+        "train_cpu_seconds": state.train_cpu_seconds,
         "best_epoch": state.keeper.rule.best_epoch,
         "history": state.history,
         "train_step_losses": state.step_losses,
