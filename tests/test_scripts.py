@@ -206,7 +206,7 @@ def test_converged_evaluation_keeps_per_sentence_nll_examples_and_refuses_other_
     assert metrics["bleu_beam5"] == pytest.approx(bleu) and [e["beam5"] for e in metrics["examples"]] == beam[:5]
     assert converged.evaluate_run(folder, record, texts, sample, args) == metrics  # the record is reused
     args.sample_seed = 1
-    with pytest.raises(ValueError, match="another test sample"):
+    with pytest.raises(ValueError, match="has another sample"):
         converged.evaluate_run(folder, record, texts, sample, args)
     args.plateau_patience = 2
     with pytest.raises(ValueError, match=r"another schedule: plateau_patience 5 \(here 2\)"):
@@ -225,6 +225,7 @@ def test_converged_documents_corpus_defaults(refused):
         lambda: converged.parse_args(["--corpus", "documents", "--methods", "bnvae_1.5"]),
         "argument --methods: invalid choice: 'bnvae_1.5'",
     )
+    refused(lambda: converged.parse_args(["--seeds", "42", "-1"]), "--seeds -1: seeds are at least 0")
 
 
 def test_rotten_tomatoes_preparation_drops_plots_and_duplicates_and_splits_by_seed(tmp_path):
@@ -416,9 +417,36 @@ def test_converged_writes_its_files_from_every_record_whatever_one_evaluation_se
     sweep = json.loads((tmp_path / "gamma_sweep.json").read_text())
     assert sweep["seed"] == 42 and list(sweep["methods"]) == ["vae", "bnvae_1.5"]  # the seed of the sweep's own run
     assert (tmp_path / "converged_curves.png").stat().st_size > 0
+    (tmp_path / "converged_runs" / "notes.json").write_text("{}")  # not a record: skipped
+    (tmp_path / "converged_runs" / "transformer_lm_seedx.json").write_text("{}")
+    converged.main(["--evaluate_only", "--seeds", "43", "--methods", "bnvae_0.6", *flags])
+    assert json.loads((tmp_path / "converged.json").read_text())["methods"] == report["methods"]
     record("vae", 44, 0.5, sample={"sample_seed": 1, "iw_test_sentences": 10, "iw_samples": 4})
-    with pytest.raises(ValueError, match=r"vae_seed44.json was evaluated on another test sample"):
+    with pytest.raises(ValueError, match=r"vae_seed44.json has another sample"):
         converged.main(["--evaluate_only", "--seeds", "43", "--methods", "bnvae_0.6", *flags])
+    # a smoke run's record (another schedule) is refused too, not merged into the comparison
+    kept = json.loads((tmp_path / "converged_runs" / "vae_seed44.json").read_text())
+    kept["sample"] = converged.sample_settings(args)
+    kept["schedule"] = {**converged.schedule_settings(args), "num_train_epochs": 3}
+    (tmp_path / "converged_runs" / "vae_seed44.json").write_text(json.dumps(kept))
+    with pytest.raises(ValueError, match=r"vae_seed44.json has another schedule \(.*'num_train_epochs': 3"):
+        converged.main(["--evaluate_only", "--seeds", "43", "--methods", "bnvae_0.6", *flags])
+
+
+def test_the_speed_benchmark_counts_the_transformer_decoders_matrix_flops():
+    """2 FLOPs per weight of the GPT-2 blocks' matrices (each multiplies once per token) plus the output layer."""
+    from common import decoder_flops_per_token
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+
+    from hf_bnvae import BNVAEConfig, BNVAEForLanguageModeling
+
+    config = BNVAEConfig(decoder_type="transformer", decoder_hidden_size=32, decoder_layers=2, vocab_size=50)
+    model = BNVAEForLanguageModeling(config)
+    blocks = [m for m in model.modules() if isinstance(m, GPT2Block)]
+    matrices = sum(
+        p.numel() for b in blocks for name, p in b.named_parameters() if name.endswith("weight") and p.dim() == 2
+    )
+    assert len(blocks) == 2 and decoder_flops_per_token(config) == 2 * matrices + 2 * 32 * 50
 
 
 def test_experiment_runs_take_their_labels_and_flags_from_the_method_table(tmp_path):

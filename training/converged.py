@@ -150,6 +150,8 @@ def parse_args(argv=None):
     check_finite(p, args)
     if args.train_only and args.evaluate_only:
         p.error("--train_only and --evaluate_only exclude each other")
+    if min(args.seeds) < 0:
+        p.error(f"--seeds {min(args.seeds)}: seeds are at least 0")
     for flag in ("num_workers", "iw_test_sentences", "num_train_epochs"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag} {getattr(args, flag)}: must be at least 1")
@@ -172,9 +174,14 @@ def run_dir(args, method, seed):
     return Path(args.output_dir) / f"{CORPORA[args.corpus].name}_models" / f"{method}_seed{seed}"
 
 
+def runs_dir(args):
+    """The folder of the corpus's run records (in git)."""
+    return Path(args.output_dir) / f"{CORPORA[args.corpus].name}_runs"
+
+
 def record_path(args, method, seed):
-    """The run's record (in git): its per-epoch validation history, test metrics and examples."""
-    return Path(args.output_dir) / f"{CORPORA[args.corpus].name}_runs" / f"{method}_seed{seed}.json"
+    """The run's record: its per-epoch validation history, test metrics and examples."""
+    return runs_dir(args) / f"{method}_seed{seed}.json"
 
 
 def data_flags(args):
@@ -234,7 +241,26 @@ def iw_sample(args, num_test):
 
 
 def sample_settings(args):
+    """The test sample a record was evaluated on."""
     return {"sample_seed": args.sample_seed, "iw_test_sentences": args.iw_test_sentences, "iw_samples": args.iw_samples}
+
+
+def schedule_settings(args):
+    """The schedule and training-set size a record's run was trained with (check_schedule checked them)."""
+    return {**{flag: getattr(args, flag) for flag in SCHEDULE}, "max_train_samples": args.max_train_samples}
+
+
+def read_record(record, args):
+    """A run's record; ValueError when it was evaluated on another test sample or trained with another schedule
+    than these settings' (a record written before it kept its schedule counts as this schedule's)."""
+    kept = json.loads(record.read_text())
+    here = {"sample": sample_settings(args), "schedule": schedule_settings(args)}
+    for what, settings in here.items():
+        if kept.get(what, settings) != settings:
+            raise ValueError(
+                f"{record} has another {what} ({kept.get(what)}, here {settings}); move it aside to evaluate again"
+            )
+    return kept
 
 
 def progress(loader, what):
@@ -245,15 +271,9 @@ def progress(loader, what):
 @torch.no_grad()
 def evaluate_run(folder, record, test_texts, sample, args):
     """Test metrics of one trained run, written with its validation history to `record` (reused when it
-    holds the same test sample; refused when it holds another)."""
+    holds the same test sample and schedule; refused when it holds others: read_record)."""
     if record.exists():
-        kept = json.loads(record.read_text())
-        if kept.get("sample") != sample_settings(args):
-            raise ValueError(
-                f"{record} was evaluated on another test sample ({kept.get('sample')}, here {sample_settings(args)});"
-                " delete it to evaluate again"
-            )
-        return kept["test"]
+        return read_record(record, args)["test"]
     trained = read_results(folder)
     check_schedule(trained, args, folder)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -262,7 +282,9 @@ def evaluate_run(folder, record, test_texts, sample, args):
     subset = test_set.select(sample)
     metrics = evaluate_language_model(
         model,
-        progress(sentence_loader(test_set, tokenizer, 64), "test -ELBO, MI"),
+        progress(
+            sentence_loader(test_set, tokenizer, 64), "test -ELBO"
+        ),  # the MI and latent usage follow, without a bar
         seed=args.seed,
         mi_samples=args.mi_samples,
     )
@@ -295,7 +317,12 @@ def evaluate_run(folder, record, test_texts, sample, args):
         eval_cpu_seconds=time.process_time() - cpu_start,
     )
     record.parent.mkdir(parents=True, exist_ok=True)
-    kept = {"sample": sample_settings(args), "test": metrics, "history": trained["history"]}
+    kept = {
+        "sample": sample_settings(args),
+        "schedule": schedule_settings(args),
+        "test": metrics,
+        "history": trained["history"],
+    }
     write_atomically(record, json.dumps(kept, indent=2))
     return metrics
 
@@ -303,19 +330,15 @@ def evaluate_run(folder, record, test_texts, sample, args):
 def evaluated_runs(args):
     """{method: {seed: test metrics}} of every run record of the corpus in --output_dir, whatever --methods and
     --seeds select, so that evaluating one run never narrows the results files; ValueError when a record
-    holds another test sample than these settings'."""
+    holds another test sample or schedule (read_record); a file that is no record of the corpus's methods is
+    skipped with a message."""
     results = {}
-    for record in sorted(record_path(args, "lm", 0).parent.glob("*_seed*.json")):
+    for record in sorted(runs_dir(args).glob("*.json")):
         method, _, seed = record.stem.rpartition("_seed")
         if method not in CORPORA[args.corpus].methods or not seed.isdigit():
+            print(f"[skip] {record}: not a record <method>_seed<seed>.json of --corpus {args.corpus}", flush=True)
             continue
-        kept = json.loads(record.read_text())
-        if kept.get("sample") != sample_settings(args):
-            raise ValueError(
-                f"{record} was evaluated on another test sample ({kept.get('sample')}, here {sample_settings(args)});"
-                " delete it or pass its settings"
-            )
-        results.setdefault(method, {})[int(seed)] = kept["test"]
+        results.setdefault(method, {})[int(seed)] = read_record(record, args)["test"]
     return {m: dict(sorted(results[m].items())) for m in CORPORA[args.corpus].methods if m in results}
 
 
@@ -447,21 +470,28 @@ INVOCATION_FLAGS = ("methods", "seeds", "train_only", "evaluate_only", "num_work
 
 
 def study_seed(results, own):
-    """The seed of a first-seed-only study: the smallest seed any of its `own` methods has results for, None
-    when none has."""
-    return min((seed for m in own for seed in results.get(m, {})), default=None)
+    """The seed of a first-seed-only study: the smallest seed any of its `own` methods has results for (a
+    message names those of other seeds, left out), None when none has."""
+    seeds = {seed for m in own for seed in results.get(m, {})}
+    if not seeds:
+        return None
+    if len(seeds) > 1:
+        print(f"[note] {', '.join(own)}: seed {min(seeds)} reported, seeds {sorted(seeds)[1:]} left out", flush=True)
+    return min(seeds)
 
 
 def cpu_hours(records):
-    """{"cpu_hours": training and evaluation CPU time of the records that counted it, "runs_without_cpu_time":
-    how many did not (trained in part before train.py counted it; their wall seconds include pauses)}."""
+    """{"cpu_hours": training and evaluation CPU time (core-hours) of the records that counted both,
+    "runs_without_cpu_time": how many did not (trained in part, or evaluated, before the CPU time was
+    counted; their wall seconds include pauses)}."""
     counted = [r for r in records if r.get("train_cpu_seconds") is not None and "eval_cpu_seconds" in r]
     cpu = sum(r["train_cpu_seconds"] + r["eval_cpu_seconds"] for r in counted)
     return {"cpu_hours": round(cpu / 3600, 2), "runs_without_cpu_time": len(records) - len(counted)}
 
 
 def write_results(results, args, output):
-    """<name>.json / .md: the comparison (every seed) with the paired NLL differences."""
+    """<name>.json / .md: the comparison (every seed) with the paired NLL differences, and the wall seconds and
+    CPU hours of every run of `results` (the sweep's and issue 31's included)."""
     name = CORPORA[args.corpus].name
     methods = per_model(results, METHODS)
     paired = {f"{a}-{b}": paired_nll(results, a, b) for a, b in PAIRED}
@@ -626,6 +656,7 @@ def main(argv=None):
     output = Path(args.output_dir)
     test_texts = read_text_file(data_file(args, "test")).texts
     sample = iw_sample(args, len(test_texts))
+    evaluated_runs(args)  # a record of another sample or schedule is refused before any evaluation
     for seed, method, _ in runs(args):
         folder, record = run_dir(args, method, seed), record_path(args, method, seed)
         if record.exists() or read_results(folder) is not None:
