@@ -171,6 +171,14 @@ def test_paired_nll_difference_and_its_t_interval():
     assert paired["ci95"] == pytest.approx([mean - half, mean + half])
     assert paired["per_seed"] == pytest.approx([1.0, 1.5]) and paired["seeds"] == [1, 2]
     assert converged.paired_nll(results, "vae", "lm") is None  # no shared seed: nothing claimed
+    # by length: the thirds of the sample sorted by tokens (here 2 sentences each), each with its interval
+    six = {
+        "lm": {1: {"nll_per_sentence": [10.0] * 6}},
+        "bnvae_0.6": {1: {"nll_per_sentence": [11.0, 12.0, 9.0, 7.0, 9.5, 11.5]}},
+    }
+    thirds = converged.paired_nll(six, "bnvae_0.6", "lm", lengths=[30, 5, 12, 40, 11, 6])["by_length"]
+    assert [t["tokens"] for t in thirds] == [[5, 6], [11, 12], [30, 40]]
+    assert [t["mean"] for t in thirds] == pytest.approx([1.75, -0.75, -1.0]) and thirds[0]["n"] == 2
 
 
 def test_converged_evaluation_keeps_per_sentence_nll_examples_and_refuses_other_schedules(

@@ -394,10 +394,12 @@ def summarise(runs):
     return summary
 
 
-def paired_nll(results, method, other):
+def paired_nll(results, method, other, lengths=None):
     """`method` minus `other` on the same test sentences, nats per sentence: {"mean", "ci95", "n"} over the
     sentences of the seed-averaged NLL differences (mean_ci95), "per_seed": the mean difference of each
-    seed both ran, "seeds"}; None when they share no seed."""
+    seed both ran, "seeds", and with the sample's `lengths` (tokens per sentence, in the sample's order)
+    "by_length": the same over the shortest, middle and longest third, each with its "tokens" [min, max]};
+    None when they share no seed."""
     seeds = sorted(set(results.get(method, {})) & set(results.get(other, {})))
     if not seeds:
         return None
@@ -406,7 +408,19 @@ def paired_nll(results, method, other):
         for s in seeds
     ]
     averaged = [statistics.mean(d) for d in zip(*differences)]
-    return {**mean_ci95(averaged), "per_seed": [statistics.mean(d) for d in differences], "seeds": seeds}
+    paired = {**mean_ci95(averaged), "per_seed": [statistics.mean(d) for d in differences], "seeds": seeds}
+    if lengths is not None:
+        order = sorted(range(len(averaged)), key=lambda i: lengths[i])
+        thirds = [order[k * len(order) // 3 : (k + 1) * len(order) // 3] for k in range(3)]
+        paired["by_length"] = [
+            {"tokens": [lengths[t[0]], lengths[t[-1]]], **mean_ci95([averaged[i] for i in t])} for t in thirds
+        ]
+    return paired
+
+
+def sample_lengths(test_texts, sample):
+    """Tokens (words + the end token) of each sentence of the IW sample, in the sample's order."""
+    return [len(test_texts[i].split()) + 1 for i in sample]
 
 
 def cell(summary, figure, digits):
@@ -489,12 +503,13 @@ def cpu_hours(records):
     return {"cpu_hours": round(cpu / 3600, 2), "runs_without_cpu_time": len(records) - len(counted)}
 
 
-def write_results(results, args, output):
-    """<name>.json / .md: the comparison (every seed) with the paired NLL differences, and the wall seconds and
-    CPU hours of every run of `results` (the sweep's and issue 31's included)."""
+def write_results(results, args, output, lengths=None):
+    """<name>.json / .md: the comparison (every seed) with the paired NLL differences (by length too, given
+    the sample's lengths), and the wall seconds and CPU hours of every run of `results` (the sweep's and
+    issue 31's included)."""
     name = CORPORA[args.corpus].name
     methods = per_model(results, METHODS)
-    paired = {f"{a}-{b}": paired_nll(results, a, b) for a, b in PAIRED}
+    paired = {f"{a}-{b}": paired_nll(results, a, b, lengths) for a, b in PAIRED}
     every = [r for per_seed in results.values() for r in per_seed.values()]
     seconds = sum(r["train_seconds"] + r["eval_seconds"] for r in every)
     report = {
@@ -519,21 +534,28 @@ def paired_lines(pairs, paired, args):
         "",
         f"NLL: importance-weighted (K = {args.iw_samples}) on {args.iw_test_sentences} random test {unit}, the same"
         f" for every model. Paired differences on those {unit} (nats per {unit[:-1]}): the mean over the {unit} of"
-        " the seed-averaged difference [95% t interval], and each seed's mean difference.",
+        " the seed-averaged difference [95% t interval], each seed's mean difference, and the mean over the"
+        f" shortest, middle and longest third of the {unit} [95% t interval] (their tokens: words + end).",
         "",
-        "| difference | mean [95% CI] | per seed |",
-        "|---|---|---|",
+        "| difference | mean [95% CI] | per seed | by length: short / middle / long third |",
+        "|---|---|---|---|",
     ]
     for (a, b), d in zip(pairs, paired.values()):
         if d:
+            by_length = " / ".join(f"{interval(t)} ({t['tokens'][0]}-{t['tokens'][1]})" for t in d.get("by_length", []))
             lines.append(
-                f"| {LABELS[a]} - {LABELS[b]} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
-                f" ({d['n']} {unit}) | {', '.join(f'{x:+.2f}' for x in d['per_seed'])} |"
+                f"| {LABELS[a]} - {LABELS[b]} | {interval(d)} ({d['n']} {unit}) |"
+                f" {', '.join(f'{x:+.2f}' for x in d['per_seed'])} | {by_length or '-'} |"
             )
     return lines
 
 
-def write_beyond(results, args, output):
+def interval(d):
+    """A mean_ci95 as "mean [lo, hi]", signed, 2 decimals."""
+    return f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+
+
+def write_beyond(results, args, output, lengths=None):
     """Issue 31's studies with the first seed (study_seed), each written once a run of its own is finished:
     learned_gamma.{json,md} (BN-VAE with learned scales beside every fixed gamma and the VAE, with the
     scales it learned) and transformer_decoder.{json,md} (the Transformer LM, VAE and BN-VAEs, with the
@@ -552,7 +574,7 @@ def write_beyond(results, args, output):
         for m, r in rows.items():
             if "gammas" in r:
                 methods[m]["gammas"] = r["gammas"]
-        paired = {f"{a}-{b}": paired_nll({m: {seed: rows[m]} for m in rows}, a, b) for a, b in pairs}
+        paired = {f"{a}-{b}": paired_nll({m: {seed: rows[m]} for m in rows}, a, b, lengths) for a, b in pairs}
         optimizer = "adam, lr 1e-3" if name == "transformer_decoder" else "sgd, lr 1.0"
         report = {
             "protocol": {**protocol(args), "optimizer": optimizer},
@@ -662,11 +684,11 @@ def main(argv=None):
         if record.exists() or read_results(folder) is not None:
             print(f"[evaluate] {folder.name}", flush=True)
             evaluate_run(folder, record, test_texts, sample, args)
-    results = evaluated_runs(args)
-    write_results(results, args, output)
+    results, lengths = evaluated_runs(args), sample_lengths(test_texts, sample)
+    write_results(results, args, output, lengths)
     if args.corpus == "sentences":
         write_sweep(results, args, output)
-        write_beyond(results, args, output)
+        write_beyond(results, args, output, lengths)
     plot_curves(results, args, output)
 
 
