@@ -52,7 +52,9 @@ class BNVAEConfig(PretrainedConfig):
             batch std of mu to gamma * sqrt(v / (v + eps)), v the batch variance of the raw mean: with the
             encoder's default initialisation v is about 1e-3 to 1e-2 from the first step, so the std is within
             1% of gamma. (An encoder initialised at +-0.01 gives v ~ 1e-8, which needs eps ~ 1e-16 to keep
-            the bound early in training.) BN runs in fp32 whatever the autocast dtype.
+            the bound early in training.) Train with Adam(W)? Use 1e-12: with 1e-5 Adam shrank v below eps
+            and escaped the bound at latent 64, gamma 1.5 (RESULTS.md). BN runs in fp32 whatever the autocast
+            dtype.
         bn_momentum (`float`, defaults to 0.1): BatchNorm running-statistics momentum (PyTorch convention).
         decoder_dropout_in (`float`, defaults to 0.5): dropout on the decoder's input embeddings.
         decoder_dropout_out (`float`, defaults to 0.5): dropout on the decoder's LSTM outputs.
