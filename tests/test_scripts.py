@@ -521,6 +521,6 @@ def test_converged_writes_the_beyond_the_paper_studies_once_their_runs_exist(tmp
     assert learned["methods"]["bnvae_learned_0.3"]["gammas"] == [0.3, 0.5, 0.9]
     assert "learned gamma from 0.300 to 0.900" in (tmp_path / "learned_gamma.md").read_text()
     transformer = json.loads((tmp_path / "transformer_decoder.json").read_text())
-    assert transformer["protocol"]["optimizer"] == "adam, lr 1e-3"
+    assert transformer["protocol"]["optimizer"] == "adam, lr 1e-3, BN eps 1e-12"  # train.py's Adam defaults
     assert transformer["paired"]["transformer_bnvae_0.6-transformer_lm"]["mean"] == pytest.approx(-0.95)
     assert "transformer_vae-transformer_lm" not in transformer["paired"]  # not run: nothing claimed
