@@ -45,9 +45,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import sacrebleu
 import torch
-from experiments import Run, mean_ci95, mean_std, run_train_script  # training/ is on the path when a script runs
+from experiments import (  # training/ is on the path when a script runs
+    Run,
+    mean_ci95,
+    mean_std,
+    reconstruction_bleu,
+    run_train_script,
+)
 from tqdm.auto import tqdm
 
 from hf_bnvae import load_pretrained
@@ -350,8 +355,8 @@ def reconstruction_examples(model, tokenizer, texts, seed):
     greedy = model.reconstruct(texts, tokenizer)
     beam = model.reconstruct(texts, tokenizer, num_beams=5)
     return {
-        "bleu": sacrebleu.corpus_bleu(greedy, [texts], tokenize="none", force=True).score,
-        "bleu_beam5": sacrebleu.corpus_bleu(beam, [texts], tokenize="none", force=True).score,
+        "bleu": reconstruction_bleu(greedy, texts),
+        "bleu_beam5": reconstruction_bleu(beam, texts),
         "examples": [
             {"input": t, "greedy": g, "beam5": b}
             for t, g, b in zip(texts[:NUM_EXAMPLES], greedy[:NUM_EXAMPLES], beam[:NUM_EXAMPLES])

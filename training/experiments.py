@@ -89,4 +89,12 @@ def mean_ci95(values):
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(values)}
 
 
-__all__ = ["Run", "mean_ci95", "mean_std", "run_train_script"]
+def reconstruction_bleu(outputs, inputs):
+    """sacrebleu's corpus BLEU of reconstructions against their inputs, on the text as it is (no
+    re-tokenisation; 100 is a word-for-word copy)."""
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(outputs, [inputs], tokenize="none", force=True).score
+
+
+__all__ = ["Run", "mean_ci95", "mean_std", "reconstruction_bleu", "run_train_script"]

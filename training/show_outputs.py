@@ -13,8 +13,8 @@ import argparse
 import random
 import time
 
-import sacrebleu
 import torch
+from experiments import reconstruction_bleu  # training/ is on the path when a script runs
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file
@@ -61,8 +61,8 @@ def model_outputs(model, tokenizer, examples, bleu_texts, args):
     path, seconds_interpolate = timed(model.interpolate, examples[0], examples[1], tokenizer, steps=args.steps)
     return {
         "reconstructions": reconstructions,
-        "bleu": corpus_bleu(bleu_outputs, bleu_texts),
-        "bleu_beam5": corpus_bleu(beam_outputs, bleu_texts),
+        "bleu": reconstruction_bleu(bleu_outputs, bleu_texts),
+        "bleu_beam5": reconstruction_bleu(beam_outputs, bleu_texts),
         "samples": samples,
         "interpolation": path,
         "seconds": {
@@ -72,11 +72,6 @@ def model_outputs(model, tokenizer, examples, bleu_texts, args):
             "interpolate": seconds_interpolate,
         },
     }
-
-
-def corpus_bleu(outputs, references):
-    """sacrebleu's corpus BLEU of outputs against their inputs, on the text as it is (no re-tokenisation)."""
-    return sacrebleu.corpus_bleu(outputs, [references], tokenize="none", force=True).score
 
 
 def cell(text):

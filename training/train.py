@@ -606,16 +606,21 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
     return unwrapped, results
 
 
+def promised_kl(entry, bound):
+    """The KL BN's scales promise per sentence: n gamma^2 / 2 (`bound`), or with learned scales gamma_i (the
+    epoch's `gammas`) sum gamma_i^2 / 2, which never falls below the floor n gamma_min^2 / 2."""
+    return sum(g * g for g in entry["gammas"]) / 2 if "gammas" in entry else bound
+
+
 def guarantee_note(entry, bound):
     """The KL BN guaranteed on the epoch's training batches (exactly), beside the bound n gamma^2 / 2 (with
     learned scales gamma_i: their sum of gamma_i^2 / 2 at the epoch's end, and the floor n gamma_min^2 / 2)."""
     if not bound or entry.get("train_kl_guarantee") is None:
         return ""
     if "gammas" in entry:
-        scales = sum(g * g for g in entry["gammas"]) / 2
         return (
             f" (BN guaranteed >= {entry['train_kl_guarantee']:.4f} on these batches: about sum gamma_i^2 / 2 ="
-            f" {scales:.4f} of the learned gamma_i times the mean v / (v + eps) of the raw means' batch variances"
+            f" {promised_kl(entry, bound):.4f} of the learned gamma_i times the mean v / (v + eps) of the raw means' batch variances"
             f" v; never below n gamma_min^2 / 2 = {bound:.4f} times it)"
         )
     return (
@@ -635,7 +640,7 @@ def escape_warning(entry, bound, optimizer):
     guarantee = entry.get("train_kl_guarantee")
     if not bound or guarantee is None:
         return None
-    promised = sum(g * g for g in entry["gammas"]) / 2 if "gammas" in entry else bound
+    promised = promised_kl(entry, bound)
     if not guarantee < ESCAPE_FRACTION * promised:
         return None
     advice = (
