@@ -3,6 +3,7 @@ evaluation and paired differences."""
 
 import json
 import random
+import statistics
 
 import converged
 import evaluate_model
@@ -170,6 +171,9 @@ def test_paired_nll_difference_and_its_t_interval():
     assert paired["mean"] == pytest.approx(mean) and paired["n"] == 4
     assert paired["ci95"] == pytest.approx([mean - half, mean + half])
     assert paired["per_seed"] == pytest.approx([1.0, 1.5]) and paired["seeds"] == [1, 2]
+    # training noise: the t interval over the 2 seeds' means (1 degree of freedom), far wider than the sentences'
+    seed_half = t.ppf(0.975, 1) * statistics.stdev([1.0, 1.5]) / 2**0.5
+    assert paired["across_seeds"]["ci95"] == pytest.approx([1.25 - seed_half, 1.25 + seed_half])
     assert converged.paired_nll(results, "vae", "lm") is None  # no shared seed: nothing claimed
     # by length: the thirds of the sample sorted by tokens (here 2 sentences each), each with its interval
     six = {
@@ -179,6 +183,7 @@ def test_paired_nll_difference_and_its_t_interval():
     thirds = converged.paired_nll(six, "bnvae_0.6", "lm", lengths=[30, 5, 12, 40, 11, 6])["by_length"]
     assert [t["tokens"] for t in thirds] == [[5, 6], [11, 12], [30, 40]]
     assert [t["mean"] for t in thirds] == pytest.approx([1.75, -0.75, -1.0]) and thirds[0]["n"] == 2
+    assert "across_seeds" not in converged.paired_nll(six, "bnvae_0.6", "lm")  # one seed: no training-noise claim
 
 
 def test_converged_evaluation_keeps_per_sentence_nll_examples_and_refuses_other_schedules(
@@ -373,7 +378,7 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
     }
     assert report["paired"]["vae-lm"]["ci95"] == pytest.approx([0.5, 0.5])  # the same shift on every sentence
     assert (
-        "| BN-VAE (0.6) - LSTM-LM | +1.00 [+1.00, +1.00] (3 sentences) | +1.00, +1.00 |"
+        "| BN-VAE (0.6) - LSTM-LM | +1.00 [+1.00, +1.00] (3 sentences) | +1.00, +1.00 [+1.00, +1.00] |"
         in (tmp_path / "converged.md").read_text()
     )
     converged.write_sweep({m: r for m, r in results.items() if m != "bnvae_1.5"}, args, tmp_path)

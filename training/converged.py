@@ -402,8 +402,9 @@ def summarise(runs):
 
 def paired_nll(results, method, other, lengths=None):
     """`method` minus `other` on the same test sentences, nats per sentence: {"mean", "ci95", "n"} over the
-    sentences of the seed-averaged NLL differences (mean_ci95), "per_seed": the mean difference of each
-    seed both ran, "seeds", and with the sample's `lengths` (tokens per sentence, in the sample's order)
+    sentences of the seed-averaged NLL differences (mean_ci95: sampling noise of the test sentences only),
+    "per_seed": the mean difference of each seed both ran, "seeds", with two seeds or more "across_seeds":
+    mean_ci95 over the per-seed means (n - 1 degrees of freedom: training noise too), and with the sample's `lengths` (tokens per sentence, in the sample's order)
     "by_length": the same over the shortest, middle and longest third, each with its "tokens" [min, max]};
     None when they share no seed."""
     seeds = sorted(set(results.get(method, {})) & set(results.get(other, {})))
@@ -414,7 +415,10 @@ def paired_nll(results, method, other, lengths=None):
         for s in seeds
     ]
     averaged = [statistics.mean(d) for d in zip(*differences)]
-    paired = {**mean_ci95(averaged), "per_seed": [statistics.mean(d) for d in differences], "seeds": seeds}
+    per_seed = [statistics.mean(d) for d in differences]
+    paired = {**mean_ci95(averaged), "per_seed": per_seed, "seeds": seeds}
+    if len(seeds) >= 2:
+        paired["across_seeds"] = mean_ci95(per_seed)
     if lengths is not None:
         order = sorted(range(len(averaged)), key=lambda i: lengths[i])
         thirds = [order[k * len(order) // 3 : (k + 1) * len(order) // 3] for k in range(3)]
@@ -540,18 +544,22 @@ def paired_lines(pairs, paired, args):
         "",
         f"NLL: importance-weighted (K = {args.iw_samples}) on {args.iw_test_sentences} random test {unit}, the same"
         f" for every model. Paired differences on those {unit} (nats per {unit[:-1]}): the mean over the {unit} of"
-        " the seed-averaged difference [95% t interval], each seed's mean difference, and the mean over the"
-        f" shortest, middle and longest third of the {unit} [95% t interval] (their tokens: words + end).",
+        f" the seed-averaged difference [95% t interval over the {unit}: test-sample noise only], each seed's"
+        " mean difference with, given two seeds or more, their 95% t interval (seeds - 1 degrees of freedom:"
+        f" training noise too), and the mean over the shortest, middle and longest third of the {unit}"
+        " [95% t interval] (their tokens: words + end).",
         "",
-        "| difference | mean [95% CI] | per seed | by length: short / middle / long third |",
+        "| difference | mean [95% CI] | per seed [95% CI over seeds] | by length: short / middle / long third |",
         "|---|---|---|---|",
     ]
     for (a, b), d in zip(pairs, paired.values()):
         if d:
             by_length = " / ".join(f"{interval(t)} ({t['tokens'][0]}-{t['tokens'][1]})" for t in d.get("by_length", []))
+            per_seed = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+            if "across_seeds" in d:
+                per_seed += f" [{d['across_seeds']['ci95'][0]:+.2f}, {d['across_seeds']['ci95'][1]:+.2f}]"
             lines.append(
-                f"| {LABELS[a]} - {LABELS[b]} | {interval(d)} ({d['n']} {unit}) |"
-                f" {', '.join(f'{x:+.2f}' for x in d['per_seed'])} | {by_length or '-'} |"
+                f"| {LABELS[a]} - {LABELS[b]} | {interval(d)} ({d['n']} {unit}) | {per_seed} | {by_length or '-'} |"
             )
     return lines
 
