@@ -217,7 +217,17 @@ def test_converged_evaluation_keeps_per_sentence_nll_examples_and_refuses_other_
     beam = model.reconstruct(inputs, tokenizer, num_beams=5)
     bleu = sacrebleu.corpus_bleu(beam, [inputs], tokenize="none", force=True).score
     assert metrics["bleu_beam5"] == pytest.approx(bleu) and [e["beam5"] for e in metrics["examples"]] == beam[:5]
+    # seen: greedy BLEU on a seeded sample of the sentences it trained on (the train file's first lines)
+    seen = read_text_file(data / "train.txt").texts[: args.max_train_samples]
+    seen = random.Random(args.sample_seed).sample(seen, min(12, len(seen)))
+    greedy_seen = sacrebleu.corpus_bleu(model.reconstruct(seen, tokenizer), [seen], tokenize="none", force=True)
+    assert metrics["bleu_seen"] == pytest.approx(greedy_seen.score)
     assert converged.evaluate_run(folder, record, texts, sample, args) == metrics  # the record is reused
+    kept = json.loads(record.read_text())
+    del kept["test"]["bleu_seen"]  # a record made before the figure existed gets it, the rest unchanged
+    record.write_text(json.dumps(kept))
+    assert converged.evaluate_run(folder, record, texts, sample, args) == metrics
+    assert json.loads(record.read_text())["test"]["bleu_seen"] == pytest.approx(greedy_seen.score)
     args.sample_seed = 1
     with pytest.raises(ValueError, match="has another sample"):
         converged.evaluate_run(folder, record, texts, sample, args)
