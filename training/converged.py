@@ -653,11 +653,12 @@ def write_sweep(results, args, output):
             lines += [f"{i}. {text}" for i, text in enumerate(path["path"], 1)]
         lines.append("")
     write_atomically(output / "gamma_sweep.md", "\n".join(lines) + "\n")
-    plot_sweep(rows, output / "gamma_sweep.png")
+    plot_sweep(rows, output / "gamma_sweep.png", results.get("lm", {}).get(seed, {}).get("nll"))
 
 
-def plot_sweep(rows, path):
-    """Test NLL and reconstruction BLEU (greedy, beam 5) against the test KL, one point per model."""
+def plot_sweep(rows, path, lm_nll=None):
+    """Test NLL (with the seed's LM's as a line, given) and reconstruction BLEU (greedy and beam 5 on the test
+    sample, greedy on seen sentences where measured) against the test KL, one point per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -668,6 +669,12 @@ def plot_sweep(rows, path):
     axes[0].plot(kl, [r["nll"] for r in rows.values()], "o-", color="tab:red")
     axes[1].plot(kl, [r["bleu"] for r in rows.values()], "o-", color="tab:blue", label="greedy")
     axes[1].plot(kl, [r["bleu_beam5"] for r in rows.values()], "s--", color="tab:green", label="beam 5")
+    seen = [(r["kl"], r["bleu_seen"]) for r in rows.values() if "bleu_seen" in r]
+    if seen:
+        axes[1].plot(*zip(*seen), "^:", color="tab:purple", label="greedy, sentences it trained on")
+    if lm_nll is not None:
+        axes[0].axhline(lm_nll, color="tab:gray", linestyle=":", label=f"LSTM-LM ({lm_nll:.2f})")
+        axes[0].legend()
     for m, r in rows.items():
         axes[0].annotate(LABELS[m], (r["kl"], r["nll"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
         axes[1].annotate(LABELS[m], (r["kl"], r["bleu_beam5"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
