@@ -681,6 +681,7 @@ def plot_sweep(rows, path, lm_nll=None):
     axes[0].set(title="test NLL (IW, nats / sentence)", xlabel="test KL (nats / sentence)", xscale="symlog")
     axes[1].set(title="reconstruction BLEU", xlabel="test KL (nats / sentence)", xscale="symlog")
     axes[1].legend()
+    axes[0].set_xlim(axes[1].get_xlim())  # the same KL range in both panels
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
