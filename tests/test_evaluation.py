@@ -239,3 +239,24 @@ def test_per_sentence_figures_average_to_the_dataset_figures_in_index_order(trai
     assert sum(per_sentence["nll"]) / len(texts) == pytest.approx(metrics["nll"])
     assert sum(per_sentence["nelbo"]) / len(texts) == pytest.approx(metrics["nelbo"])
     assert "per_sentence" not in evaluate_language_model(trained, batches_of(tokenizer, texts, 4))
+
+
+def test_iw_convergence_left_over_bias_and_an_lm_without_k(saved, tiny_config, tokenizer, corpus, tmp_path, capsys):
+    import iw_convergence
+
+    # a bias of c / K above the NLL: the fall between the two largest K gives back c / K at the largest
+    c, nll = 30.0, 100.0
+    assert iw_convergence.left_at_largest({k: nll + c / k for k in (5, 50, 500)}) == pytest.approx(c / 500)
+    assert iw_convergence.left_at_largest({500: nll}) is None
+    torch.manual_seed(0)
+    lm = BNVAEForLanguageModeling(tiny_config(use_latent=False)).eval()  # no z: the same figure at every K
+    by_k = iw_convergence.iw_nll_by_k(lm, tokenizer, corpus, [1, 7])
+    assert by_k[1] == pytest.approx(by_k[7])
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(corpus) + "\n")
+    args = [str(saved), "--test_file", str(test_file), "--num_texts", "6", "--iw_samples", "20", "2", "20"]
+    results = iw_convergence.main(args)[str(saved)]
+    assert list(results) == [2, 20] and all(math.isfinite(v) for v in results.values())
+    assert "left at K = 20" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="has only 8 texts"):
+        iw_convergence.main([*args[:3], "--num_texts", "9"])

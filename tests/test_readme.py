@@ -12,6 +12,7 @@ import converged
 import eval_speed
 import evaluate_model
 import generate
+import iw_convergence
 import latency
 import mi_noise
 import official_step
@@ -61,6 +62,7 @@ PARSED_ONLY = {
     "benchmarks/eval_speed.py": eval_speed.parse_args,
     "benchmarks/trainer_parity.py": trainer_parity.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
+    "benchmarks/iw_convergence.py": iw_convergence.parse_args,
     "benchmarks/precision.py": precision.parse_args,
     "demo/app.py": app.parse_args,  # serves until stopped (tests/test_demo.py runs it)
     "demo/latency.py": latency.parse_args,  # needs a trained model (tests/test_demo.py runs it on a tiny one)
