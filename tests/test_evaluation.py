@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from hf_bnvae import BNVAEForLanguageModeling
+from hf_bnvae import BNVAEForLanguageModeling, build_word_tokenizer, load_pretrained
 from hf_bnvae.data import read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import (
     active_units,
@@ -260,3 +260,36 @@ def test_iw_convergence_left_over_bias_and_an_lm_without_k(saved, tiny_config, t
     assert "left at K = 20" in capsys.readouterr().out
     with pytest.raises(ValueError, match="has only 8 texts"):
         iw_convergence.main([*args[:3], "--num_texts", "9"])
+
+
+def test_saving_by_position_adds_up_to_the_per_sentence_saving(saved, tiny_config, tokenizer, corpus, tmp_path):
+    import saving_by_position
+
+    torch.manual_seed(1)
+    lm = BNVAEForLanguageModeling(tiny_config(use_latent=False)).eval()
+    lm.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(corpus) + "\n")
+    result = saving_by_position.main(
+        [str(tmp_path / "lm"), str(saved), "--test_file", str(test_file), "--num_texts", "8"]
+    )
+    # the total is the LM's NLL minus the latent model's with each sentence's own posterior mean, per sentence
+    model, _ = load_pretrained(saved)
+    batch = tokenizer(corpus, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mu, _ = model.encode_posterior(batch["input_ids"], batch["attention_mask"])
+        own = model.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"], mu)
+        plain = lm.sentence_log_likelihood(batch["input_ids"], batch["attention_mask"])
+    assert result["per_text"] == pytest.approx((own - plain).mean().item(), abs=1e-4)
+    assert sum(b["per_text"] for b in result["buckets"]) == pytest.approx(result["per_text"])
+    lengths = [len(t.split()) + 1 for t in corpus]  # target tokens: words + the end token
+    assert [b["tokens"] for b in result["buckets"]][:2] == [
+        sum(min(n, 5) for n in lengths),
+        sum(max(n - 5, 0) for n in lengths),
+    ]
+    assert result["buckets"][2]["per_token"] is None  # no sentence reaches position 11
+    other = build_word_tokenizer(["entirely different words here"])
+    other.save_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="different vocabularies"):
+        saving_by_position.main([str(tmp_path / "lm"), str(saved), "--test_file", str(test_file), "--num_texts", "8"])

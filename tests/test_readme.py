@@ -25,6 +25,7 @@ import prepare_yelp
 import pytest
 import reproduce
 import reproduce_dialogue
+import saving_by_position
 import semi_supervised
 import show_outputs
 import step_profile
@@ -63,6 +64,7 @@ PARSED_ONLY = {
     "benchmarks/trainer_parity.py": trainer_parity.parse_args,
     "benchmarks/mi_noise.py": mi_noise.parse_args,
     "benchmarks/iw_convergence.py": iw_convergence.parse_args,
+    "benchmarks/saving_by_position.py": saving_by_position.parse_args,
     "benchmarks/precision.py": precision.parse_args,
     "demo/app.py": app.parse_args,  # serves until stopped (tests/test_demo.py runs it)
     "demo/latency.py": latency.parse_args,  # needs a trained model (tests/test_demo.py runs it on a tiny one)
