@@ -423,8 +423,9 @@ def paired_nll(results, method, other, lengths=None):
     """`method` minus `other` on the same test sentences, nats per sentence: {"mean", "ci95", "n"} over the
     sentences of the seed-averaged NLL differences (mean_ci95: sampling noise of the test sentences only),
     "per_seed": the mean difference of each seed both ran, "seeds", with two seeds or more "across_seeds":
-    mean_ci95 over the per-seed means (n - 1 degrees of freedom: training noise too), and with the sample's `lengths` (tokens per sentence, in the sample's order)
-    "by_length": the same over the shortest, middle and longest third, each with its "tokens" [min, max]};
+    mean_ci95 over the per-seed means (n - 1 degrees of freedom: training noise too), and with the sample's
+    `lengths` (tokens per sentence, in the sample's order) "by_length": the same over the shortest, middle
+    and longest third, each with its "tokens" [min, max]};
     None when they share no seed."""
     seeds = sorted(set(results.get(method, {})) & set(results.get(other, {})))
     if not seeds:
