@@ -1,5 +1,7 @@
-"""Shared pieces of the benchmarks: the matrix-multiply reference rate, FLOP counts, Brown batches."""
+"""Shared pieces of the benchmarks: the matrix-multiply reference rate, FLOP counts, Brown batches, a seeded
+sample of test texts."""
 
+import random
 import resource
 import time
 
@@ -49,6 +51,15 @@ def brown_batches(split, vocab_size, batch_size, max_sentences, seed=0, tokenize
         tokenizer = build_word_tokenizer(read_text_file(data / "train.txt").texts, vocab_size=vocab_size)
     dataset = tokenize_texts(tokenizer, read_text_file(data / f"{split}.txt").texts[:max_sentences])
     return tokenizer, dataset["input_ids"], list(sentence_loader(dataset, tokenizer, batch_size, seed=seed))
+
+
+def sample_texts(path, num_texts, seed=0):
+    """`num_texts` texts of a one-per-line file, a seeded random sample (random.Random(seed)); ValueError
+    naming the file when it holds fewer."""
+    texts = read_text_file(path).texts
+    if num_texts > len(texts):
+        raise ValueError(f"--num_texts {num_texts}: {path} has only {len(texts)} texts")
+    return random.Random(seed).sample(texts, num_texts)
 
 
 def build_lm(preset, vocab_size, **overrides):

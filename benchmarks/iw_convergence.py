@@ -11,12 +11,12 @@ which is printed as "left at K". A language model without a latent has no K: its
 """
 
 import argparse
-import random
 
 import torch
+from common import sample_texts
 
 from hf_bnvae import load_pretrained
-from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
 
 
@@ -57,10 +57,7 @@ def iw_nll_by_k(model, tokenizer, texts, iw_samples, seed=0, batch_size=16):
 
 def main(argv=None):
     args = parse_args(argv)
-    texts = read_text_file(args.test_file).texts
-    if args.num_texts > len(texts):
-        raise ValueError(f"--num_texts {args.num_texts}: {args.test_file} has only {len(texts)} texts")
-    texts = random.Random(args.sample_seed).sample(texts, args.num_texts)
+    texts = sample_texts(args.test_file, args.num_texts, args.sample_seed)
     print(f"IW-NLL of {args.num_texts} texts of {args.test_file} (nats per text) at K = {args.iw_samples}")
     results = {}
     for name in args.models:

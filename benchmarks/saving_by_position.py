@@ -10,12 +10,12 @@ minus `nll_own_z`, on the same texts); the KL is what it costs. The two models m
 """
 
 import argparse
-import random
 
 import torch
+from common import sample_texts
 
 from hf_bnvae import load_pretrained
-from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
+from hf_bnvae.data import BROWN_DIR, sentence_loader, tokenize_texts
 
 BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 40), (41, 80), (81, None))  # token positions, 1-based, inclusive
 
@@ -46,7 +46,8 @@ def saving_by_position(lm, model, tokenizer, texts, batch_size=32):
     total saving per text, "texts": N}: LM token NLL minus the latent model's given z = the posterior mean,
     nats (positive: the code helps)."""
     sums, counts = torch.zeros(len(BUCKETS), dtype=torch.float64), torch.zeros(len(BUCKETS), dtype=torch.long)
-    lm.eval(), model.eval()
+    lm.eval()
+    model.eval()
     for batch in sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, batch_size):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         mu, _ = model.encode_posterior(ids, mask)
@@ -66,10 +67,7 @@ def saving_by_position(lm, model, tokenizer, texts, batch_size=32):
 
 def main(argv=None):
     args = parse_args(argv)
-    texts = read_text_file(args.test_file).texts
-    if args.num_texts > len(texts):
-        raise ValueError(f"--num_texts {args.num_texts}: {args.test_file} has only {len(texts)} texts")
-    texts = random.Random(args.sample_seed).sample(texts, args.num_texts)
+    texts = sample_texts(args.test_file, args.num_texts, args.sample_seed)
     lm, tokenizer = load_pretrained(args.lm)
     model, model_tokenizer = load_pretrained(args.model)
     if model_tokenizer.get_vocab() != tokenizer.get_vocab():
