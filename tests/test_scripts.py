@@ -387,6 +387,10 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
         "runs_without_cpu_time": 1,
     }
     assert report["paired"]["vae-lm"]["ci95"] == pytest.approx([0.5, 0.5])  # the same shift on every sentence
+    # the null calibration: seed 2 minus seed 1 of one model is 0.1 * i on sentence i (training noise alone)
+    assert report["seed_to_seed"]["lm"]["2-1"]["mean"] == pytest.approx(0.1)
+    assert set(report["seed_to_seed"]) == {"lm", "vae", "bnvae_0.6"}  # one seed (BN-VAE 1.5): no row
+    assert "| LSTM-LM | 2-1 | +0.10 [-0.15, +0.35] (3 sentences) |" in (tmp_path / "converged.md").read_text()
     assert (
         "| BN-VAE (0.6) - LSTM-LM | +1.00 [+1.00, +1.00] (3 sentences) | +1.00, +1.00 [+1.00, +1.00] |"
         in (tmp_path / "converged.md").read_text()

@@ -448,6 +448,21 @@ def paired_nll(results, method, other, lengths=None):
     return paired
 
 
+def seed_to_seed(results):
+    """The null calibration of the paired differences: for each model of the comparison with two seeds or more,
+    {model: {"<seed>-<first seed>": mean_ci95 of that seed's NLL minus the first seed's, sentence by
+    sentence}}, nats per sentence. Two seeds of one model differ by training noise alone, so an interval
+    here that excludes zero shows how far a per-sentence interval falls short of the seed-to-seed spread."""
+    calibration = {}
+    for method in METHODS:
+        seeds = sorted(results.get(method, {}))
+        first = seeds[0] if seeds else None
+        for seed in seeds[1:]:
+            own, base = results[method][seed]["nll_per_sentence"], results[method][first]["nll_per_sentence"]
+            calibration.setdefault(method, {})[f"{seed}-{first}"] = mean_ci95([a - b for a, b in zip(own, base)])
+    return calibration
+
+
 def sample_lengths(test_texts, sample):
     """Tokens (words + the end token) of each sentence of the IW sample, in the sample's order."""
     return [len(test_texts[i].split()) + 1 for i in sample]
@@ -546,6 +561,7 @@ def write_results(results, args, output, lengths=None):
         "protocol": protocol(args),
         "methods": methods,
         "paired": {key: d for key, d in paired.items() if d},
+        "seed_to_seed": seed_to_seed(results),
         "command": command(args),
         "seconds": seconds,
         **cpu_hours(every),
@@ -553,6 +569,7 @@ def write_results(results, args, output, lengths=None):
     }
     write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
     lines = table({LABELS[m]: s for m, s in methods.items()}) + paired_lines(PAIRED, paired, args)
+    lines += seed_to_seed_lines(report["seed_to_seed"], args)
     write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -581,6 +598,24 @@ def paired_lines(pairs, paired, args):
             lines.append(
                 f"| {LABELS[a]} - {LABELS[b]} | {interval(d)} ({d['n']} {unit}) | {per_seed} | {by_length or '-'} |"
             )
+    return lines
+
+
+def seed_to_seed_lines(calibration, args):
+    """Markdown of seed_to_seed: one row per model and later seed; nothing with one seed per model."""
+    if not calibration:
+        return []
+    unit = "documents" if args.corpus == "documents" else "sentences"
+    lines = [
+        "",
+        f"Calibration: one model against itself, another training seed minus the first, on the same {unit} (nats"
+        f" per {unit[:-1]}; the differences are training noise alone).",
+        "",
+        f"| model | seeds | mean [95% CI over the {unit}] |",
+        "|---|---|---|",
+    ]
+    for method, pairs in calibration.items():
+        lines += [f"| {LABELS[method]} | {seeds} | {interval(d)} ({d['n']} {unit}) |" for seeds, d in pairs.items()]
     return lines
 
 
