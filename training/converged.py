@@ -454,11 +454,11 @@ def seed_to_seed(results):
     sentence}}, nats per sentence. Two seeds of one model differ by training noise alone, so an interval
     here that excludes zero shows how far a per-sentence interval falls short of the seed-to-seed spread."""
     calibration = {}
-    for method in METHODS:
-        seeds = sorted(results.get(method, {}))
-        first = seeds[0] if seeds else None
-        for seed in seeds[1:]:
-            own, base = results[method][seed]["nll_per_sentence"], results[method][first]["nll_per_sentence"]
+    for method in (m for m in METHODS if m in results):
+        first, *later = sorted(results[method])
+        base = results[method][first]["nll_per_sentence"]
+        for seed in later:
+            own = results[method][seed]["nll_per_sentence"]
             calibration.setdefault(method, {})[f"{seed}-{first}"] = mean_ci95([a - b for a, b in zip(own, base)])
     return calibration
 
