@@ -16,6 +16,7 @@ from common import sample_texts
 
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, sentence_loader, tokenize_texts
+from hf_bnvae.modeling_bnvae import shifted_token_nll
 
 BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 40), (41, 80), (81, None))  # token positions, 1-based, inclusive
 
@@ -35,9 +36,10 @@ def parse_args(argv=None):
 
 
 def token_nll(model, input_ids, attention_mask, latent=None):
-    """-log p(w_t | w_<t[, z]) of every target token, nats, (B, T - 1); pad positions hold garbage."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, latent=latent).logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+    """-log p(w_t | w_<t[, z]) of every target token, nats, (B, T - 1), 0 at padding (the models' own
+    shifted_token_nll), and the mask of the tokens that count, (B, T - 1)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, latent=latent).logits
+    return shifted_token_nll(logits, input_ids, attention_mask)
 
 
 @torch.no_grad()
@@ -51,8 +53,8 @@ def saving_by_position(lm, model, tokenizer, texts, batch_size=32):
     for batch in sentence_loader(tokenize_texts(tokenizer, texts), tokenizer, batch_size):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         mu, _ = model.encode_posterior(ids, mask)
-        saving = token_nll(lm, ids, mask) - token_nll(model, ids, mask, mu)
-        real = mask[:, 1:].bool()
+        plain, real = token_nll(lm, ids, mask)
+        saving = plain - token_nll(model, ids, mask, mu)[0]
         position = torch.arange(1, saving.shape[1] + 1)[None, :].expand_as(saving)
         for i, (first, last) in enumerate(BUCKETS):
             chosen = real & (position >= first) & (position <= (last or saving.shape[1]))

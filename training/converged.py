@@ -419,6 +419,12 @@ def summarise(runs):
     return summary
 
 
+def nll_differences(run, other):
+    """One run's NLL minus another's, sentence by sentence (the records' `nll_per_sentence`, the same sample in
+    the same order), nats per sentence."""
+    return [a - b for a, b in zip(run["nll_per_sentence"], other["nll_per_sentence"])]
+
+
 def paired_nll(results, method, other, lengths=None):
     """`method` minus `other` on the same test sentences, nats per sentence: {"mean", "ci95", "n"} over the
     sentences of the seed-averaged NLL differences (mean_ci95: sampling noise of the test sentences only),
@@ -430,10 +436,7 @@ def paired_nll(results, method, other, lengths=None):
     seeds = sorted(set(results.get(method, {})) & set(results.get(other, {})))
     if not seeds:
         return None
-    differences = [
-        [a - b for a, b in zip(results[method][s]["nll_per_sentence"], results[other][s]["nll_per_sentence"])]
-        for s in seeds
-    ]
+    differences = [nll_differences(results[method][s], results[other][s]) for s in seeds]
     averaged = [statistics.mean(d) for d in zip(*differences)]
     per_seed = [statistics.mean(d) for d in differences]
     paired = {**mean_ci95(averaged), "per_seed": per_seed, "seeds": seeds}
@@ -456,10 +459,9 @@ def seed_to_seed(results):
     calibration = {}
     for method in (m for m in METHODS if m in results):
         first, *later = sorted(results[method])
-        base = results[method][first]["nll_per_sentence"]
         for seed in later:
-            own = results[method][seed]["nll_per_sentence"]
-            calibration.setdefault(method, {})[f"{seed}-{first}"] = mean_ci95([a - b for a, b in zip(own, base)])
+            differences = nll_differences(results[method][seed], results[method][first])
+            calibration.setdefault(method, {})[f"{seed}-{first}"] = mean_ci95(differences)
     return calibration
 
 
@@ -576,7 +578,7 @@ def write_results(results, args, output, lengths=None):
 
 def paired_lines(pairs, paired, args):
     """Markdown of the paired NLL differences (paired_nll of each (model, minus model) of pairs)."""
-    unit = "documents" if args.corpus == "documents" else "sentences"
+    unit = args.corpus  # the corpora are named by their texts: "sentences", "documents"
     lines = [
         "",
         f"NLL: importance-weighted (K = {args.iw_samples}) on {args.iw_test_sentences} random test {unit}, the same"
@@ -605,7 +607,7 @@ def seed_to_seed_lines(calibration, args):
     """Markdown of seed_to_seed: one row per model and later seed; nothing with one seed per model."""
     if not calibration:
         return []
-    unit = "documents" if args.corpus == "documents" else "sentences"
+    unit = args.corpus  # the corpora are named by their texts: "sentences", "documents"
     lines = [
         "",
         f"Calibration: one model against itself, another training seed minus the first, on the same {unit} (nats"
