@@ -13,7 +13,6 @@ push_to_hub would write its template card instead).
 """
 
 import json
-import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -22,7 +21,7 @@ from huggingface_hub.errors import RevisionNotFoundError
 from .configuration_bnvae import BNVAEConfig
 from .data import BROWN_DIR
 from .methods import METHODS, recipe_of_config
-from .saving import RESULTS_NAME, read_results, write_atomically
+from .saving import RESULTS_NAME, portable_path, read_results, write_atomically
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CLASSIFIER_TEMPLATE = TEMPLATE.with_name("classifier_card.md")
@@ -61,14 +60,6 @@ def measured_metrics(model_dir, results=None):
         f"{model_dir} has no measured NLL (an IW-NLL in {RESULTS_NAME}: train.py with --iw_samples > 0, or "
         "training/evaluate_model.py): evaluate the model before publishing it"
     )
-
-
-def portable_path(value):
-    """An absolute path under the current directory shown relative to it (cards and metrics must not
-    carry machine-specific prefixes such as /home/user/...); any other value unchanged."""
-    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(Path.cwd()):
-        return os.path.relpath(value)
-    return value
 
 
 def rounded(value, decimals):
@@ -372,7 +363,6 @@ __all__ = [
     "dialogue_card",
     "language_model_card",
     "measured_metrics",
-    "portable_path",
     "push_to_hub",
 ]
 

@@ -48,6 +48,31 @@ def write_atomically(path, text):
     os.replace(temporary, path)
 
 
+def portable_path(value):
+    """An absolute path under the current directory shown relative to it (results files and cards must
+    not carry machine-specific prefixes such as /home/user/...); any other value unchanged."""
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(Path.cwd()):
+        return os.path.relpath(value)
+    return value
+
+
+def recorded_arguments(args, exclude=()):
+    """A script's parsed flags as its results file records them: every flag but `exclude` whose value is
+    JSON (numbers, strings, booleans, None and lists of them; an object such as a recipe is left out),
+    with paths under the current directory relative to it (portable_path), so a record written in one
+    checkout reads the same in another."""
+
+    def recordable(value):
+        if isinstance(value, (list, tuple)):
+            return all(recordable(item) for item in value)
+        return value is None or isinstance(value, (int, float, str, bool))
+
+    def portable(value):
+        return [portable_path(item) for item in value] if isinstance(value, (list, tuple)) else portable_path(value)
+
+    return {k: portable(v) for k, v in vars(args).items() if k not in exclude and recordable(v)}
+
+
 def _read_json(path):
     try:
         return json.loads(Path(path).read_text())
@@ -189,7 +214,9 @@ def load_pretrained(name_or_path, revision=None, auto_class=AutoModelForCausalLM
 __all__ = [
     "RESULTS_NAME",
     "load_pretrained",
+    "portable_path",
     "read_results",
+    "recorded_arguments",
     "save_pretrained_atomically",
     "verify_checksums",
     "write_atomically",

@@ -1,6 +1,7 @@
 """Publishing: push_to_hub stops only at the network boundary (conftest's fake_hub); loading from the hub
 cache offline, with and without the package; the model card."""
 
+import argparse
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoTokenizer
 
-from hf_bnvae.hub import build_model_card, portable_path, push_to_hub
+from hf_bnvae.hub import build_model_card, push_to_hub
+from hf_bnvae.saving import portable_path, recorded_arguments
 
 SCRIPT = textwrap.dedent(
     """
@@ -166,11 +168,24 @@ def test_card_needs_measured_metrics(tmp_path, trained_folder):
         push_to_hub(tmp_path, "org/x")
 
 
-def test_card_shows_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+def test_cards_and_records_show_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert portable_path(str(tmp_path / "data" / "train.txt")) == os.path.join("data", "train.txt")
     assert portable_path("/elsewhere/train.txt") == "/elsewhere/train.txt"
     assert portable_path(32) == 32 and portable_path("relative/path") == "relative/path"
+    args = argparse.Namespace(
+        train_file=str(tmp_path / "data" / "train.txt"), output_dir="/elsewhere/out", seed=42, gamma=None,
+        files=[str(tmp_path / "a.txt"), "b.txt"], recipe=object(), suffix="_x", checked=True,
+    )  # fmt: skip
+    # the recipe object is not JSON: left out
+    assert recorded_arguments(args, exclude=("suffix",)) == {
+        "train_file": os.path.join("data", "train.txt"),
+        "output_dir": "/elsewhere/out",
+        "seed": 42,
+        "gamma": None,
+        "files": ["a.txt", "b.txt"],
+        "checked": True,
+    }
 
 
 def test_every_script_writes_one_results_file_and_the_card_follows_its_task(tmp_path, trained_folder):

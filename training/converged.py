@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
-from hf_bnvae.saving import read_results, write_atomically
+from hf_bnvae.saving import read_results, recorded_arguments, write_atomically
 from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
@@ -567,7 +567,7 @@ def write_results(results, args, output, lengths=None):
         "command": command(args),
         "seconds": seconds,
         **cpu_hours(every),
-        "settings": {k: v for k, v in vars(args).items() if k not in INVOCATION_FLAGS},
+        "settings": recorded_arguments(args, exclude=INVOCATION_FLAGS),
     }
     write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
     lines = table({LABELS[m]: s for m, s in methods.items()}) + paired_lines(PAIRED, paired, args)

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model
-from hf_bnvae.hub import portable_path
-from hf_bnvae.saving import RESULTS_NAME, read_results, write_atomically, write_results
+from hf_bnvae.saving import RESULTS_NAME, portable_path, read_results, write_atomically, write_results
 from hf_bnvae.trainer_utils import check_lower_bounds
 
 ROWS = [

@@ -26,7 +26,7 @@ from pathlib import Path
 import prepare_chitchat  # training/ is on the path when a training script runs
 import train_dialogue
 
-from hf_bnvae.saving import read_results, write_atomically
+from hf_bnvae.saving import read_results, recorded_arguments, write_atomically
 from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
@@ -152,7 +152,7 @@ def main(argv=None):
         "methods": methods,
         "command": shlex.join(["python", "training/reproduce_dialogue.py", *argv]),
         "seconds": sum(r["seconds"] for r in results.values()),
-        "settings": vars(args),
+        "settings": recorded_arguments(args),
     }
     output = Path(args.output_dir)
     write_atomically(output / "dialogue.json", json.dumps(report, indent=2))

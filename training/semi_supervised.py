@@ -42,7 +42,7 @@ import torch
 import train_classifier  # training/ is on the path when a training script runs
 from experiments import Run, mean_ci95, mean_std, run_train_script
 
-from hf_bnvae.saving import read_results, write_atomically
+from hf_bnvae.saving import read_results, recorded_arguments, write_atomically
 
 HERE = Path(__file__).resolve().parent
 
@@ -425,7 +425,7 @@ def write_results(args, runs, pretrain_seconds, fine_tune_seconds):
         "command": f"python training/semi_supervised.py --dataset {args.dataset}",
         "pretrain_seconds": pretrain_seconds,
         "fine_tune_seconds": fine_tune_seconds,
-        "settings": {k: v for k, v in vars(args).items() if k != "suffix"},
+        "settings": recorded_arguments(args, exclude=("suffix",)),
     }
     write_atomically(output / f"classification{args.suffix}.json", json.dumps(report, indent=2))
     header = " | ".join(f"{b} labels" if b != "all" else "all labels" for b in budgets)

@@ -34,7 +34,7 @@ from hf_bnvae.data import BROWN_DIR, collate, column, read_hub_dataset, read_tex
 from hf_bnvae.evaluation import evaluate_language_model
 from hf_bnvae.methods import all_flags, methods_of, resolve_method
 from hf_bnvae.modeling_bnvae import bn_kl_guarantee
-from hf_bnvae.saving import RESULTS_NAME
+from hf_bnvae.saving import RESULTS_NAME, recorded_arguments
 from hf_bnvae.trainer_utils import (
     BestWeightsKeeper,
     PlateauRule,
@@ -555,7 +555,7 @@ def finish(args, accelerator, model, tokenizer, state, valid_set, test_corpus):
     unwrapped = accelerator.unwrap_model(model)
     average_bn_statistics(unwrapped, accelerator)
     state.keeper.restore_best(unwrapped)
-    training_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None}
+    training_args = recorded_arguments(args)
     results = {
         "task": "language-modeling",
         "method": args.recipe.name,

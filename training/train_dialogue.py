@@ -33,6 +33,7 @@ from hf_bnvae.configuration_bncvae import DIALOGUE_PRESETS
 from hf_bnvae.dialogue_data import DialogueDataset, dialogue_collate, dialogue_pairs, read_conversations
 from hf_bnvae.evaluation import perplexity
 from hf_bnvae.methods import METHODS, methods_of, resolve_method
+from hf_bnvae.saving import recorded_arguments
 from hf_bnvae.trainer_utils import (
     BestWeightsKeeper,
     PlateauRule,
@@ -326,7 +327,7 @@ def main(argv=None):
         **{f"test_{k}": v for k, v in test.items()},
         "history": history,
         "train_seconds": state["train_seconds"],
-        "training_args": {k: v for k, v in vars(args).items() if k not in ("overrides", "recipe")},
+        "training_args": recorded_arguments(args, exclude=("overrides", "recipe")),
     }
     if accelerator.is_main_process:
         if args.max_test_contexts:
