@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
-from hf_bnvae.saving import read_results, recorded_arguments, write_atomically
+from hf_bnvae.saving import portable_path, read_results, recorded_arguments, write_atomically
 from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
@@ -502,7 +502,7 @@ def protocol(args):
     return {
         "same_schedule_for_all": True,
         "corpus": args.corpus,
-        "train_file": str(data_file(args, "train")),
+        "train_file": portable_path(str(data_file(args, "train"))),
         "max_train_samples": args.max_train_samples,
         **{flag: getattr(args, flag) for flag in SCHEDULE},
         "iw_samples": args.iw_samples,
