@@ -4,6 +4,7 @@ evaluation and paired differences."""
 import json
 import random
 import statistics
+from pathlib import Path
 
 import converged
 import evaluate_model
@@ -543,3 +544,17 @@ def test_converged_writes_the_beyond_the_paper_studies_once_their_runs_exist(tmp
     assert transformer["protocol"]["optimizer"] == "adam, lr 1e-3, BN eps 1e-12"  # train.py's Adam defaults
     assert transformer["paired"]["transformer_bnvae_0.6-transformer_lm"]["mean"] == pytest.approx(-0.95)
     assert "transformer_vae-transformer_lm" not in transformer["paired"]  # not run: nothing claimed
+
+
+def test_a_records_train_file_is_relative_to_the_directory_it_was_trained_from(tmp_path, monkeypatch):
+    """train.py records its --train_file relative to its working directory (portable_path): the
+    comparison's data file when that path is its tail, from whatever directory the evaluation runs."""
+    args = converged.parse_args([])
+    train_file = converged.data_file(args, "train").resolve()
+    used = {flag: getattr(args, flag) for flag in converged.SCHEDULE} | {"max_train_samples": args.max_train_samples}
+    monkeypatch.chdir(tmp_path)
+    for recorded in (str(train_file), str(Path(*train_file.parts[-4:])), str(Path(*train_file.parts[-2:]))):
+        converged.check_schedule({"training_args": {**used, "train_file": recorded}}, args, "run")
+    for recorded in ("brown_documents/train.txt", str(tmp_path / "train.txt")):
+        with pytest.raises(ValueError, match=r"another schedule: train_file"):
+            converged.check_schedule({"training_args": {**used, "train_file": recorded}}, args, "run")

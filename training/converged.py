@@ -232,8 +232,10 @@ def check_schedule(trained, args, folder):
     ]
     if used.get("max_train_samples") != args.max_train_samples:
         differs.append(f"max_train_samples {used.get('max_train_samples')} (here {args.max_train_samples})")
-    train_file = data_file(args, "train")
-    if Path(used.get("train_file") or "").resolve() != train_file.resolve():
+    train_file, recorded = data_file(args, "train").resolve(), Path(used.get("train_file") or "")
+    # a record names its file relative to the directory it was trained from (portable_path): the same file
+    # when that relative path is this file's tail
+    if recorded.resolve() != train_file and (recorded.is_absolute() or not train_file.match(recorded.as_posix())):
         differs.append(f"train_file {used.get('train_file')} (here {train_file})")
     if differs:
         raise ValueError(
