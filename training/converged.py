@@ -233,9 +233,9 @@ def check_schedule(trained, args, folder):
     if used.get("max_train_samples") != args.max_train_samples:
         differs.append(f"max_train_samples {used.get('max_train_samples')} (here {args.max_train_samples})")
     train_file, recorded = data_file(args, "train").resolve(), Path(used.get("train_file") or "")
-    # a record names its file relative to the directory it was trained from (portable_path): the same file
-    # when that relative path is this file's tail
-    if recorded.resolve() != train_file and (recorded.is_absolute() or not train_file.match(recorded.as_posix())):
+    # a relative path is relative to the directory the run was trained from (portable_path): this file's tail
+    same = recorded.resolve() == train_file if recorded.is_absolute() else train_file.match(recorded.as_posix())
+    if not same:
         differs.append(f"train_file {used.get('train_file')} (here {train_file})")
     if differs:
         raise ValueError(

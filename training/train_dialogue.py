@@ -327,7 +327,7 @@ def main(argv=None):
         **{f"test_{k}": v for k, v in test.items()},
         "history": history,
         "train_seconds": state["train_seconds"],
-        "training_args": recorded_arguments(args, exclude=("overrides", "recipe")),
+        "training_args": recorded_arguments(args),  # the parsed overrides and recipe are not JSON: left out
     }
     if accelerator.is_main_process:
         if args.max_test_contexts:
