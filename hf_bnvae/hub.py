@@ -21,7 +21,7 @@ from huggingface_hub.errors import RevisionNotFoundError
 from .configuration_bnvae import BNVAEConfig
 from .data import BROWN_DIR
 from .methods import METHODS, recipe_of_config
-from .saving import RESULTS_NAME, portable_path, read_results, write_atomically
+from .saving import RESULTS_NAME, names_file, portable_path, read_results, write_atomically
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CLASSIFIER_TEMPLATE = TEMPLATE.with_name("classifier_card.md")
@@ -114,7 +114,9 @@ def language_model_card(model_dir, trained, repo_id, license="mit", reproduce=No
         )
     else:
         training_config = "(no training arguments were recorded with this model)"
-    on_brown = not dataset_id and Path(args.get("train_file", "")).parts[-4:] == (BROWN_DIR / "train.txt").parts[-4:]
+    recorded_file = args.get("train_file") or ""  # a relative one must name the brown folder, not train.txt alone
+    on_brown = not dataset_id and BROWN_DIR.name in Path(recorded_file).parts
+    on_brown = on_brown and names_file(recorded_file, BROWN_DIR / "train.txt")
     data_name = (
         "the Brown corpus" if on_brown else dataset_id or portable_path(args.get("train_file", "its training data"))
     )

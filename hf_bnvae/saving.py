@@ -56,6 +56,14 @@ def portable_path(value):
     return value
 
 
+def names_file(recorded, path):
+    """Whether a path a results file recorded (see recorded_arguments) names the file `path`: an absolute
+    one must be that file; a relative one was relative to the unknown directory the run started from, so
+    it must be `path`'s tail (``data/brown/train.txt`` names ``.../training/data/brown/train.txt``)."""
+    recorded, path = Path(recorded), Path(path).resolve()
+    return recorded.resolve() == path if recorded.is_absolute() else path.match(recorded.as_posix())
+
+
 def recorded_arguments(args, exclude=()):
     """A script's parsed flags as its results file records them: every flag but `exclude` whose value is
     JSON (numbers, strings, booleans, None and lists of them; an object such as a recipe is left out),

@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoTokenizer
 
+from hf_bnvae.data import BROWN_DIR
 from hf_bnvae.hub import build_model_card, push_to_hub
 from hf_bnvae.saving import portable_path, recorded_arguments
 
@@ -119,6 +120,23 @@ def test_card_of_a_model_trained_on_a_hub_dataset_has_a_rounded_model_index(tmp_
         "active_units": metrics["au"],
     }
     assert {(r.dataset_type, r.dataset_split) for r in card.data.eval_results} == {("org/my-corpus", "validation")}
+
+
+def test_card_names_the_brown_corpus_from_any_recorded_path_to_it(tmp_path, trained_folder):
+    _, folder = trained_folder("brown")
+    trained = json.loads((folder / "all_results.json").read_text())
+    brown = BROWN_DIR / "train.txt"
+    # relative paths are relative to where the run started: the repository, training/, or the data folder
+    for recorded, on_brown in [
+        (str(brown), True), ("training/data/brown/train.txt", True), ("data/brown/train.txt", True),
+        ("brown/train.txt", True), ("train.txt", False), ("data/mine/train.txt", False),
+        (str(tmp_path / "data" / "brown" / "train.txt"), False),  # another file in a folder named brown
+    ]:  # fmt: skip
+        trained["training_args"]["train_file"] = recorded
+        (folder / "all_results.json").write_text(json.dumps(trained))
+        card = build_model_card(folder, "org/x").text
+        assert ("Francis and Kucera" in card) == on_brown, recorded
+        assert ("Trained on the Brown corpus only" in card) == on_brown, recorded
 
 
 def test_revision_is_honoured_and_missing_things_fail_clearly(tmp_path, fake_hub, trained_folder):

@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from hf_bnvae import load_pretrained
 from hf_bnvae.data import BROWN_DIR, read_text_file, sentence_loader, tokenize_texts
 from hf_bnvae.evaluation import evaluate_language_model, latent_usage
-from hf_bnvae.saving import portable_path, read_results, recorded_arguments, write_atomically
+from hf_bnvae.saving import names_file, portable_path, read_results, recorded_arguments, write_atomically
 from hf_bnvae.trainer_utils import check_finite
 
 HERE = Path(__file__).resolve().parent
@@ -232,10 +232,8 @@ def check_schedule(trained, args, folder):
     ]
     if used.get("max_train_samples") != args.max_train_samples:
         differs.append(f"max_train_samples {used.get('max_train_samples')} (here {args.max_train_samples})")
-    train_file, recorded = data_file(args, "train").resolve(), Path(used.get("train_file") or "")
-    # a relative path is relative to the directory the run was trained from (portable_path): this file's tail
-    same = recorded.resolve() == train_file if recorded.is_absolute() else train_file.match(recorded.as_posix())
-    if not same:
+    train_file = data_file(args, "train").resolve()
+    if not names_file(used.get("train_file") or "", train_file):
         differs.append(f"train_file {used.get('train_file')} (here {train_file})")
     if differs:
         raise ValueError(
