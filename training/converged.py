@@ -79,7 +79,12 @@ TRANSFORMER = [
     Run("transformer_vae", "vae", options=TRANSFORMER_OPTIONS),
     *(Run(f"transformer_bnvae_{g}", "bnvae", {"gamma": g}, options=TRANSFORMER_OPTIONS) for g in (0.6, 1.2)),
 ]
-TRANSFORMER_PAIRED = [("transformer_bnvae_0.6", "transformer_lm"), ("transformer_vae", "transformer_lm")]
+TRANSFORMER_PAIRED = [
+    ("transformer_bnvae_0.6", "transformer_lm"),
+    ("transformer_bnvae_1.2", "transformer_lm"),
+    ("transformer_vae", "transformer_lm"),
+    ("transformer_bnvae_0.6", "transformer_vae"),
+]
 METHODS = {run.name: run for run in COMPARISON}
 FIRST_SEED_ONLY = {run.name: run for run in (*SWEEP, *LEARNED, *TRANSFORMER)}
 LABELS = {run.name: run.label for run in (*COMPARISON, *FIRST_SEED_ONLY.values())}
