@@ -526,7 +526,8 @@ def test_non_finite_flags_are_refused_before_anything_is_loaded(parse, argv, cap
 def test_converged_writes_the_beyond_the_paper_studies_once_their_runs_exist(tmp_path):
     args = converged.parse_args(["--seeds", "42", "--iw_test_sentences", "10"])
     nll = [100.0 + i for i in range(10)]
-    run = {"nll": 100.0, "kl": 5.0, "nll_per_sentence": nll}
+    run = {"nll": 100.0, "kl": 5.0, "nll_per_sentence": nll, "train_seconds": 60.0, "eval_seconds": 30.0}
+    run.update(train_cpu_seconds=3600.0, eval_cpu_seconds=1800.0)
     results = {"bnvae_0.6": {42: run}, "vae": {42: {**run, "kl": 0.1}}}
     converged.write_beyond(results, args, tmp_path)
     assert not list(tmp_path.iterdir())  # none of the studies' own runs: nothing written
@@ -544,6 +545,9 @@ def test_converged_writes_the_beyond_the_paper_studies_once_their_runs_exist(tmp
     assert transformer["protocol"]["optimizer"] == "adam, lr 1e-3, BN eps 1e-12"  # train.py's Adam defaults
     assert transformer["paired"]["transformer_bnvae_0.6-transformer_lm"]["mean"] == pytest.approx(-0.95)
     assert "transformer_vae-transformer_lm" not in transformer["paired"]  # not run: nothing claimed
+    # the cost of the study's own runs (the Transformer LM and BN-VAE), not of the LSTM models beside them
+    assert (transformer["seconds"], transformer["cpu_hours"], transformer["runs_without_cpu_time"]) == (180.0, 3.0, 0)
+    assert learned["seconds"] == 90.0
 
 
 def test_a_records_train_file_is_relative_to_the_directory_it_was_trained_from(tmp_path, monkeypatch):

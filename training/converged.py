@@ -635,7 +635,7 @@ def write_beyond(results, args, output, lengths=None):
     """Issue 31's studies with the first seed (study_seed), each written once a run of its own is finished:
     learned_gamma.{json,md} (BN-VAE with learned scales beside every fixed gamma and the VAE, with the
     scales it learned) and transformer_decoder.{json,md} (the Transformer LM, VAE and BN-VAEs, with the
-    paired NLL differences)."""
+    paired NLL differences); each json with the wall seconds and CPU hours of the study's own runs."""
     fixed = [m for m in SWEEP_ORDER if m != "ae"]
     studies = {
         "learned_gamma": ([run.name for run in LEARNED], fixed, []),
@@ -652,12 +652,15 @@ def write_beyond(results, args, output, lengths=None):
                 methods[m]["gammas"] = r["gammas"]
         paired = {f"{a}-{b}": paired_nll({m: {seed: rows[m]} for m in rows}, a, b, lengths) for a, b in pairs}
         optimizer = "adam, lr 1e-3, BN eps 1e-12" if name == "transformer_decoder" else "sgd, lr 1.0"
+        own_records = [rows[m] for m in own if m in rows]
         report = {
             "protocol": {**protocol(args), "optimizer": optimizer},
             "seed": seed,
             "methods": methods,
             "paired": {key: d for key, d in paired.items() if d},
             "command": command(args),
+            "seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in own_records),
+            **cpu_hours(own_records),
         }
         write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
         lines = table({LABELS[m]: s for m, s in methods.items()})
