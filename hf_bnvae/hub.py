@@ -117,9 +117,7 @@ def language_model_card(model_dir, trained, repo_id, license="mit", reproduce=No
     recorded_file = args.get("train_file") or ""  # a relative one must name the brown folder, not train.txt alone
     on_brown = not dataset_id and BROWN_DIR.name in Path(recorded_file).parts
     on_brown = on_brown and names_file(recorded_file, BROWN_DIR / "train.txt")
-    data_name = (
-        "the Brown corpus" if on_brown else dataset_id or portable_path(args.get("train_file", "its training data"))
-    )
+    data_name = "the Brown corpus" if on_brown else dataset_id or portable_path(recorded_file or "its training data")
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),

@@ -59,7 +59,10 @@ def portable_path(value):
 def names_file(recorded, path):
     """Whether a path a results file recorded (see recorded_arguments) names the file `path`: an absolute
     one must be that file; a relative one was relative to the unknown directory the run started from, so
-    it must be `path`'s tail (``data/brown/train.txt`` names ``.../training/data/brown/train.txt``)."""
+    it must be `path`'s tail (``data/brown/train.txt`` names ``.../training/data/brown/train.txt``); none
+    (None or "") names no file."""
+    if not recorded:
+        return False
     recorded, path = Path(recorded), Path(path).resolve()
     return recorded.resolve() == path if recorded.is_absolute() else path.match(recorded.as_posix())
 

@@ -131,12 +131,14 @@ def test_card_names_the_brown_corpus_from_any_recorded_path_to_it(tmp_path, trai
         (str(brown), True), ("training/data/brown/train.txt", True), ("data/brown/train.txt", True),
         ("brown/train.txt", True), ("train.txt", False), ("data/mine/train.txt", False),
         (str(tmp_path / "data" / "brown" / "train.txt"), False),  # another file in a folder named brown
+        ("", False), (None, False),  # not recorded
     ]:  # fmt: skip
         trained["training_args"]["train_file"] = recorded
         (folder / "all_results.json").write_text(json.dumps(trained))
         card = build_model_card(folder, "org/x").text
         assert ("Francis and Kucera" in card) == on_brown, recorded
         assert ("Trained on the Brown corpus only" in card) == on_brown, recorded
+        assert "None" not in card
 
 
 def test_revision_is_honoured_and_missing_things_fail_clearly(tmp_path, fake_hub, trained_folder):

@@ -238,7 +238,7 @@ def check_schedule(trained, args, folder):
     if used.get("max_train_samples") != args.max_train_samples:
         differs.append(f"max_train_samples {used.get('max_train_samples')} (here {args.max_train_samples})")
     train_file = data_file(args, "train").resolve()
-    if not names_file(used.get("train_file") or "", train_file):
+    if not names_file(used.get("train_file"), train_file):
         differs.append(f"train_file {used.get('train_file')} (here {train_file})")
     if differs:
         raise ValueError(
