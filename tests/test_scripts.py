@@ -382,8 +382,10 @@ def test_converged_results_files_have_the_protocol_the_paired_differences_and_th
     )
     assert report["paired"]["bnvae_0.6-lm"]["mean"] == pytest.approx(1.0)
     assert (report["cpu_hours"], report["runs_without_cpu_time"]) == (0.0, 7)  # none of the 7 runs counted it
-    counted = {"train_cpu_seconds": 5400.0, "eval_cpu_seconds": 1800.0}
-    assert converged.cpu_hours([counted, counted, {"train_cpu_seconds": None, "eval_cpu_seconds": 9.0}]) == {
+    counted = {"train_cpu_seconds": 5400.0, "eval_cpu_seconds": 1800.0, "train_seconds": 6000.0, "eval_seconds": 2000.0}
+    uncounted = {"train_cpu_seconds": None, "eval_cpu_seconds": 9.0, "train_seconds": 10.0, "eval_seconds": 10.0}
+    assert converged.cost([counted, counted, uncounted]) == {
+        "seconds": 16020.0,
         "cpu_hours": 4.0,
         "runs_without_cpu_time": 1,
     }

@@ -546,13 +546,18 @@ def study_seed(results, own):
     return min(seeds)
 
 
-def cpu_hours(records):
-    """{"cpu_hours": training and evaluation CPU time (core-hours) of the records that counted both,
+def cost(records):
+    """{"seconds": training and evaluation wall seconds of the records, "cpu_hours": training and
+    evaluation CPU time (core-hours) of the records that counted both,
     "runs_without_cpu_time": how many did not (trained in part, or evaluated, before the CPU time was
     counted; their wall seconds include pauses)}."""
     counted = [r for r in records if r.get("train_cpu_seconds") is not None and "eval_cpu_seconds" in r]
     cpu = sum(r["train_cpu_seconds"] + r["eval_cpu_seconds"] for r in counted)
-    return {"cpu_hours": round(cpu / 3600, 2), "runs_without_cpu_time": len(records) - len(counted)}
+    return {
+        "seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in records),
+        "cpu_hours": round(cpu / 3600, 2),
+        "runs_without_cpu_time": len(records) - len(counted),
+    }
 
 
 def write_results(results, args, output, lengths=None):
@@ -563,15 +568,13 @@ def write_results(results, args, output, lengths=None):
     methods = per_model(results, METHODS)
     paired = {f"{a}-{b}": paired_nll(results, a, b, lengths) for a, b in PAIRED}
     every = [r for per_seed in results.values() for r in per_seed.values()]
-    seconds = sum(r["train_seconds"] + r["eval_seconds"] for r in every)
     report = {
         "protocol": protocol(args),
         "methods": methods,
         "paired": {key: d for key, d in paired.items() if d},
         "seed_to_seed": seed_to_seed(results),
         "command": command(args),
-        "seconds": seconds,
-        **cpu_hours(every),
+        **cost(every),
         "settings": recorded_arguments(args, exclude=INVOCATION_FLAGS),
     }
     write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
@@ -659,8 +662,7 @@ def write_beyond(results, args, output, lengths=None):
             "methods": methods,
             "paired": {key: d for key, d in paired.items() if d},
             "command": command(args),
-            "seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in own_records),
-            **cpu_hours(own_records),
+            **cost(own_records),
         }
         write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
         lines = table({LABELS[m]: s for m, s in methods.items()})
