@@ -549,7 +549,27 @@ def test_converged_writes_the_beyond_the_paper_studies_once_their_runs_exist(tmp
     assert "transformer_vae-transformer_lm" not in transformer["paired"]  # not run: nothing claimed
     # the cost of the study's own runs (the Transformer LM and BN-VAE), not of the LSTM models beside them
     assert (transformer["seconds"], transformer["cpu_hours"], transformer["runs_without_cpu_time"]) == (180.0, 3.0, 0)
-    assert learned["seconds"] == 90.0
+    assert learned["seconds"] == 90.0 and learned["seeds"] == [42] and transformer["seeds"] == [42]
+    assert transformer["seed_to_seed"] == {}  # one seed per model: no calibration
+    # a second seed of the Transformer LM: the study reports it (the learned-gamma study keeps the first seed)
+    results["transformer_lm"][43] = {
+        **run,
+        "nll": 100.5,
+        "nll_per_sentence": [x + 0.5 + 0.1 * (i % 2) for i, x in enumerate(nll)],
+    }
+    results["bnvae_learned_0.3"][43] = {**results["bnvae_learned_0.3"][42], "gammas": [1.0, 1.0, 1.0]}
+    converged.write_beyond(results, args, tmp_path)
+    transformer = json.loads((tmp_path / "transformer_decoder.json").read_text())
+    assert transformer["seeds"] == [42, 43] and transformer["methods"]["transformer_lm"]["seeds"] == [42, 43]
+    assert transformer["methods"]["transformer_lm"]["nll"]["runs"] == [100.0, 100.5]
+    assert transformer["seed_to_seed"]["transformer_lm"]["43-42"]["mean"] == pytest.approx(0.55)
+    # paired over the seeds both models ran (42 only): unchanged by the LM's second seed
+    assert transformer["paired"]["transformer_bnvae_0.6-transformer_lm"]["per_seed"] == [pytest.approx(-0.95)]
+    assert transformer["cpu_hours"] == 4.5  # the LM's second run counted
+    markdown = (tmp_path / "transformer_decoder.md").read_text()
+    assert "Seeds 42, 43;" in markdown and "| Transformer LM | 43-42 | +0.55 [" in markdown
+    learned = json.loads((tmp_path / "learned_gamma.json").read_text())
+    assert learned["seeds"] == [42] and learned["methods"]["bnvae_learned_0.3"]["gammas"] == [0.3, 0.5, 0.9]
 
 
 def test_a_records_train_file_is_relative_to_the_directory_it_was_trained_from(tmp_path, monkeypatch):

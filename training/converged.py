@@ -2,7 +2,8 @@
 converges, and what does gamma trade? LM, VAE and BN-VAE (0.6) on Brown sentences over several seeds
 (the comparison); the autoencoder and BN-VAE with gamma 0.3, 0.9, 1.2 and 1.5 with the first seed (the
 gamma sweep, beside that seed's VAE and BN-VAE (0.6)); beyond the paper, with the first seed, BN-VAE with
-a learned scale per dimension and the LM, VAE and BN-VAE (0.6, 1.2) with a Transformer decoder; and LM,
+a learned scale per dimension and the LM, VAE and BN-VAE (0.6, 1.2) with a Transformer decoder (another
+seed of these: `--seeds 43 --methods transformer_lm`; the Transformer study reports every seed); and LM,
 VAE and BN-VAE (0.6) on ~80-word Brown documents (--corpus documents; `python training/prepare_brown.py
 --documents` makes them).
 
@@ -68,9 +69,9 @@ COMPARISON = [Run("lm", "lm"), Run("vae", "vae"), Run("bnvae_0.6", "bnvae", {"ga
 SWEEP_GAMMAS = (0.3, 0.9, 1.2, 1.5)
 # trained with the first seed only: the gamma sweep (the autoencoder marks the end where KL is free)
 SWEEP = [Run("ae", "ae"), *(Run(f"bnvae_{g}", "bnvae", {"gamma": g}) for g in SWEEP_GAMMAS)]
-# Beyond the paper (issue 31), first seed only: BN-VAE with a learned scale per dimension (floor 0.3, from
-# 0.6), and the LM, VAE and BN-VAE with a Transformer decoder (GPT-2 blocks, 4 x 256, 4 heads), which
-# train with Adam (train.py's Adam defaults: lr 1e-3, BN's eps 1e-12, with which Adam keeps BN's bound):
+# Beyond the paper (issue 31), trained with the first seed of --seeds: BN-VAE with a learned scale per
+# dimension (floor 0.3, from 0.6), and the LM, VAE and BN-VAE with a Transformer decoder (GPT-2 blocks,
+# 4 x 256, 4 heads), which train with Adam (train.py's Adam defaults: lr 1e-3, BN's eps 1e-12, with which Adam keeps BN's bound):
 # SGD at lr 1.0 is the LSTMs' recipe, not a Transformer's.
 LEARNED = [Run("bnvae_learned_0.3", "bnvae_learned", {"gamma_min": 0.3})]
 TRANSFORMER_OPTIONS = {"decoder_type": "transformer", "optimizer": "adam"}
@@ -456,13 +457,13 @@ def paired_nll(results, method, other, lengths=None):
     return paired
 
 
-def seed_to_seed(results):
-    """The null calibration of the paired differences: for each model of the comparison with two seeds or more,
+def seed_to_seed(results, methods=METHODS):
+    """The null calibration of the paired differences: for each of `methods` (the comparison's) with two seeds or more,
     {model: {"<seed>-<first seed>": mean_ci95 of that seed's NLL minus the first seed's, sentence by
     sentence}}, nats per sentence. Two seeds of one model differ by training noise alone, so an interval
     here that excludes zero shows how far a per-sentence interval falls short of the seed-to-seed spread."""
     calibration = {}
-    for method in (m for m in METHODS if m in results):
+    for method in (m for m in methods if m in results):
         first, *later = sorted(results[method])
         for seed in later:
             differences = nll_differences(results[method][seed], results[method][first])
@@ -634,40 +635,57 @@ def interval(d):
     return f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
 
 
+def study_results(results, own, beside, every_seed):
+    """The runs a study reports, {method: {seed: record}} of its `own` methods and those `beside` them: every
+    seed each has (every_seed), or the first seed's (study_seed); {} when none of its own has results."""
+    if every_seed:
+        return {m: results[m] for m in (*own, *beside) if m in results} if any(m in results for m in own) else {}
+    seed = study_seed(results, own)
+    if seed is None:
+        return {}
+    return {m: {seed: results[m][seed]} for m in (*own, *beside) if seed in results.get(m, {})}
+
+
 def write_beyond(results, args, output, lengths=None):
-    """Issue 31's studies with the first seed (study_seed), each written once a run of its own is finished:
-    learned_gamma.{json,md} (BN-VAE with learned scales beside every fixed gamma and the VAE, with the
-    scales it learned) and transformer_decoder.{json,md} (the Transformer LM, VAE and BN-VAEs, with the
-    paired NLL differences); each json with the wall seconds and CPU hours of the study's own runs."""
+    """Issue 31's studies, each written once a run of its own is finished: learned_gamma.{json,md} (BN-VAE
+    with learned scales beside every fixed gamma and the VAE, first seed (study_seed), with the scales it
+    learned) and transformer_decoder.{json,md} (the Transformer LM, VAE and BN-VAEs, every seed they have,
+    with the paired NLL differences and the seed-to-seed calibration); each json with the wall seconds and
+    CPU hours of the study's own runs."""
     fixed = [m for m in SWEEP_ORDER if m != "ae"]
-    studies = {
-        "learned_gamma": ([run.name for run in LEARNED], fixed, []),
-        "transformer_decoder": ([run.name for run in TRANSFORMER], [], TRANSFORMER_PAIRED),
+    studies = {  # name: (own, beside, pairs, every seed)
+        "learned_gamma": ([run.name for run in LEARNED], fixed, [], False),
+        "transformer_decoder": ([run.name for run in TRANSFORMER], [], TRANSFORMER_PAIRED, True),
     }
-    for name, (own, beside, pairs) in studies.items():
-        seed = study_seed(results, own)
-        if seed is None:
+    for name, (own, beside, pairs, every_seed) in studies.items():
+        selected = study_results(results, own, beside, every_seed)
+        if not selected:
             continue
-        rows = {m: results[m][seed] for m in (*own, *beside) if seed in results.get(m, {})}
-        methods = per_model({m: {seed: r} for m, r in rows.items()}, rows)
-        for m, r in rows.items():
-            if "gammas" in r:
-                methods[m]["gammas"] = r["gammas"]
-        paired = {f"{a}-{b}": paired_nll({m: {seed: rows[m]} for m in rows}, a, b, lengths) for a, b in pairs}
+        seeds = sorted({seed for per_seed in selected.values() for seed in per_seed})
+        methods = per_model(selected, selected)
+        for m, per_seed in selected.items():
+            if "gammas" in per_seed[min(per_seed)]:
+                methods[m]["gammas"] = per_seed[min(per_seed)]["gammas"]
+        paired = {f"{a}-{b}": paired_nll(selected, a, b, lengths) for a, b in pairs}
         optimizer = "adam, lr 1e-3, BN eps 1e-12" if name == "transformer_decoder" else "sgd, lr 1.0"
-        own_records = [rows[m] for m in own if m in rows]
         report = {
             "protocol": {**protocol(args), "optimizer": optimizer},
-            "seed": seed,
+            "seeds": seeds,
             "methods": methods,
             "paired": {key: d for key, d in paired.items() if d},
+            "seed_to_seed": seed_to_seed(selected, own),
             "command": command(args),
-            **cost(own_records),
+            **cost([r for m in own for r in selected.get(m, {}).values()]),
         }
         write_atomically(output / f"{name}.json", json.dumps(report, indent=2))
         lines = table({LABELS[m]: s for m, s in methods.items()})
-        lines += ["", f"Seed {seed}; the schedule and test sample of converged.md, optimizer {optimizer}."]
+        seed_list = ", ".join(map(str, seeds))
+        lines += [
+            "",
+            f"Seed{'s' if len(seeds) > 1 else ''} {seed_list}; the schedule and test sample of converged.md, optimizer {optimizer}.",
+        ]
         lines += paired_lines(pairs, paired, args) if pairs else []
+        lines += seed_to_seed_lines(report["seed_to_seed"], args)
         for m, summary in methods.items():
             if "gammas" in summary:
                 g = summary["gammas"]
