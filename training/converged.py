@@ -71,8 +71,8 @@ SWEEP_GAMMAS = (0.3, 0.9, 1.2, 1.5)
 SWEEP = [Run("ae", "ae"), *(Run(f"bnvae_{g}", "bnvae", {"gamma": g}) for g in SWEEP_GAMMAS)]
 # Beyond the paper (issue 31), trained with the first seed of --seeds: BN-VAE with a learned scale per
 # dimension (floor 0.3, from 0.6), and the LM, VAE and BN-VAE with a Transformer decoder (GPT-2 blocks,
-# 4 x 256, 4 heads), which train with Adam (train.py's Adam defaults: lr 1e-3, BN's eps 1e-12, with which Adam keeps BN's bound):
-# SGD at lr 1.0 is the LSTMs' recipe, not a Transformer's.
+# 4 x 256, 4 heads), which train with Adam (train.py's Adam defaults: lr 1e-3, BN's eps 1e-12, with which
+# Adam keeps BN's bound): SGD at lr 1.0 is the LSTMs' recipe, not a Transformer's.
 LEARNED = [Run("bnvae_learned_0.3", "bnvae_learned", {"gamma_min": 0.3})]
 TRANSFORMER_OPTIONS = {"decoder_type": "transformer", "optimizer": "adam"}
 TRANSFORMER = [
@@ -458,8 +458,8 @@ def paired_nll(results, method, other, lengths=None):
 
 
 def seed_to_seed(results, methods=METHODS):
-    """The null calibration of the paired differences: for each of `methods` (the comparison's) with two seeds or more,
-    {model: {"<seed>-<first seed>": mean_ci95 of that seed's NLL minus the first seed's, sentence by
+    """The null calibration of the paired differences: for each of `methods` (the comparison's) with two seeds
+    or more, {model: {"<seed>-<first seed>": mean_ci95 of that seed's NLL minus the first seed's, sentence by
     sentence}}, nats per sentence. Two seeds of one model differ by training noise alone, so an interval
     here that excludes zero shows how far a per-sentence interval falls short of the seed-to-seed spread."""
     calibration = {}
