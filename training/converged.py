@@ -638,11 +638,11 @@ def interval(d):
 def study_results(results, own, beside, every_seed):
     """The runs a study reports, {method: {seed: record}} of its `own` methods and those `beside` them: every
     seed each has (every_seed), or the first seed's (study_seed); {} when none of its own has results."""
-    if every_seed:
-        return {m: results[m] for m in (*own, *beside) if m in results} if any(m in results for m in own) else {}
-    seed = study_seed(results, own)
-    if seed is None:
+    if not any(m in results for m in own):
         return {}
+    if every_seed:
+        return {m: results[m] for m in (*own, *beside) if m in results}
+    seed = study_seed(results, own)
     return {m: {seed: results[m][seed]} for m in (*own, *beside) if seed in results.get(m, {})}
 
 
@@ -664,8 +664,9 @@ def write_beyond(results, args, output, lengths=None):
         seeds = sorted({seed for per_seed in selected.values() for seed in per_seed})
         methods = per_model(selected, selected)
         for m, per_seed in selected.items():
-            if "gammas" in per_seed[min(per_seed)]:
-                methods[m]["gammas"] = per_seed[min(per_seed)]["gammas"]
+            first = per_seed[min(per_seed)]
+            if "gammas" in first:  # the learned scales (a first-seed study)
+                methods[m]["gammas"] = first["gammas"]
         paired = {f"{a}-{b}": paired_nll(selected, a, b, lengths) for a, b in pairs}
         optimizer = "adam, lr 1e-3, BN eps 1e-12" if name == "transformer_decoder" else "sgd, lr 1.0"
         report = {
